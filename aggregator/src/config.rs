@@ -1,0 +1,225 @@
+//! The aggregator's configuration file (TOML, unknown keys refused).
+//!
+//! Relative paths are resolved against the directory of the config file.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Errors reading the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message (names the key and line).
+        message: String,
+    },
+    /// A value is semantically wrong.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `aggregator.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address, e.g. "127.0.0.1:7443" (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Database URL: "sqlite://PATH" (created if missing).
+    pub database: String,
+    /// TLS material.
+    pub tls: TlsConfig,
+    /// Venues and their nodes. A node certificate whose venue/node is not
+    /// listed here is refused.
+    #[serde(default, rename = "venue")]
+    pub venues: Vec<VenueConfig>,
+    /// Role principals (compliance, ml, organizer) allowed to call.
+    #[serde(default, rename = "principal")]
+    pub principals: Vec<PrincipalConfig>,
+    /// Ingest limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Directory of the config file; set by [`Config::load`].
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Server TLS files (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate that signs node and role client certificates.
+    pub ca: PathBuf,
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+}
+
+/// One venue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenueConfig {
+    /// Venue name, as in node certificates' `spiffe://veil/venue/<name>/...`.
+    pub name: String,
+    /// Node ids allowed to submit for this venue.
+    pub nodes: Vec<String>,
+    /// Policy file (TOML) in force for this venue; nodes fetch it and every
+    /// release names its hash.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Default epsilon budget per event day (epsilon at `delta`).
+    #[serde(default = "default_day_budget")]
+    pub day_budget_epsilon: f64,
+}
+
+fn default_day_budget() -> f64 {
+    100.0
+}
+
+/// One role principal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// Full SPIFFE id, e.g. "spiffe://veil/role/organizer/organizer-1".
+    pub id: String,
+    /// Venues this principal may see (organizer); empty = all (compliance, ml).
+    #[serde(default)]
+    pub venues: Vec<String>,
+}
+
+/// Ingest limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most releases in one SubmitReleases call.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Largest accepted per-release epsilon (or rho).
+    #[serde(default = "default_max_cost")]
+    pub max_release_cost: f64,
+}
+
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_max_cost() -> f64 {
+    10.0
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: default_max_batch(),
+            max_release_cost: default_max_cost(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Parses `text` (named `path` in errors) and validates it.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if !cfg.database.starts_with("sqlite:") && !cfg.database.starts_with("postgres") {
+            return Err(invalid(
+                "database",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        for v in &cfg.venues {
+            if !crate::identity::valid_name(&v.name) {
+                return Err(invalid("venue.name", "must be 1..=64 bytes of [a-z0-9_-]"));
+            }
+            if v.nodes.iter().any(|n| !crate::identity::valid_name(n)) {
+                return Err(invalid(
+                    "venue.nodes",
+                    "node ids must be 1..=64 bytes of [a-z0-9_-]",
+                ));
+            }
+            if !(v.day_budget_epsilon.is_finite() && v.day_budget_epsilon > 0.0) {
+                return Err(invalid(
+                    "venue.day_budget_epsilon",
+                    "must be finite and > 0",
+                ));
+            }
+        }
+        for p in &cfg.principals {
+            match crate::identity::Identity::from_spiffe(&p.id) {
+                Some(crate::identity::Identity::Role { .. }) => {}
+                _ => {
+                    return Err(invalid(
+                        "principal.id",
+                        "must be spiffe://veil/role/<compliance|ml|organizer>/<name>",
+                    ));
+                }
+            }
+        }
+        if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
+            return Err(invalid("ingest.max_batch", "must be in 1..=10000"));
+        }
+        Ok(cfg)
+    }
+
+    /// Resolves a path from the config against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The database URL with a relative SQLite path resolved.
+    pub fn database_url(&self) -> String {
+        if let Some(rest) = self.database.strip_prefix("sqlite://") {
+            let p = Path::new(rest);
+            if p.is_relative() {
+                return format!("sqlite://{}", self.base_dir.join(p).display());
+            }
+        }
+        self.database.clone()
+    }
+}

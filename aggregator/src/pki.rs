@@ -1,0 +1,210 @@
+//! Development PKI: a CA, a server certificate for localhost/127.0.0.1, node
+//! certificates and role certificates, all with SPIFFE-style URI SANs.
+//!
+//! For production, issue certificates from your own CA with the same SAN
+//! layout; the aggregator only needs the CA certificate and its own pair.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Errors making the PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad argument.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `pki init` wrote.
+#[derive(Debug, Clone)]
+pub struct PkiLayout {
+    /// Output directory.
+    pub dir: PathBuf,
+    /// Venue name.
+    pub venue: String,
+    /// Node ids, `node-1` ... `node-N`.
+    pub nodes: Vec<String>,
+}
+
+impl PkiLayout {
+    /// CA certificate path.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    /// Certificate path of `name` (server, node-1, compliance, ...).
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+    /// Key path of `name`.
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+}
+
+/// Role certificate names written by `pki init`: file stem and SPIFFE id.
+pub fn role_principals() -> [(&'static str, &'static str); 3] {
+    [
+        ("compliance", "spiffe://veil/role/compliance/officer"),
+        ("ml", "spiffe://veil/role/ml/ml-team"),
+        ("organizer", "spiffe://veil/role/organizer/organizer"),
+    ]
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        // The file may have existed with wider permissions.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn leaf_params(cn: &str, sans: Vec<SanType>, eku: ExtendedKeyUsagePurpose) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, "Veil dev PKI");
+    p.distinguished_name = dn;
+    p.subject_alt_names = sans;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![eku];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(365);
+    p
+}
+
+fn uri(s: &str) -> Result<SanType, PkiError> {
+    Ok(SanType::URI(s.try_into()?))
+}
+
+/// Writes a complete dev PKI for `venue` with `nodes` nodes into `out`.
+pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, PkiError> {
+    if !crate::identity::valid_name(venue) {
+        return Err(PkiError::Invalid(format!(
+            "venue {venue:?} must be 1..=64 bytes of [a-z0-9_-]"
+        )));
+    }
+    if nodes == 0 || nodes > 10_000 {
+        return Err(PkiError::Invalid("--nodes must be in 1..=10000".into()));
+    }
+    fs::create_dir_all(out).map_err(|source| PkiError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("Veil dev CA ({venue})"));
+    dn.push(DnType::OrganizationName, "Veil dev PKI");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    ca.not_before = now - Duration::hours(1);
+    ca.not_after = now + Duration::days(5 * 365);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let layout = PkiLayout {
+        dir: out.to_owned(),
+        venue: venue.to_owned(),
+        nodes: (1..=nodes).map(|i| format!("node-{i}")).collect(),
+    };
+    write_file(&layout.ca(), &ca_cert.pem(), false)?;
+    write_file(&layout.key("ca"), &ca_key.serialize_pem(), true)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let issue = |name: &str, params: CertificateParams| -> Result<(), PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_file(&layout.cert(name), &cert.pem(), false)?;
+        write_file(&layout.key(name), &key.serialize_pem(), true)?;
+        Ok(())
+    };
+
+    issue(
+        "server",
+        leaf_params(
+            "veil-aggregator",
+            vec![
+                SanType::DnsName("localhost".try_into()?),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+                uri("spiffe://veil/aggregator")?,
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+    )?;
+    for node in &layout.nodes {
+        let id = format!("spiffe://veil/venue/{venue}/node/{node}");
+        issue(
+            node,
+            leaf_params(node, vec![uri(&id)?], ExtendedKeyUsagePurpose::ClientAuth),
+        )?;
+    }
+    for (file, id) in role_principals() {
+        issue(
+            file,
+            leaf_params(file, vec![uri(id)?], ExtendedKeyUsagePurpose::ClientAuth),
+        )?;
+    }
+    Ok(layout)
+}
+
+/// Issues one extra client certificate with an arbitrary SPIFFE id, signed by
+/// the CA in `dir` (for operators adding a node, and for tests).
+pub fn issue_client(dir: &Path, file_stem: &str, spiffe_id: &str) -> Result<(), PkiError> {
+    let read =
+        |p: PathBuf| fs::read_to_string(&p).map_err(|source| PkiError::Io { path: p, source });
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = leaf_params(
+        file_stem,
+        vec![uri(spiffe_id)?],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+    .signed_by(&key, &issuer)?;
+    write_file(&dir.join(format!("{file_stem}.pem")), &cert.pem(), false)?;
+    write_file(
+        &dir.join(format!("{file_stem}.key")),
+        &key.serialize_pem(),
+        true,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! The node's configuration file (TOML, unknown keys refused).
+//!
+//! Relative paths are resolved against the config file's directory.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Errors reading the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a valid config (toml's message names key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Message.
+        message: String,
+    },
+    /// A value is semantically wrong.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `node.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Venue name (must match the node certificate).
+    pub venue: String,
+    /// Node id (must match the node certificate).
+    pub node_id: String,
+    /// Where and how to reach the aggregator.
+    pub aggregator: AggregatorConfig,
+    /// Event input.
+    pub input: InputConfig,
+    /// Windowing.
+    #[serde(default)]
+    pub windows: WindowConfig,
+    /// Privacy parameters.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// Durable outbox.
+    pub outbox: OutboxConfig,
+    /// The zones this node observes (public facts about the venue). Events
+    /// for other zones are dropped and counted; the set of released
+    /// (zone, metric) pairs depends only on this list, never on the data.
+    #[serde(rename = "zone")]
+    pub zones: Vec<ZoneConfig>,
+    /// Directory of the config file; set by [`Config::load`].
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Aggregator endpoint and this node's TLS material (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// e.g. "https://127.0.0.1:7443".
+    pub endpoint: String,
+    /// Name the server certificate must carry (default "localhost").
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// CA certificate that signed the server certificate.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+    /// Releases per upload call, 1..=1000.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
+}
+fn default_batch() -> usize {
+    500
+}
+
+/// One zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Zone name as in events.
+    pub name: String,
+    /// Whether the zone is an entry gate (ingress/egress are released).
+    #[serde(default)]
+    pub gate: bool,
+    /// Occupancy cameras covering the zone (0 = no occupancy release). One
+    /// person is in view of at most this many cameras at once, so it is the
+    /// sensitivity of the zone's occupancy sum.
+    #[serde(default)]
+    pub cameras: u32,
+}
+
+/// Where events come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// JSON Lines file, or "-" for stdin.
+    pub path: PathBuf,
+}
+
+/// Tumbling event-time windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Window length, e.g. "1m" or "10s" (humantime), 1 s..=1 day, whole seconds.
+    #[serde(default = "default_window", with = "humantime_serde_compat")]
+    pub length: Duration,
+    /// How long after a window's end late events are still accepted.
+    #[serde(default = "default_lateness", with = "humantime_serde_compat")]
+    pub lateness: Duration,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_lateness() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            length: default_window(),
+            lateness: default_lateness(),
+        }
+    }
+}
+
+/// Privacy parameters (until the venue policy drives them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Epsilon per released count (discrete Laplace).
+    #[serde(default = "default_epsilon")]
+    pub epsilon_per_release: f64,
+    /// Most events one device/subject/ticket contributes per window.
+    #[serde(default = "default_max_events")]
+    pub max_events_per_window: u32,
+    /// Most zones one device/subject contributes to per window.
+    #[serde(default = "default_max_zones")]
+    pub max_zones_per_window: u32,
+    /// Metrics released without noise because the policy declares them
+    /// non-personal (e.g. "sound_level_db", "co2_ppm", "temperature_c").
+    #[serde(default = "default_non_personal")]
+    pub non_personal: Vec<String>,
+    /// Consent scope an app event must carry to be counted.
+    #[serde(default = "default_scope")]
+    pub app_consent_scope: String,
+    /// Purpose the metrics are released for.
+    #[serde(default = "default_purpose")]
+    pub purpose: String,
+}
+
+fn default_epsilon() -> f64 {
+    1.0
+}
+fn default_max_events() -> u32 {
+    1
+}
+fn default_max_zones() -> u32 {
+    1
+}
+fn default_non_personal() -> Vec<String> {
+    vec![
+        "sound_level_db".into(),
+        "co2_ppm".into(),
+        "temperature_c".into(),
+    ]
+}
+fn default_scope() -> String {
+    "analytics".into()
+}
+fn default_purpose() -> String {
+    "crowd_safety".into()
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            epsilon_per_release: default_epsilon(),
+            max_events_per_window: default_max_events(),
+            max_zones_per_window: default_max_zones(),
+            non_personal: default_non_personal(),
+            app_consent_scope: default_scope(),
+            purpose: default_purpose(),
+        }
+    }
+}
+
+/// The durable outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// SQLite file.
+    pub path: PathBuf,
+    /// Most releases held; at the cap new windows wait (ingest pauses)
+    /// rather than anything being dropped.
+    #[serde(default = "default_cap")]
+    pub max_releases: u64,
+}
+
+fn default_cap() -> u64 {
+    1_000_000
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Parses and validates `text` (named `path` in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason: reason.into(),
+        };
+        if !crate::event::valid_zone(&cfg.venue) {
+            return Err(invalid("venue", "must be 1..=64 bytes of [a-z0-9_-]"));
+        }
+        if !crate::event::valid_zone(&cfg.node_id) {
+            return Err(invalid("node_id", "must be 1..=64 bytes of [a-z0-9_-]"));
+        }
+        let len = cfg.windows.length;
+        if len.subsec_nanos() != 0 || len.as_secs() == 0 || len.as_secs() > 86_400 {
+            return Err(invalid(
+                "windows.length",
+                "must be whole seconds in 1s..=1day",
+            ));
+        }
+        if cfg.windows.lateness > Duration::from_secs(86_400) {
+            return Err(invalid("windows.lateness", "must be at most 1 day"));
+        }
+        let eps = cfg.privacy.epsilon_per_release;
+        if !(eps.is_finite() && eps > 0.0 && eps <= 10.0) {
+            return Err(invalid("privacy.epsilon_per_release", "must be in (0, 10]"));
+        }
+        if cfg.privacy.max_events_per_window == 0 || cfg.privacy.max_events_per_window > 1000 {
+            return Err(invalid(
+                "privacy.max_events_per_window",
+                "must be in 1..=1000",
+            ));
+        }
+        if cfg.privacy.max_zones_per_window == 0 || cfg.privacy.max_zones_per_window > 64 {
+            return Err(invalid("privacy.max_zones_per_window", "must be in 1..=64"));
+        }
+        if cfg.aggregator.batch == 0 || cfg.aggregator.batch > 1000 {
+            return Err(invalid("aggregator.batch", "must be in 1..=1000"));
+        }
+        if cfg.zones.is_empty() {
+            return Err(invalid("zone", "at least one [[zone]] is required"));
+        }
+        for z in &cfg.zones {
+            if !crate::event::valid_zone(&z.name) {
+                return Err(invalid("zone.name", "must be 1..=64 bytes of [a-z0-9_-]"));
+            }
+            if z.cameras > 64 {
+                return Err(invalid("zone.cameras", "must be in 0..=64"));
+            }
+        }
+        if cfg.outbox.max_releases == 0 {
+            return Err(invalid("outbox.max_releases", "must be > 0"));
+        }
+        Ok(cfg)
+    }
+
+    /// Resolves a path from the config against its directory ("-" stays).
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() || p == Path::new("-") {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}

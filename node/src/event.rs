@@ -1,0 +1,254 @@
+//! Sensor events as they arrive on a node: one JSON object per line.
+//!
+//! Every event carries its event time (`ts`, RFC 3339), the `sensor` id and
+//! the `zone` it observes, optional `firmware` provenance, and a `kind` with
+//! kind-specific fields. Identifiers (`ticket`, `device`, `subject`) are raw
+//! personal data: they are pseudonymised in memory and never leave the node.
+//!
+//! ```json
+//! {"ts":"2026-06-01T18:00:00Z","sensor":"cam-1","zone":"floor","kind":"occupancy","count":412}
+//! {"ts":"2026-06-01T18:00:01Z","sensor":"gate-a-1","zone":"gate-a","kind":"gate_scan","direction":"in","ticket":"T-0042"}
+//! {"ts":"2026-06-01T18:00:02Z","sensor":"mic-1","zone":"floor","kind":"audio","level_db":96.5,"peak_db":104.0,"bands":[0.1,0.2,0.3,0.2,0.1,0.05,0.03,0.02]}
+//! {"ts":"2026-06-01T18:00:03Z","sensor":"env-1","zone":"concourse","kind":"environment","co2_ppm":820.0,"temperature_c":23.5}
+//! {"ts":"2026-06-01T18:00:04Z","sensor":"ap-3","zone":"concourse","kind":"probe","device":"a4:5e:60:1b:22:9c","rssi_dbm":-67}
+//! {"ts":"2026-06-01T18:00:05Z","sensor":"app","zone":"merch","kind":"app","subject":"u-1234","action":"view_menu","consent":["analytics"]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// Number of audio feature bands in an `audio` event.
+pub const AUDIO_BANDS: usize = 8;
+
+/// A sensor event after parsing and validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Event time, RFC 3339 (UTC or with offset).
+    pub ts: String,
+    /// Sensor id (provenance), 1..=64 bytes.
+    pub sensor: String,
+    /// Zone the sensor observes, 1..=64 bytes of [a-z0-9_-].
+    pub zone: String,
+    /// Firmware version of the sensor (provenance), optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// Kind-specific payload.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// Kind-specific event payloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// People counted in the zone by edge computer vision.
+    Occupancy {
+        /// People in view, 0..=100000.
+        count: u32,
+    },
+    /// A ticket scanned at a gate.
+    GateScan {
+        /// "in" or "out".
+        direction: Direction,
+        /// Ticket id (personal identifier).
+        ticket: String,
+    },
+    /// An audio feature frame.
+    Audio {
+        /// RMS level, dB SPL, 0..=160.
+        level_db: f64,
+        /// Peak level, dB SPL, 0..=180.
+        peak_db: f64,
+        /// Relative energies of `AUDIO_BANDS` bands, each 0..=1.
+        bands: Vec<f64>,
+    },
+    /// Environment readings.
+    Environment {
+        /// CO2, ppm, 0..=10000.
+        co2_ppm: f64,
+        /// Temperature, degrees Celsius, -40..=80.
+        temperature_c: f64,
+    },
+    /// A Wi-Fi/BLE probe from a device.
+    Probe {
+        /// Device identifier, e.g. a MAC address (personal identifier).
+        device: String,
+        /// Received signal strength, dBm, -120..=0.
+        rssi_dbm: i32,
+    },
+    /// App telemetry from a subject.
+    App {
+        /// App user id (personal identifier).
+        subject: String,
+        /// What the user did, 1..=64 bytes.
+        action: String,
+        /// Consent scopes the user granted, e.g. "analytics".
+        #[serde(default)]
+        consent: Vec<String>,
+    },
+}
+
+/// Gate scan direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Entering.
+    In,
+    /// Leaving.
+    Out,
+}
+
+impl Body {
+    /// The `kind` string of this payload.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Occupancy { .. } => "occupancy",
+            Body::GateScan { .. } => "gate_scan",
+            Body::Audio { .. } => "audio",
+            Body::Environment { .. } => "environment",
+            Body::Probe { .. } => "probe",
+            Body::App { .. } => "app",
+        }
+    }
+}
+
+/// Why a line was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    /// Not valid JSON or not an event object.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// A field is out of range or malformed.
+    #[error("field `{field}`: {reason}")]
+    Field {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A validated event with its parsed event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    /// Event time, Unix milliseconds.
+    pub ts_ms: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A JSON error described without echoing input values: they may be
+/// identifiers, which must never reach a log.
+fn json_error(e: serde_json::Error) -> EventError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "not valid JSON",
+        Category::Data => "not a valid event (unknown kind, missing or mistyped field)",
+    };
+    EventError::Json(format!("{what} at column {}", e.column()))
+}
+
+fn field(field: &'static str, reason: impl Into<String>) -> EventError {
+    EventError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn check_name(name: &'static str, v: &str) -> Result<(), EventError> {
+    if v.is_empty() || v.len() > 64 {
+        return Err(field(name, "must be 1..=64 bytes"));
+    }
+    Ok(())
+}
+
+fn check_range(name: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), EventError> {
+    if !v.is_finite() {
+        return Err(field(name, "must be a finite number"));
+    }
+    if v < lo || v > hi {
+        return Err(field(name, format!("{v} is outside {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+/// Whether `zone` is a valid zone name: 1..=64 bytes of [a-z0-9_-].
+pub fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone.len() <= 64
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Parses and validates one JSON line.
+pub fn parse_line(line: &str) -> Result<ValidEvent, EventError> {
+    let event: Event = serde_json::from_str(line).map_err(json_error)?;
+    let ts = OffsetDateTime::parse(&event.ts, &Rfc3339)
+        .map_err(|e| field("ts", format!("not RFC 3339: {e}")))?;
+    let ts_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| field("ts", "out of range"))?;
+    check_name("sensor", &event.sensor)?;
+    if !valid_zone(&event.zone) {
+        return Err(field("zone", "must be 1..=64 bytes of [a-z0-9_-]"));
+    }
+    if let Some(fw) = &event.firmware {
+        check_name("firmware", fw)?;
+    }
+    match &event.body {
+        Body::Occupancy { count } => {
+            if *count > 100_000 {
+                return Err(field("count", format!("{count} is above 100000")));
+            }
+        }
+        Body::GateScan { ticket, .. } => check_name("ticket", ticket)?,
+        Body::Audio {
+            level_db,
+            peak_db,
+            bands,
+        } => {
+            check_range("level_db", *level_db, 0.0, 160.0)?;
+            check_range("peak_db", *peak_db, 0.0, 180.0)?;
+            if bands.len() != AUDIO_BANDS {
+                return Err(field(
+                    "bands",
+                    format!("expected {AUDIO_BANDS} values, got {}", bands.len()),
+                ));
+            }
+            for b in bands {
+                check_range("bands", *b, 0.0, 1.0)?;
+            }
+        }
+        Body::Environment {
+            co2_ppm,
+            temperature_c,
+        } => {
+            check_range("co2_ppm", *co2_ppm, 0.0, 10_000.0)?;
+            check_range("temperature_c", *temperature_c, -40.0, 80.0)?;
+        }
+        Body::Probe { device, rssi_dbm } => {
+            check_name("device", device)?;
+            if !(-120..=0).contains(rssi_dbm) {
+                return Err(field("rssi_dbm", format!("{rssi_dbm} is outside -120..=0")));
+            }
+        }
+        Body::App {
+            subject,
+            action,
+            consent,
+        } => {
+            check_name("subject", subject)?;
+            check_name("action", action)?;
+            if consent.len() > 16 {
+                return Err(field("consent", "at most 16 scopes"));
+            }
+            for c in consent {
+                check_name("consent", c)?;
+            }
+        }
+    }
+    Ok(ValidEvent { ts_ms, event })
+}
+
+#[cfg(test)]
+mod tests;

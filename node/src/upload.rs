@@ -1,0 +1,206 @@
+//! Uploads the outbox over mutual-TLS gRPC in batches, in order, deleting a
+//! record only after the aggregator acknowledged it.
+
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use veil_proto::{
+    AckStatus, GetPolicyRequest, SubmitReleasesRequest, ingest_client::IngestClient,
+    policy_client::PolicyClient,
+};
+
+use crate::{config::Config, outbox::Outbox};
+
+/// Upload errors.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// TLS files could not be read.
+    #[error("reading {path}: {source}")]
+    Tls {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad endpoint or TLS config.
+    #[error("endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+    /// The aggregator refused us for a reason retrying will not fix
+    /// (certificate, identity, permission): an operator must act.
+    #[error("refused by the aggregator, operator action needed: {0}")]
+    Refused(String),
+    /// A transient failure (network, aggregator down or overloaded).
+    #[error("transient upload failure: {0}")]
+    Transient(String),
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+}
+
+/// Builds the mTLS channel (connects lazily, so a node starts offline).
+pub fn channel(cfg: &Config) -> Result<Channel, UploadError> {
+    let read = |p: &std::path::Path| {
+        let path = cfg.resolve(p);
+        std::fs::read(&path).map_err(|source| UploadError::Tls {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let a = &cfg.aggregator;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&a.ca)?))
+        .identity(Identity::from_pem(read(&a.cert)?, read(&a.key)?))
+        .domain_name(a.server_name.clone());
+    let endpoint = Endpoint::from_shared(a.endpoint.clone())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    Ok(endpoint.connect_lazy())
+}
+
+/// Classifies a gRPC failure: permanent (operator) or transient.
+pub fn classify(status: &tonic::Status) -> UploadError {
+    use tonic::Code;
+    let mut text = format!("{}: {}", status.code(), status.message());
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = src {
+        text.push_str(&format!(": {e}"));
+        src = e.source();
+    }
+    let lower = text.to_lowercase();
+    let cert_problem = [
+        "certificate",
+        "unknownissuer",
+        "bad certificate",
+        "handshake",
+        "tls",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    match status.code() {
+        Code::PermissionDenied | Code::Unauthenticated => UploadError::Refused(text),
+        _ if cert_problem => UploadError::Refused(text),
+        _ => UploadError::Transient(text),
+    }
+}
+
+/// Fetches the venue's policy hash and text.
+pub async fn fetch_policy(channel: Channel) -> Result<(String, String), UploadError> {
+    let doc = PolicyClient::new(channel)
+        .get_policy(GetPolicyRequest {})
+        .await
+        .map_err(|s| classify(&s))?
+        .into_inner();
+    Ok((doc.hash, doc.toml))
+}
+
+/// Totals of what uploads achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Stored by the aggregator.
+    pub accepted: u64,
+    /// Already stored (resend after a lost ack).
+    pub duplicate: u64,
+    /// Refused for good (invalid, denied, conflict); removed with an ERROR log.
+    pub rejected: u64,
+    /// Corrupt outbox records skipped.
+    pub corrupt: u64,
+    /// Upload calls made.
+    pub calls: u64,
+}
+
+/// Sends one batch from the outbox. Returns how many records left it.
+pub async fn drain_batch(
+    client: &mut IngestClient<Channel>,
+    outbox: &Outbox,
+    batch: usize,
+    stats: &mut UploadStats,
+) -> Result<usize, UploadError> {
+    let (records, corrupt) = outbox.peek(batch).await?;
+    stats.corrupt += corrupt;
+    if records.is_empty() {
+        return Ok(corrupt as usize);
+    }
+    let releases = records.iter().map(|r| r.release.clone()).collect();
+    stats.calls += 1;
+    let resp = client
+        .submit_releases(SubmitReleasesRequest { releases })
+        .await
+        .map_err(|s| classify(&s))?
+        .into_inner();
+    if resp.acks.len() != records.len() {
+        return Err(UploadError::Transient(format!(
+            "aggregator answered {} acks for {} releases",
+            resp.acks.len(),
+            records.len()
+        )));
+    }
+    let mut done = Vec::with_capacity(records.len());
+    for (rec, ack) in records.iter().zip(&resp.acks) {
+        let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
+        match status {
+            AckStatus::Accepted => {
+                stats.accepted += 1;
+                done.push(rec.seq);
+            }
+            AckStatus::Duplicate => {
+                stats.duplicate += 1;
+                done.push(rec.seq);
+            }
+            AckStatus::Invalid | AckStatus::Denied | AckStatus::Conflict => {
+                stats.rejected += 1;
+                tracing::error!(
+                    metric = %rec.release.metric,
+                    window_start_ms = rec.release.window.as_ref().map_or(0, |w| w.start_ms),
+                    status = status.as_str_name(),
+                    reason = %ack.reason,
+                    "Release refused by the aggregator; removed from the outbox."
+                );
+                done.push(rec.seq);
+            }
+            AckStatus::BudgetExhausted | AckStatus::Unspecified => {
+                // Kept: retried later, in order.
+            }
+        }
+    }
+    outbox.remove(&done).await?;
+    Ok(done.len() + corrupt as usize)
+}
+
+/// Exponential backoff with full jitter, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Starts at `base`, never waits longer than `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+    /// Next delay: uniform in [0, min(cap, base * 2^attempt)].
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let ceiling = exp.min(self.cap);
+        let mut b = [0u8; 4];
+        // Jitter only spreads retries; it is not a privacy mechanism.
+        let frac =
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_ok() {
+                f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+            } else {
+                1.0
+            };
+        ceiling.mul_f64(frac)
+    }
+    /// Back to the first delay after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

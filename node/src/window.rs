@@ -1,0 +1,295 @@
+//! Event-time tumbling windows with bounded lateness, per-zone aggregates,
+//! and contribution bounding applied before anything is aggregated.
+//!
+//! A window `[start, start + length)` closes once the watermark (the largest
+//! event time seen) passes `start + length + lateness`; events for a closed
+//! window are dropped and counted as late. Identifiers only ever enter here
+//! as keyed pseudonyms.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use veil_privacy::{
+    bounds::{Admission, BoundingStats, ContributionBounder, ContributionLimits},
+    pseudonym::Pseudonym,
+};
+
+use crate::{
+    config::ZoneConfig,
+    event::{Body, Direction, ValidEvent},
+};
+
+/// Peak dB at or above which an audio frame counts as clipping.
+pub const CLIPPING_PEAK_DB: f64 = 120.0;
+
+/// Exact (pre-noise) aggregates of one zone in one window. Never leaves the
+/// node; `release` turns it into DP releases.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZoneAggregate {
+    /// Per camera: (sum of counts, readings).
+    pub occupancy: BTreeMap<String, (u64, u64)>,
+    /// Gate scans in (bounded).
+    pub ingress: u64,
+    /// Gate scans out (bounded).
+    pub egress: u64,
+    /// Distinct probing devices (pseudonyms).
+    pub devices: HashSet<Pseudonym>,
+    /// Distinct consented app subjects (pseudonyms).
+    pub app_users: HashSet<Pseudonym>,
+    /// Sum and count of audio RMS levels (dB).
+    pub sound: (f64, u64),
+    /// Audio frames at or above [`CLIPPING_PEAK_DB`].
+    pub clipping_frames: u64,
+    /// Sum and count of CO2 readings (ppm).
+    pub co2: (f64, u64),
+    /// Sum and count of temperature readings (degC).
+    pub temperature: (f64, u64),
+}
+
+impl ZoneAggregate {
+    /// Occupancy: sum over cameras of each camera's mean count, rounded.
+    pub fn occupancy_estimate(&self) -> i64 {
+        let total: f64 = self
+            .occupancy
+            .values()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| *s as f64 / *n as f64)
+            .sum();
+        total.round() as i64
+    }
+}
+
+/// One closed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    /// Window start, Unix ms.
+    pub start_ms: i64,
+    /// Window length, s.
+    pub length_s: u32,
+    /// Aggregates of every configured zone (present even when empty).
+    pub zones: BTreeMap<String, ZoneAggregate>,
+    /// Contribution-bounding counts of the window.
+    pub bounding: BoundingStats,
+}
+
+struct OpenWindow {
+    zones: BTreeMap<String, ZoneAggregate>,
+    bounder: ContributionBounder<String>,
+}
+
+/// Counts of what the windower did with events (safe to export).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Events added to a window.
+    pub accepted: u64,
+    /// Events for a window that had already closed.
+    pub late: u64,
+    /// Events for a zone not in the config.
+    pub unknown_zone: u64,
+    /// App events without the required consent scope.
+    pub no_consent: u64,
+    /// Occupancy readings from more cameras than the zone declares.
+    pub extra_camera: u64,
+    /// Events dropped by contribution bounds.
+    pub bounded_out: u64,
+}
+
+/// Assigns events to tumbling windows.
+pub struct Windower {
+    length_ms: i64,
+    lateness_ms: i64,
+    zones: HashMap<String, ZoneConfig>,
+    limits: ContributionLimits,
+    consent_scope: String,
+    open: BTreeMap<i64, OpenWindow>,
+    closed_before: i64,
+    watermark: i64,
+    stats: WindowStats,
+}
+
+impl std::fmt::Debug for Windower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Windower")
+            .field("length_ms", &self.length_ms)
+            .field("open", &self.open.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Windower {
+    /// A windower for `zones` with windows of `length_s` seconds.
+    pub fn new(
+        length_s: u32,
+        lateness_ms: i64,
+        zones: &[ZoneConfig],
+        limits: ContributionLimits,
+        consent_scope: &str,
+    ) -> Self {
+        Self {
+            length_ms: i64::from(length_s.max(1)) * 1000,
+            lateness_ms: lateness_ms.max(0),
+            zones: zones.iter().map(|z| (z.name.clone(), z.clone())).collect(),
+            limits,
+            consent_scope: consent_scope.to_owned(),
+            open: BTreeMap::new(),
+            closed_before: i64::MIN,
+            watermark: i64::MIN,
+            stats: WindowStats::default(),
+        }
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> WindowStats {
+        self.stats
+    }
+
+    /// Start of the window holding `ts_ms`.
+    pub fn window_start(&self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.length_ms) * self.length_ms
+    }
+
+    /// Adds one event. `pseudonym` turns a raw identifier into its keyed
+    /// pseudonym for the event's day; the identifier is not kept.
+    pub fn add(&mut self, ev: &ValidEvent, pseudonym: impl Fn(&str) -> Pseudonym) {
+        let start = self.window_start(ev.ts_ms);
+        if start < self.closed_before {
+            self.stats.late += 1;
+            return;
+        }
+        let Some(zone_cfg) = self.zones.get(&ev.event.zone) else {
+            self.stats.unknown_zone += 1;
+            return;
+        };
+        self.watermark = self.watermark.max(ev.ts_ms);
+        let zones = &self.zones;
+        let limits = self.limits;
+        let w = self.open.entry(start).or_insert_with(|| OpenWindow {
+            zones: zones
+                .keys()
+                .map(|z| (z.clone(), ZoneAggregate::default()))
+                .collect(),
+            bounder: ContributionBounder::new(limits),
+        });
+        let zone = &ev.event.zone;
+        let Some(agg) = w.zones.get_mut(zone) else {
+            self.stats.unknown_zone += 1;
+            return;
+        };
+        let bounded = |w_bounder: &mut ContributionBounder<String>, p: &Pseudonym| {
+            w_bounder.admit(p, zone) == Admission::Admitted
+        };
+        match &ev.event.body {
+            Body::Occupancy { count } => {
+                let cameras = zone_cfg.cameras as usize;
+                if !agg.occupancy.contains_key(&ev.event.sensor) && agg.occupancy.len() >= cameras {
+                    self.stats.extra_camera += 1;
+                    return;
+                }
+                let e = agg
+                    .occupancy
+                    .entry(ev.event.sensor.clone())
+                    .or_insert((0, 0));
+                e.0 += u64::from(*count);
+                e.1 += 1;
+            }
+            Body::GateScan { direction, ticket } => {
+                let p = pseudonym(ticket);
+                if !bounded(&mut w.bounder, &p) {
+                    self.stats.bounded_out += 1;
+                    return;
+                }
+                match direction {
+                    Direction::In => agg.ingress += 1,
+                    Direction::Out => agg.egress += 1,
+                }
+            }
+            Body::Probe { device, .. } => {
+                let p = pseudonym(device);
+                // A device already counted in this zone adds nothing more.
+                if agg.devices.contains(&p) {
+                    self.stats.accepted += 1;
+                    return;
+                }
+                if !bounded(&mut w.bounder, &p) {
+                    self.stats.bounded_out += 1;
+                    return;
+                }
+                agg.devices.insert(p);
+            }
+            Body::App {
+                subject, consent, ..
+            } => {
+                if !consent.iter().any(|c| c == &self.consent_scope) {
+                    self.stats.no_consent += 1;
+                    return;
+                }
+                let p = pseudonym(subject);
+                if agg.app_users.contains(&p) {
+                    self.stats.accepted += 1;
+                    return;
+                }
+                if !bounded(&mut w.bounder, &p) {
+                    self.stats.bounded_out += 1;
+                    return;
+                }
+                agg.app_users.insert(p);
+            }
+            Body::Audio {
+                level_db, peak_db, ..
+            } => {
+                agg.sound.0 += level_db;
+                agg.sound.1 += 1;
+                if *peak_db >= CLIPPING_PEAK_DB {
+                    agg.clipping_frames += 1;
+                }
+            }
+            Body::Environment {
+                co2_ppm,
+                temperature_c,
+            } => {
+                agg.co2.0 += co2_ppm;
+                agg.co2.1 += 1;
+                agg.temperature.0 += temperature_c;
+                agg.temperature.1 += 1;
+            }
+        }
+        self.stats.accepted += 1;
+    }
+
+    /// Closes and returns every window the watermark has passed (end +
+    /// lateness), oldest first.
+    pub fn drain_closed(&mut self) -> Vec<ClosedWindow> {
+        let cutoff = self.watermark.saturating_sub(self.lateness_ms);
+        let mut out = Vec::new();
+        while let Some((&start, _)) = self.open.first_key_value() {
+            if start + self.length_ms > cutoff {
+                break;
+            }
+            out.push(self.close(start));
+        }
+        out
+    }
+
+    /// Closes every open window (end of input), oldest first.
+    pub fn flush(&mut self) -> Vec<ClosedWindow> {
+        let starts: Vec<i64> = self.open.keys().copied().collect();
+        starts.into_iter().map(|s| self.close(s)).collect()
+    }
+
+    fn close(&mut self, start: i64) -> ClosedWindow {
+        let mut w = self.open.remove(&start).unwrap_or_else(|| OpenWindow {
+            zones: BTreeMap::new(),
+            bounder: ContributionBounder::new(self.limits),
+        });
+        self.closed_before = self.closed_before.max(start + self.length_ms);
+        ClosedWindow {
+            start_ms: start,
+            length_s: u32::try_from(self.length_ms / 1000).unwrap_or(u32::MAX),
+            zones: std::mem::take(&mut w.zones),
+            bounding: w.bounder.start_window(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,418 @@
+//! One audit-log entry and its canonical JSON line.
+//!
+//! Canonical form: a JSON object with exactly the fields of [`AuditEntry`],
+//! keys in sorted (bytewise) order, no whitespace, no trailing newline;
+//! strings escaped as `serde_json` escapes them (only `"`, `\` and control
+//! characters; everything else verbatim UTF-8); integers in plain decimal;
+//! floats by [`canonical_f64`]: the shortest digits that round-trip, as
+//! `0.5`, `1.0`, `0.000001`, `1e-7`, `1e+21`. The canonical bytes are what
+//! the Merkle tree hashes, so
+//! [`AuditEntry::parse_canonical`] accepts a line only if re-serialising the
+//! parsed entry gives back the very same bytes.
+//!
+//! An entry never contains personal data: actors are workload identities,
+//! venues and policies are ids and hashes, releases are hashes. The `reason`
+//! field is free text written by the aggregator from fixed messages; it must
+//! never quote event contents.
+//!
+//! The field set is the format version: a line with a field this version
+//! does not know is rejected, never silently dropped.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::merkle::{self, Hash};
+
+/// `decision` of an entry that allowed the action.
+pub const DECISION_ALLOW: &str = "allow";
+/// `decision` of an entry that refused the action.
+pub const DECISION_DENY: &str = "deny";
+
+/// Prefix every `actor` must have.
+pub const ACTOR_PREFIX: &str = "spiffe://";
+
+/// Field names in canonical (sorted) order.
+pub const FIELDS: [&str; 11] = [
+    "action",
+    "actor",
+    "decision",
+    "epsilon",
+    "policy_hash",
+    "reason",
+    "release_sha256",
+    "rho",
+    "seq",
+    "time_ms",
+    "venue",
+];
+
+/// One decision written to the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Position in the log, from 0 without gaps; equals the Merkle leaf index.
+    pub seq: u64,
+    /// Decision time, milliseconds since the Unix epoch (from the injected clock).
+    pub time_ms: i64,
+    /// Who asked: a SPIFFE id such as `spiffe://veil/venue/arena-1/node/gw-3`
+    /// (must start with `spiffe://`).
+    pub actor: String,
+    /// Venue whose privacy budget the action concerns (`""` if none).
+    pub venue: String,
+    /// What was asked: an action name (`[a-z0-9_.-]+`), e.g. `release`.
+    pub action: String,
+    /// [`DECISION_ALLOW`] or [`DECISION_DENY`].
+    pub decision: String,
+    /// Why, in fixed words (never event contents).
+    pub reason: String,
+    /// Hash of the policy in force (`""` if none was loaded, e.g. a fail-closed deny).
+    pub policy_hash: String,
+    /// Pure-DP epsilon charged by this action (finite, `>= 0`, `0.0` if none).
+    pub epsilon: f64,
+    /// zCDP rho charged by this action (finite, `>= 0`, `0.0` if none).
+    pub rho: f64,
+    /// SHA-256 of the released bytes, 64 lowercase hex digits, or `""` if nothing was released.
+    pub release_sha256: String,
+}
+
+/// Why an entry is not valid or not canonical.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// The line is not a JSON object.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// The object has a field this format does not know.
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    /// The object lacks a required field.
+    #[error("missing field {0:?}")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field {field:?} must be {expected}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// The JSON type expected.
+        expected: &'static str,
+    },
+    /// A field's value is out of its domain.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The line parses, but is not the canonical encoding of what it holds.
+    #[error("not canonical JSON (first difference at byte {offset})")]
+    NotCanonical {
+        /// Byte offset of the first difference from the canonical encoding.
+        offset: usize,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> EntryError {
+    EntryError::InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn check_cost(field: &'static str, v: f64) -> Result<(), EntryError> {
+    if !v.is_finite() {
+        return Err(invalid(field, "must be finite"));
+    }
+    if v.is_sign_negative() {
+        // Also rejects -0.0, which would otherwise have a second encoding.
+        return Err(invalid(field, "must be >= 0 (and not -0.0)"));
+    }
+    Ok(())
+}
+
+impl AuditEntry {
+    /// Checks every field's domain (see the field docs).
+    pub fn validate(&self) -> Result<(), EntryError> {
+        if !self.actor.starts_with(ACTOR_PREFIX) || self.actor.len() == ACTOR_PREFIX.len() {
+            return Err(invalid("actor", "must be a SPIFFE id (spiffe://...)"));
+        }
+        if self.action.is_empty()
+            || !self
+                .action
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        {
+            return Err(invalid("action", "must match [a-z0-9_.-]+"));
+        }
+        if self.decision != DECISION_ALLOW && self.decision != DECISION_DENY {
+            return Err(invalid("decision", "must be \"allow\" or \"deny\""));
+        }
+        check_cost("epsilon", self.epsilon)?;
+        check_cost("rho", self.rho)?;
+        if !self.release_sha256.is_empty() && Hash::from_hex(&self.release_sha256).is_none() {
+            return Err(invalid(
+                "release_sha256",
+                "must be empty or 64 lowercase hex digits",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The canonical JSON line (no trailing newline). Fails if a field is invalid.
+    pub fn to_canonical_json(&self) -> Result<String, EntryError> {
+        self.validate()?;
+        let mut w = CanonicalWriter::default();
+        w.string("action", &self.action)?;
+        w.string("actor", &self.actor)?;
+        w.string("decision", &self.decision)?;
+        w.float("epsilon", self.epsilon);
+        w.string("policy_hash", &self.policy_hash)?;
+        w.string("reason", &self.reason)?;
+        w.string("release_sha256", &self.release_sha256)?;
+        w.float("rho", self.rho);
+        w.raw("seq", &self.seq.to_string());
+        w.raw("time_ms", &self.time_ms.to_string());
+        w.string("venue", &self.venue)?;
+        Ok(w.finish())
+    }
+
+    /// The Merkle leaf hash of the canonical line: `SHA-256(0x00 || line)`.
+    pub fn leaf_hash(&self) -> Result<Hash, EntryError> {
+        Ok(merkle::leaf_hash(self.to_canonical_json()?.as_bytes()))
+    }
+
+    /// Parses one canonical line (without its newline), strictly: unknown or
+    /// missing fields, wrong types, invalid values and any non-canonical
+    /// encoding (whitespace, key order, escapes, number forms, duplicate keys)
+    /// are errors.
+    pub fn parse_canonical(line: &str) -> Result<Self, EntryError> {
+        let map: Map<String, Value> =
+            serde_json::from_str(line).map_err(|e| EntryError::Json(e.to_string()))?;
+        let mut unknown: Vec<&String> = map
+            .keys()
+            .filter(|k| !FIELDS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            return Err(EntryError::UnknownField((*k).clone()));
+        }
+        if let Some(missing) = FIELDS.iter().find(|f| !map.contains_key(**f)) {
+            return Err(EntryError::MissingField(missing));
+        }
+        let entry = AuditEntry {
+            seq: get_u64(&map, "seq")?,
+            time_ms: get_i64(&map, "time_ms")?,
+            actor: get_string(&map, "actor")?,
+            venue: get_string(&map, "venue")?,
+            action: get_string(&map, "action")?,
+            decision: get_string(&map, "decision")?,
+            reason: get_string(&map, "reason")?,
+            policy_hash: get_string(&map, "policy_hash")?,
+            epsilon: get_f64(&map, line, "epsilon")?,
+            rho: get_f64(&map, line, "rho")?,
+            release_sha256: get_string(&map, "release_sha256")?,
+        };
+        let canonical = entry.to_canonical_json()?;
+        if canonical != line {
+            let offset = canonical
+                .bytes()
+                .zip(line.bytes())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| canonical.len().min(line.len()));
+            return Err(EntryError::NotCanonical { offset });
+        }
+        Ok(entry)
+    }
+}
+
+impl fmt::Display for AuditEntry {
+    /// The canonical line, or `<invalid audit entry: ...>` if a field is invalid.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_canonical_json() {
+            Ok(s) => f.write_str(&s),
+            Err(e) => write!(f, "<invalid audit entry: {e}>"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct CanonicalWriter {
+    out: String,
+}
+
+impl CanonicalWriter {
+    fn raw(&mut self, key: &str, value: &str) {
+        self.out.push(if self.out.is_empty() { '{' } else { ',' });
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+        self.out.push_str(value);
+    }
+
+    fn string(&mut self, key: &str, value: &str) -> Result<(), EntryError> {
+        let s = serde_json::to_string(value).map_err(|e| EntryError::Json(e.to_string()))?;
+        self.raw(key, &s);
+        Ok(())
+    }
+
+    fn float(&mut self, key: &str, value: f64) {
+        self.raw(key, &canonical_f64(value));
+    }
+
+    fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// The canonical text of a finite float: the shortest decimal digits that
+/// read back as the same `f64` (Rust's `{:e}`), laid out as ECMAScript's
+/// `Number.prototype.toString` does (plain decimal for `1e-7 < |v| < 1e21`,
+/// else `d.ddde+N` / `d.ddde-N`), except that an integral value keeps a
+/// trailing `.0`. Owned here, not by `serde_json`, whose float formatting
+/// has changed between versions: the bytes of a logged line must never
+/// depend on a dependency's version.
+pub fn canonical_f64(v: f64) -> String {
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    let sci = format!("{v:e}");
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return sci; // Not reached for finite values.
+    };
+    let Ok(exp) = exp.parse::<i32>() else {
+        return sci; // Not reached: `{:e}` writes a decimal exponent.
+    };
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    if !(-7 < exp && exp < 21) {
+        let plus = if exp > 0 { "+" } else { "" };
+        return format!("{sign}{mantissa}e{plus}{exp}");
+    }
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let body = if exp >= 0 {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            format!("{digits}{}.0", "0".repeat(int_len - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..int_len], &digits[int_len..])
+        }
+    } else {
+        format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+    };
+    format!("{sign}{body}")
+}
+
+fn field<'a>(map: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, EntryError> {
+    map.get(name).ok_or(EntryError::MissingField(name))
+}
+
+fn get_string(map: &Map<String, Value>, name: &'static str) -> Result<String, EntryError> {
+    field(map, name)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(EntryError::WrongType {
+            field: name,
+            expected: "a string",
+        })
+}
+
+fn get_u64(map: &Map<String, Value>, name: &'static str) -> Result<u64, EntryError> {
+    field(map, name)?.as_u64().ok_or(EntryError::WrongType {
+        field: name,
+        expected: "an unsigned 64-bit integer",
+    })
+}
+
+fn get_i64(map: &Map<String, Value>, name: &'static str) -> Result<i64, EntryError> {
+    field(map, name)?.as_i64().ok_or(EntryError::WrongType {
+        field: name,
+        expected: "a signed 64-bit integer",
+    })
+}
+
+/// Floats are read from their literal text with the standard library's
+/// correctly rounded parser: `serde_json`'s default float parser may be one
+/// ulp off, which would make a canonical line fail its own round trip.
+fn get_f64(map: &Map<String, Value>, line: &str, name: &'static str) -> Result<f64, EntryError> {
+    let wrong_type = EntryError::WrongType {
+        field: name,
+        expected: "a number",
+    };
+    if !field(map, name)?.is_number() {
+        return Err(wrong_type);
+    }
+    // Not found only if the line is not canonical (e.g. an escaped key); the
+    // canonical comparison then rejects it, so the fallback value is never kept.
+    match canonical_raw_value(line, name) {
+        Some(raw) => raw.parse::<f64>().map_err(|_| wrong_type),
+        None => field(map, name)?.as_f64().ok_or(wrong_type),
+    }
+}
+
+/// The literal text of a top-level scalar value whose key is written as
+/// `"name"` without escapes, in a line already known to be a valid JSON
+/// object of scalars.
+fn canonical_raw_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < bytes.len() && matches!(bytes[*i], b' ' | b'\t' | b'\n' | b'\r') {
+            *i += 1;
+        }
+    };
+    // End (exclusive) of the string token starting at `start` (a quote).
+    let string_end = |start: usize| -> Option<usize> {
+        let mut j = start + 1;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'\\' => j += 2,
+                b'"' => return Some(j + 1),
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    skip_ws(&mut i);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        skip_ws(&mut i);
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = &line[i + 1..key_end - 1];
+        i = key_end;
+        skip_ws(&mut i);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let value_start = i;
+        if bytes.get(i) == Some(&b'"') {
+            i = string_end(i)?;
+        } else {
+            while i < bytes.len() && !matches!(bytes[i], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                i += 1;
+            }
+        }
+        if key == name {
+            return line.get(value_start..i);
+        }
+        skip_ws(&mut i);
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

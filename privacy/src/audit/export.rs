@@ -1,0 +1,401 @@
+//! Offline verification of an audit export, and the export file formats.
+//!
+//! An export is a set of strings (files) a compliance officer verifies with a
+//! pinned verifier key and the log's origin:
+//!
+//! - `entries.jsonl`: canonical [`AuditEntry`] lines, each terminated by `\n`,
+//!   in `seq` order without gaps. An empty file is an empty export.
+//! - `checkpoint`: the signed checkpoint note (see [`super::note`]).
+//! - `proofs.json` (partial exports only): a JSON array with one inclusion
+//!   proof per entry, in the same order:
+//!   `[{"index":N,"tree_size":S,"path":["<base64 hash>",...]},...]`, path from
+//!   leaf to root (RFC 9162 `PATH`), `tree_size` equal to the checkpoint's size,
+//!   `index` equal to the entry's `seq`. Unknown fields are rejected.
+//! - optionally an earlier `previous checkpoint` the new one must extend, and,
+//!   for partial exports, `consistency.json`:
+//!   `{"old_size":M,"new_size":N,"path":["<base64 hash>",...]}` (RFC 9162
+//!   `PROOF` order), between the previous and the new checkpoint's sizes.
+//!
+//! A **full** export (no proofs file) holds entries `0..size`; the verifier
+//! recomputes every leaf and the root, and checks an earlier checkpoint by
+//! recomputing the root at its size. A **partial** export (with a proofs file)
+//! holds entries `a..=b` with an inclusion proof each, and needs a consistency
+//! proof to check an earlier checkpoint.
+//!
+//! Checks run in this order, and the first failure is returned: verifier key;
+//! checkpoint (structure, signature, body, origin); previous checkpoint (the
+//! same, then its size); presence of the consistency proof; entries (each line,
+//! then sequence numbers); tree (size and root, or inclusion proofs);
+//! consistency with the previous checkpoint. Nothing is reported as verified
+//! unless every check passed.
+//!
+//! Exports hold audit entries, hashes and signatures only: never personal data.
+
+use std::collections::HashMap;
+
+use super::entry::AuditEntry;
+use super::error::{AuditError, CheckpointRole};
+use super::merkle::{self, ConsistencyProof, Hash, InclusionProof, MerkleTree};
+use super::note::{Checkpoint, VerifierKey, open_checkpoint};
+
+/// The files of an export, as strings.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportInput<'a> {
+    /// `entries.jsonl`: canonical entry lines, each ending in `\n`.
+    pub entries_jsonl: &'a str,
+    /// The signed checkpoint note covering the whole log.
+    pub checkpoint: &'a str,
+    /// `proofs.json`: present for a partial export, absent for a full one.
+    pub proofs_json: Option<&'a str>,
+    /// The pinned verifier key string (`name+keyid+base64`).
+    pub vkey: &'a str,
+    /// The log origin the checkpoint must carry.
+    pub origin: &'a str,
+    /// An earlier signed checkpoint the new one must extend.
+    pub previous_checkpoint: Option<&'a str>,
+    /// `consistency.json` from the previous checkpoint to the new one
+    /// (required for a partial export with a previous checkpoint).
+    pub consistency_proof: Option<&'a str>,
+}
+
+/// Whether an export holds the whole log or a range of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Entries `0..size`, verified by recomputing the root.
+    Full,
+    /// Entries `a..=b`, verified by inclusion proofs.
+    Partial,
+}
+
+/// What a successful verification established.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedExport {
+    /// Full or partial.
+    pub kind: ExportKind,
+    /// Tree size of the verified checkpoint.
+    pub size: u64,
+    /// Root of the verified checkpoint.
+    pub root: Hash,
+    /// `seq` of the first entry (`None` for an empty export).
+    pub first_seq: Option<u64>,
+    /// `seq` of the last entry (`None` for an empty export).
+    pub last_seq: Option<u64>,
+    /// The verified checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The previous checkpoint, verified consistent with the new one.
+    pub previous: Option<Checkpoint>,
+    /// The verified entries, in order (for reports).
+    pub entries: Vec<AuditEntry>,
+}
+
+/// Serialises entries as `entries.jsonl` (each canonical line plus `\n`).
+pub fn entries_to_jsonl(entries: &[AuditEntry]) -> Result<String, AuditError> {
+    let mut out = String::new();
+    for (i, e) in entries.iter().enumerate() {
+        let line = e
+            .to_canonical_json()
+            .map_err(|source| AuditError::EntryInvalid {
+                index: i as u64,
+                line: i + 1,
+                source,
+            })?;
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Serialises inclusion proofs as `proofs.json`.
+pub fn inclusion_proofs_to_json(proofs: &[InclusionProof]) -> String {
+    // Integers and base64 strings always serialise.
+    serde_json::to_string(proofs).unwrap_or_default()
+}
+
+/// Parses `proofs.json` strictly.
+pub fn parse_inclusion_proofs(s: &str) -> Result<Vec<InclusionProof>, AuditError> {
+    serde_json::from_str(s).map_err(|e| AuditError::ProofsMalformed {
+        reason: e.to_string(),
+    })
+}
+
+/// Checks that `new` extends `old` with `proof`: same origin, `old.size <=
+/// new.size`, the proof is between those sizes and verifies between the roots.
+/// The aggregator calls this before signing a checkpoint, to refuse signing
+/// one inconsistent with an earlier one.
+pub fn check_consistent(
+    old: &Checkpoint,
+    new: &Checkpoint,
+    proof: &ConsistencyProof,
+) -> Result<(), AuditError> {
+    if old.origin != new.origin {
+        return Err(AuditError::OriginsDiffer {
+            old: old.origin.clone(),
+            new: new.origin.clone(),
+        });
+    }
+    check_sizes(old, new)?;
+    if proof.old_size != old.size || proof.new_size != new.size {
+        return Err(AuditError::ConsistencyProofSizeMismatch {
+            proof_old: proof.old_size,
+            proof_new: proof.new_size,
+            previous: old.size,
+            new: new.size,
+        });
+    }
+    proof
+        .verify(&old.root, &new.root)
+        .map_err(|_| AuditError::Inconsistent {
+            previous: old.size,
+            new: new.size,
+        })
+}
+
+fn check_sizes(old: &Checkpoint, new: &Checkpoint) -> Result<(), AuditError> {
+    if old.size > new.size {
+        return Err(AuditError::PreviousLarger {
+            previous: old.size,
+            new: new.size,
+        });
+    }
+    Ok(())
+}
+
+/// One parsed line: the entry, its leaf hash, and its 1-based line number.
+struct Line {
+    entry: AuditEntry,
+    leaf: Hash,
+    line: usize,
+}
+
+fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
+    if jsonl.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(body) = jsonl.strip_suffix('\n') else {
+        return Err(AuditError::EntriesNotTerminated {
+            line: jsonl.split('\n').count(),
+        });
+    };
+    body.split('\n')
+        .enumerate()
+        .map(|(i, text)| {
+            let entry =
+                AuditEntry::parse_canonical(text).map_err(|source| AuditError::EntryInvalid {
+                    index: i as u64,
+                    line: i + 1,
+                    source,
+                })?;
+            Ok(Line {
+                entry,
+                // The line is byte-identical to the canonical encoding.
+                leaf: merkle::leaf_hash(text.as_bytes()),
+                line: i + 1,
+            })
+        })
+        .collect()
+}
+
+/// Checks `seq` runs `first, first + 1, ...`; names the first deviation.
+fn check_sequence(lines: &[Line], first: u64) -> Result<(), AuditError> {
+    let mut first_line: HashMap<u64, usize> = HashMap::with_capacity(lines.len());
+    for l in lines {
+        first_line.entry(l.entry.seq).or_insert(l.line);
+    }
+    for (i, l) in lines.iter().enumerate() {
+        let index = i as u64;
+        let found = l.entry.seq;
+        let Some(expected) = first.checked_add(index) else {
+            return Err(AuditError::SequenceGap {
+                index,
+                line: l.line,
+                expected: u64::MAX,
+                found,
+            });
+        };
+        if found == expected {
+            continue;
+        }
+        let earlier = first_line.get(&found).copied().filter(|&fl| fl < l.line);
+        if let Some(first_line) = earlier {
+            return Err(AuditError::SequenceDuplicate {
+                index,
+                line: l.line,
+                found,
+                first_line,
+            });
+        }
+        if let Some(&expected_line) = first_line.get(&expected) {
+            return Err(AuditError::SequenceOutOfOrder {
+                index,
+                line: l.line,
+                expected,
+                found,
+                expected_line,
+            });
+        }
+        return Err(AuditError::SequenceGap {
+            index,
+            line: l.line,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Verifies an export offline; see the module docs for formats and the order
+/// of checks. Returns what was verified, or the first thing wrong.
+pub fn verify_export(input: ExportInput<'_>) -> Result<VerifiedExport, AuditError> {
+    let vkey = VerifierKey::parse(input.vkey)?;
+    let cp = open_checkpoint(
+        input.checkpoint,
+        &vkey,
+        input.origin,
+        CheckpointRole::Checkpoint,
+    )?;
+
+    let previous = match input.previous_checkpoint {
+        Some(note) => {
+            let prev = open_checkpoint(
+                note,
+                &vkey,
+                input.origin,
+                CheckpointRole::PreviousCheckpoint,
+            )?;
+            check_sizes(&prev, &cp)?;
+            Some(prev)
+        }
+        None => None,
+    };
+    let kind = if input.proofs_json.is_some() {
+        ExportKind::Partial
+    } else {
+        ExportKind::Full
+    };
+    let consistency = match (&previous, input.consistency_proof) {
+        (None, Some(_)) => return Err(AuditError::UnexpectedConsistencyProof),
+        (None, None) => None,
+        (Some(prev), None) => {
+            if kind == ExportKind::Partial {
+                return Err(AuditError::ConsistencyProofMissing {
+                    previous: prev.size,
+                });
+            }
+            None
+        }
+        (Some(_), Some(json)) => Some(ConsistencyProof::from_json(json).map_err(|e| {
+            AuditError::ConsistencyProofMalformed {
+                reason: e.to_string(),
+            }
+        })?),
+    };
+
+    let lines = parse_lines(input.entries_jsonl)?;
+    let first = match kind {
+        ExportKind::Full => 0,
+        ExportKind::Partial => lines.first().map_or(0, |l| l.entry.seq),
+    };
+    check_sequence(&lines, first)?;
+
+    let tree = match input.proofs_json {
+        None => Some(check_full(&lines, &cp)?),
+        Some(json) => {
+            check_partial(&lines, &cp, json)?;
+            None
+        }
+    };
+
+    if let Some(prev) = &previous {
+        let inconsistent = AuditError::Inconsistent {
+            previous: prev.size,
+            new: cp.size,
+        };
+        if let Some(tree) = &tree {
+            // Full export: recompute the root at the previous size.
+            if tree.root_at(prev.size)? != prev.root {
+                return Err(inconsistent);
+            }
+        }
+        if let Some(proof) = &consistency {
+            check_consistent(prev, &cp, proof)?;
+        }
+    }
+
+    Ok(VerifiedExport {
+        kind,
+        size: cp.size,
+        root: cp.root,
+        first_seq: lines.first().map(|l| l.entry.seq),
+        last_seq: lines.last().map(|l| l.entry.seq),
+        checkpoint: cp,
+        previous,
+        entries: lines.into_iter().map(|l| l.entry).collect(),
+    })
+}
+
+fn check_full(lines: &[Line], cp: &Checkpoint) -> Result<MerkleTree, AuditError> {
+    let count = lines.len() as u64;
+    if count != cp.size {
+        return Err(AuditError::TreeSizeMismatch {
+            checkpoint: cp.size,
+            entries: count,
+        });
+    }
+    let tree = MerkleTree::from_leaves(lines.iter().map(|l| l.leaf));
+    let computed = tree.root();
+    if computed != cp.root {
+        return Err(AuditError::RootMismatch {
+            computed,
+            checkpoint: cp.root,
+        });
+    }
+    Ok(tree)
+}
+
+fn check_partial(lines: &[Line], cp: &Checkpoint, proofs_json: &str) -> Result<(), AuditError> {
+    let proofs = parse_inclusion_proofs(proofs_json)?;
+    if lines.is_empty() {
+        return Err(AuditError::EmptyPartialExport);
+    }
+    if let Some((i, l)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.entry.seq >= cp.size)
+    {
+        return Err(AuditError::EntryBeyondTree {
+            index: i as u64,
+            line: l.line,
+            seq: l.entry.seq,
+            size: cp.size,
+        });
+    }
+    if proofs.len() != lines.len() {
+        return Err(AuditError::ProofCountMismatch {
+            proofs: proofs.len() as u64,
+            entries: lines.len() as u64,
+        });
+    }
+    for (position, (l, proof)) in lines.iter().zip(&proofs).enumerate() {
+        if proof.index != l.entry.seq {
+            return Err(AuditError::ProofIndexMismatch {
+                position: position as u64,
+                proof_index: proof.index,
+                seq: l.entry.seq,
+            });
+        }
+        if proof.tree_size != cp.size {
+            return Err(AuditError::ProofTreeSizeMismatch {
+                index: proof.index,
+                proof_size: proof.tree_size,
+                checkpoint_size: cp.size,
+            });
+        }
+        if proof.verify(&l.leaf, &cp.root).is_err() {
+            return Err(AuditError::InclusionProofInvalid { index: proof.index });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! Keyed pseudonyms: identifiers (device ids, subject ids) become
+//! HMAC-SHA256 tags under a key that rotates per event day.
+//!
+//! The day key is derived with HKDF-SHA256 from a master secret generated in
+//! memory from the OS CSPRNG; the secret can never be serialised, copied out
+//! or printed (its `Debug` is redacted). Pseudonyms are stable within a day
+//! (so contribution bounds work) and unlinkable across days (a new key per
+//! day; without the master secret, two days' tags of one identifier look
+//! independent). A restart generates a new master secret, so pseudonyms
+//! never survive a restart either.
+
+use std::fmt;
+
+use ring::{
+    hkdf, hmac,
+    rand::{SecureRandom, SystemRandom},
+};
+
+use crate::PrivacyError;
+
+const HKDF_SALT: &[u8] = b"veil/pseudonym/v1/salt";
+const DAY_KEY_INFO: &[u8] = b"veil/pseudonym/v1/day-key";
+
+/// An event day: days since 1970-01-01 in the venue's chosen calendar.
+///
+/// Which instant starts a day is the caller's choice (e.g. the venue's local
+/// midnight, or the event's doors-open date so one night's concert keeps one
+/// key past midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventDay(u32);
+
+impl EventDay {
+    /// The day with this number (days since the Unix epoch).
+    pub fn new(days_since_epoch: u32) -> Self {
+        Self(days_since_epoch)
+    }
+    /// The day containing `unix_seconds` shifted by `utc_offset_seconds`
+    /// (e.g. +3600 for UTC+1). Refuses instants before 1970 in that offset.
+    pub fn from_unix_seconds(
+        unix_seconds: i64,
+        utc_offset_seconds: i32,
+    ) -> Result<Self, PrivacyError> {
+        let local = unix_seconds
+            .checked_add(i64::from(utc_offset_seconds))
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| PrivacyError::InvalidParameter {
+                name: "unix_seconds",
+                reason: "event day must be on or after 1970-01-01".into(),
+            })?;
+        u32::try_from(local / 86_400)
+            .map(Self)
+            .map_err(|_| PrivacyError::InvalidParameter {
+                name: "unix_seconds",
+                reason: "too far in the future".into(),
+            })
+    }
+    /// Days since the Unix epoch.
+    pub fn days_since_epoch(self) -> u32 {
+        self.0
+    }
+}
+
+/// A keyed pseudonym: HMAC-SHA256(day key, identifier). Its `Debug` is
+/// redacted so it cannot end up in logs by accident.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pseudonym([u8; 32]);
+
+impl Pseudonym {
+    /// The tag bytes (for in-memory keying only; never send or persist).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// A pseudonym from raw bytes, for tests and fixtures elsewhere.
+    pub fn dangerous_from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pseudonym(<redacted>)")
+    }
+}
+
+/// Holds the in-memory master secret and derives day keys from it.
+/// Not `Clone`, not serialisable; `Debug` is redacted.
+pub struct Pseudonymizer {
+    master: hkdf::Prk,
+}
+
+impl fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pseudonymizer { master: <redacted> }")
+    }
+}
+
+impl Pseudonymizer {
+    /// A new master secret (32 bytes from the OS CSPRNG via ring), kept only
+    /// as an HKDF pseudorandom key.
+    pub fn generate() -> Result<Self, PrivacyError> {
+        let mut ikm = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut ikm)
+            .map_err(|_| PrivacyError::Randomness)?;
+        let master = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(&ikm);
+        // Best effort: do not leave the secret on the stack.
+        ikm.fill(0);
+        Ok(Self { master })
+    }
+
+    /// The HMAC key for `day`: HKDF-Expand(master, info = label || day).
+    pub fn day_key(&self, day: EventDay) -> Result<DayKey, PrivacyError> {
+        let day_bytes = day.0.to_be_bytes();
+        let info = [DAY_KEY_INFO, &day_bytes[..]];
+        let okm = self.master.expand(&info, hmac::HMAC_SHA256).map_err(|_| {
+            PrivacyError::InvalidParameter {
+                name: "day key",
+                reason: "HKDF expand failed".into(),
+            }
+        })?;
+        Ok(DayKey {
+            day,
+            key: hmac::Key::from(okm),
+        })
+    }
+
+    /// Pseudonym of `identifier` on `day` (derives the day key each call; keep
+    /// a [`DayKey`] for bulk use).
+    pub fn pseudonym(&self, day: EventDay, identifier: &[u8]) -> Result<Pseudonym, PrivacyError> {
+        Ok(self.day_key(day)?.pseudonym(identifier))
+    }
+}
+
+/// One day's HMAC key. Not serialisable; `Debug` shows only the day.
+pub struct DayKey {
+    day: EventDay,
+    key: hmac::Key,
+}
+
+impl fmt::Debug for DayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DayKey")
+            .field("day", &self.day)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl DayKey {
+    /// The day this key is for.
+    pub fn day(&self) -> EventDay {
+        self.day
+    }
+    /// HMAC-SHA256(day key, `identifier`).
+    pub fn pseudonym(&self, identifier: &[u8]) -> Pseudonym {
+        let tag = hmac::sign(&self.key, identifier);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Pseudonym(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

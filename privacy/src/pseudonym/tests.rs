@@ -1,0 +1,85 @@
+use super::*;
+
+fn hamming(a: &Pseudonym, b: &Pseudonym) -> u32 {
+    a.as_bytes()
+        .iter()
+        .zip(b.as_bytes())
+        .map(|(x, y)| (x ^ y).count_ones())
+        .sum()
+}
+
+#[test]
+fn stable_within_a_day() {
+    let p = Pseudonymizer::generate().unwrap();
+    let day = EventDay::new(20_000);
+    let a = p.pseudonym(day, b"aa:bb:cc:dd:ee:ff").unwrap();
+    let b = p.day_key(day).unwrap().pseudonym(b"aa:bb:cc:dd:ee:ff");
+    assert_eq!(a, b);
+    assert_ne!(a, p.pseudonym(day, b"aa:bb:cc:dd:ee:fe").unwrap());
+}
+
+#[test]
+fn unlinkable_across_days() {
+    let p = Pseudonymizer::generate().unwrap();
+    let (d1, d2) = (
+        p.day_key(EventDay::new(1)).unwrap(),
+        p.day_key(EventDay::new(2)).unwrap(),
+    );
+    let ids: Vec<Vec<u8>> = (0..500u32)
+        .map(|i| format!("device-{i}").into_bytes())
+        .collect();
+    let day1: Vec<Pseudonym> = ids.iter().map(|id| d1.pseudonym(id)).collect();
+    let day2: Vec<Pseudonym> = ids.iter().map(|id| d2.pseudonym(id)).collect();
+    // No day-2 pseudonym equals any day-1 pseudonym...
+    let set1: std::collections::HashSet<_> = day1.iter().collect();
+    assert!(day2.iter().all(|p| !set1.contains(p)));
+    // ...and one device's two tags are as far apart as unrelated ones
+    // (256 bits, mean 128, sd 8: the mean of 500 is within 128 +- 2).
+    let same: f64 = day1
+        .iter()
+        .zip(&day2)
+        .map(|(a, b)| f64::from(hamming(a, b)))
+        .sum::<f64>()
+        / 500.0;
+    assert!((126.0..130.0).contains(&same), "mean distance {same}");
+}
+
+#[test]
+fn a_new_master_secret_gives_new_pseudonyms() {
+    let day = EventDay::new(7);
+    let a = Pseudonymizer::generate()
+        .unwrap()
+        .pseudonym(day, b"subject-1")
+        .unwrap();
+    let b = Pseudonymizer::generate()
+        .unwrap()
+        .pseudonym(day, b"subject-1")
+        .unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn secrets_and_pseudonyms_are_redacted_in_debug() {
+    let p = Pseudonymizer::generate().unwrap();
+    let k = p.day_key(EventDay::new(3)).unwrap();
+    let ps = k.pseudonym(b"x");
+    assert_eq!(format!("{p:?}"), "Pseudonymizer { master: <redacted> }");
+    assert!(format!("{k:?}").contains("<redacted>"));
+    assert_eq!(format!("{ps:?}"), "Pseudonym(<redacted>)");
+    assert!(!format!("{ps:?}").contains(&format!("{:02x}", ps.as_bytes()[0]).repeat(2)));
+}
+
+#[test]
+fn event_days_from_unix_time() {
+    assert_eq!(EventDay::from_unix_seconds(0, 0).unwrap(), EventDay::new(0));
+    assert_eq!(
+        EventDay::from_unix_seconds(86_399, 0).unwrap(),
+        EventDay::new(0)
+    );
+    // 23:30 UTC is already the next day at UTC+1.
+    assert_eq!(
+        EventDay::from_unix_seconds(86_400 - 1800, 3600).unwrap(),
+        EventDay::new(1)
+    );
+    assert!(EventDay::from_unix_seconds(-1, 0).is_err());
+}

@@ -1,0 +1,137 @@
+//! Ingest over mTLS: storing, per-item acks, duplicates and conflicts.
+
+use veil_proto::{AckStatus, SubmitReleasesRequest, ingest_client::IngestClient};
+use veil_tests::{TestEnv, release};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_release_is_stored_and_acknowledged() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let resp = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![release("node-1", "occupancy", 60_000, 42.0, 1)],
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(resp.acks.len(), 1);
+    assert_eq!(
+        resp.acks[0].status,
+        AckStatus::Accepted as i32,
+        "{:?}",
+        resp.acks[0]
+    );
+    let stored = env
+        .storage
+        .releases_for_venue("arena")
+        .await
+        .expect("query");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].node, "node-1");
+    assert_eq!(stored[0].value, 42.0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_is_acknowledged_once_and_conflict_keeps_original() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let r = release("node-1", "ingress", 120_000, 7.0, 1);
+    let submit = |rs| SubmitReleasesRequest { releases: rs };
+    let first = client
+        .submit_releases(submit(vec![r.clone()]))
+        .await
+        .expect("first")
+        .into_inner();
+    assert_eq!(first.acks[0].status, AckStatus::Accepted as i32);
+    let again = client
+        .submit_releases(submit(vec![r.clone()]))
+        .await
+        .expect("again")
+        .into_inner();
+    assert_eq!(again.acks[0].status, AckStatus::Duplicate as i32);
+    let mut changed = r.clone();
+    changed.value = 8.0;
+    let conflict = client
+        .submit_releases(submit(vec![changed]))
+        .await
+        .expect("conflict")
+        .into_inner();
+    assert_eq!(conflict.acks[0].status, AckStatus::Conflict as i32);
+    let stored = env
+        .storage
+        .releases_for_venue("arena")
+        .await
+        .expect("query");
+    assert_eq!(stored.len(), 1, "no second row");
+    assert_eq!(stored[0].value, 7.0, "original kept");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_items_are_refused_with_reasons_and_valid_ones_kept() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let good = release("node-1", "occupancy", 60_000, 10.0, 1);
+    let mut nan = release("node-1", "occupancy", 120_000, f64::NAN, 2);
+    nan.value = f64::NAN;
+    let mut misaligned = release("node-1", "occupancy", 180_000, 3.0, 3);
+    if let Some(w) = misaligned.window.as_mut() {
+        w.start_ms += 1;
+    }
+    let mut fractional = release("node-1", "occupancy", 240_000, 3.5, 4);
+    fractional.value = 3.5;
+    let mut no_cost = release("node-1", "occupancy", 300_000, 3.0, 5);
+    no_cost.cost = None;
+    let resp = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![good, nan, misaligned, fractional, no_cost],
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    let statuses: Vec<i32> = resp.acks.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            AckStatus::Accepted as i32,
+            AckStatus::Invalid as i32,
+            AckStatus::Invalid as i32,
+            AckStatus::Invalid as i32,
+            AckStatus::Invalid as i32
+        ]
+    );
+    assert!(
+        resp.acks[1].reason.contains("finite"),
+        "{}",
+        resp.acks[1].reason
+    );
+    assert!(
+        resp.acks[2].reason.contains("multiple"),
+        "{}",
+        resp.acks[2].reason
+    );
+    assert_eq!(env.storage.count_releases().await.expect("count"), 1);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_empty_batches_are_refused() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let err = client
+        .submit_releases(SubmitReleasesRequest { releases: vec![] })
+        .await
+        .expect_err("empty batch");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let many = (0..1001)
+        .map(|i| release("node-1", "occupancy", 60_000 * (i + 1), 1.0, i as u64 + 1))
+        .collect();
+    let err = client
+        .submit_releases(SubmitReleasesRequest { releases: many })
+        .await
+        .expect_err("oversized batch");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}

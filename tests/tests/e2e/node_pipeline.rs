@@ -1,0 +1,135 @@
+//! The node pipeline end to end: simulated events with malformed lines in,
+//! DP releases stored by the aggregator out.
+
+use std::{fmt::Write as _, time::Duration};
+
+use veil_node::simulate::{SimConfig, Simulation, VenueKind};
+use veil_tests::TestEnv;
+
+fn node_config(env: &TestEnv, node: &str, input: &str, zones: &str) -> veil_node::Config {
+    let text = format!(
+        "venue = \"arena\"\nnode_id = \"{node}\"\n\n\
+         [aggregator]\nendpoint = \"{}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{node}.pem\"\nkey = \"pki/{node}.key\"\n\n\
+         [input]\npath = \"{input}\"\n\n[windows]\nlength = \"1m\"\nlateness = \"10s\"\n\n\
+         [outbox]\npath = \"{node}-outbox.db\"\n{zones}",
+        env.endpoint()
+    );
+    let path = env.dir.path().join(format!("{node}.toml"));
+    std::fs::write(&path, text).expect("write node config");
+    veil_node::Config::load(&path).expect("node config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_node_releases_arrive_and_malformed_lines_are_counted() {
+    let env = TestEnv::start().await;
+    let mut cfg = SimConfig::new(
+        VenueKind::Arena,
+        11,
+        Duration::from_secs(20 * 60),
+        1_780_333_200_000,
+    );
+    cfg.attendees = Some(800);
+    cfg.nodes = 1;
+    let sim = Simulation::new(cfg).expect("sim");
+    let mut events = Vec::new();
+    sim.write_events(0, &mut events).expect("events");
+    // Three more malformed lines at known positions.
+    let mut text = String::from_utf8(events).expect("utf8");
+    text.insert_str(0, "{not json\n");
+    text.push_str("{\"ts\":\"2026-06-01T17:05:00Z\",\"sensor\":\"x\",\"zone\":\"floor\",\"kind\":\"occupancy\",\"count\":-4}\n");
+    text.push('\n');
+    std::fs::write(env.dir.path().join("events.jsonl"), &text).expect("write events");
+    let mut zones = String::new();
+    for z in sim.zones() {
+        let gate = z.role == veil_node::simulate::ZoneRole::Gate;
+        write!(
+            zones,
+            "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}\n",
+            z.name,
+            u32::from(!gate)
+        )
+        .expect("fmt");
+    }
+    let cfg = node_config(&env, "node-1", "events.jsonl", &zones);
+    let report = veil_node::run(cfg, std::future::pending())
+        .await
+        .expect("node run");
+
+    assert!(report.invalid_lines >= 2, "{report:?}");
+    assert_eq!(
+        report.first_invalid[0].line, 1,
+        "line numbers are 1-based and exact"
+    );
+    assert!(report.first_invalid[0].reason.contains("JSON"));
+    assert_eq!(report.upload.rejected, 0);
+    assert_eq!(report.outbox_depth, 0, "everything acknowledged");
+    assert!(report.releases > 0);
+    assert_eq!(report.upload.accepted, report.releases);
+    let stored = env
+        .storage
+        .releases_for_venue("arena")
+        .await
+        .expect("query");
+    assert_eq!(stored.len() as u64, report.releases);
+    assert!(stored.iter().all(|r| r.node == "node-1"));
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.metric == "occupancy" && r.zone == "floor")
+    );
+    assert!(stored.iter().any(|r| r.metric == "ingress"));
+    // Non-personal metrics are released as such, counts with DP noise.
+    for r in &stored {
+        match r.metric.as_str() {
+            "co2_ppm" | "sound_level_db" | "temperature_c" => {
+                assert_eq!(r.mechanism, "MECHANISM_NON_PERSONAL");
+                assert_eq!(r.epsilon, 0.0);
+            }
+            _ => {
+                assert_eq!(r.mechanism, "MECHANISM_DISCRETE_LAPLACE");
+                assert_eq!(r.epsilon, 1.0);
+                assert!(r.scale > 0.0);
+            }
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_the_same_input_does_not_release_a_window_twice() {
+    let env = TestEnv::start().await;
+    let mut cfg = SimConfig::new(
+        VenueKind::Arena,
+        5,
+        Duration::from_secs(10 * 60),
+        1_780_333_200_000,
+    );
+    cfg.attendees = Some(300);
+    let sim = Simulation::new(cfg).expect("sim");
+    let mut events = Vec::new();
+    sim.write_events(0, &mut events).expect("events");
+    std::fs::write(env.dir.path().join("events.jsonl"), &events).expect("write");
+    let zones = "\n[[zone]]\nname = \"floor\"\ncameras = 1\n";
+    let first = veil_node::run(
+        node_config(&env, "node-1", "events.jsonl", zones),
+        std::future::pending(),
+    )
+    .await
+    .expect("first run");
+    let stored_after_first = env.storage.count_releases().await.expect("count");
+    assert_eq!(stored_after_first, first.upload.accepted);
+    // Same input again (e.g. after a restart): fresh noise, same keys, so the
+    // aggregator refuses the differently-noised copies; nothing is added.
+    let second = veil_node::run(
+        node_config(&env, "node-1", "events.jsonl", zones),
+        std::future::pending(),
+    )
+    .await
+    .expect("second run");
+    assert_eq!(second.upload.accepted, 0, "{second:?}");
+    assert_eq!(
+        env.storage.count_releases().await.expect("count"),
+        stored_after_first
+    );
+    env.stop().await;
+}

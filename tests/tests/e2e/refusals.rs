@@ -1,0 +1,102 @@
+//! Who may not submit: no certificate, a foreign CA, an unknown identity,
+//! a role, or a node speaking for another node. Nothing is stored for any.
+
+use veil_proto::{AckStatus, SubmitReleasesRequest, ingest_client::IngestClient};
+use veil_tests::{TestEnv, channel_with, release};
+
+async fn submit_refused(channel: Result<tonic::transport::Channel, tonic::transport::Error>) {
+    // A refused handshake may surface at connect or on the first call
+    // (as Unknown/Cancelled/Unavailable): either way it must be refused.
+    let Ok(channel) = channel else { return };
+    let result = IngestClient::new(channel)
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![release("node-1", "occupancy", 60_000, 1.0, 1)],
+        })
+        .await;
+    assert!(result.is_err(), "call was accepted: {result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_certificate_is_refused() {
+    let env = TestEnv::start().await;
+    submit_refused(env.channel(None).await).await;
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_from_foreign_ca_is_refused() {
+    let env = TestEnv::start().await;
+    let foreign = tempfile::tempdir().expect("tempdir");
+    veil_aggregator::pki::init(foreign.path(), "arena", 1).expect("foreign pki");
+    // Trusts the real server CA, presents a node-1 certificate from another CA.
+    let ch = channel_with(
+        &env.endpoint(),
+        &env.pki.join("ca.pem"),
+        Some((
+            foreign.path().join("node-1.pem"),
+            foreign.path().join("node-1.key"),
+        )),
+    )
+    .await;
+    submit_refused(ch).await;
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_certificate_with_unknown_identity_is_permission_denied() {
+    let env = TestEnv::start().await;
+    // node-3 has a certificate from the right CA but is not registered.
+    let mut client = IngestClient::new(env.channel(Some("node-3")).await.expect("connect"));
+    let err = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![release("node-3", "occupancy", 60_000, 1.0, 1)],
+        })
+        .await
+        .expect_err("unknown identity");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("not registered"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_certificate_may_not_submit_releases() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("compliance")).await.expect("connect"));
+    let err = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![release("node-1", "occupancy", 60_000, 1.0, 1)],
+        })
+        .await
+        .expect_err("role");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cannot_submit_on_behalf_of_another_node() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let resp = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: vec![release("node-2", "occupancy", 60_000, 1.0, 1)],
+        })
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(resp.acks[0].status, AckStatus::Denied as i32);
+    assert!(
+        resp.acks[0].reason.contains("arena/node-1/"),
+        "{}",
+        resp.acks[0].reason
+    );
+    assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    env.stop().await;
+}
