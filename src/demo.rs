@@ -34,6 +34,8 @@ pub struct DemoArgs {
 }
 
 const VENUE: &str = "arena";
+/// The arena policy shipped in `policies/`.
+const POLICY: &str = include_str!("../policies/arena.toml");
 const START: &str = "2026-06-01T17:00:00Z";
 
 fn free_port() -> anyhow::Result<u16> {
@@ -104,6 +106,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     // 3. Configs.
+    std::fs::write(dir.join("policy.toml"), POLICY)?;
+    std::fs::copy(dir.join("pki/audit.vkey"), dir.join("audit.vkey"))?;
     let port = free_port()?;
     let agg_cfg_path = dir.join("aggregator.toml");
     let node_names: Vec<String> = pki.nodes.iter().map(|n| format!("\"{n}\"")).collect();
@@ -114,7 +118,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
              listen = \"127.0.0.1:{port}\"\n\
              database = \"sqlite://aggregator.db\"\n\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
-             [[venue]]\nname = \"{VENUE}\"\nnodes = [{nodes}]\n\n\
+             [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 1000\n\n\
+             [[venue]]\nname = \"{VENUE}\"\nnodes = [{nodes}]\npolicy = \"policy.toml\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/ml/ml-team\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n",
@@ -145,7 +150,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                  ca = \"pki/ca.pem\"\ncert = \"pki/{node}.pem\"\nkey = \"pki/{node}.key\"\n\n\
                  [input]\npath = \"events-{node}.jsonl\"\n\n\
                  [windows]\nlength = \"1m\"\nlateness = \"30s\"\n\n\
-                 [privacy]\nepsilon_per_release = 1.0\nmax_events_per_window = 1\nmax_zones_per_window = 1\n\n\
+                 [privacy]\nmax_events_per_window = 1\nmax_zones_per_window = 1\nlease_windows = 10\n\n\
                  [outbox]\npath = \"{node}-outbox.db\"\n{zones}",
                 cfg = toml_path(&path),
             ),
@@ -183,9 +188,38 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::Ok((releases, reports))
     })?;
 
+    // Audit export (as a compliance officer gets it) and offline verification.
+    let agg_cfg = veil_aggregator::Config::load(&agg_cfg_path)?;
+    let export_msg = rt.block_on(veil_aggregator::commands::audit_export(
+        &agg_cfg,
+        &dir.join("audit"),
+        None,
+    ))?;
+    let verified = veil_aggregator::commands::audit_verify(
+        &dir.join("audit"),
+        &dir.join("audit.vkey"),
+        None,
+        None,
+    )?;
+    let day = veil_aggregator::ledger::day_of(releases.first().map_or(0, |r| r.window_start_ms));
+    let budget = rt.block_on(veil_aggregator::commands::budget_show(
+        &agg_cfg,
+        VENUE,
+        Some(&day),
+    ))?;
+
     // 5. Summary.
     println!("  [5/5] done in {:.1} s\n", started.elapsed().as_secs_f64());
     print_summary(&releases, &reports, &truth);
+    println!("\nPrivacy budget (the aggregator's ledger, composed under zCDP)");
+    for line in budget.lines().filter(|l| !l.starts_with("budget_")) {
+        println!("  {line}");
+    }
+    println!("\nAudit log");
+    println!("  {export_msg}");
+    for line in verified.lines() {
+        println!("  {line}");
+    }
     if args.out.is_some() {
         println!("\nEverything is kept in {}.", dir.display());
         println!(
@@ -244,7 +278,7 @@ fn print_summary(
     }
     let total_eps: f64 = releases.iter().map(|r| r.epsilon).sum();
     println!(
-        "  total epsilon spent across all releases: {total_eps:.1} (pure DP, discrete Laplace, epsilon 1 per release)"
+        "  sum of per-release epsilons: {total_eps:.1} (the ledger below composes them more tightly under zCDP)"
     );
 
     // DP error against ground truth.

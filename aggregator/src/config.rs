@@ -60,6 +60,11 @@ pub struct Config {
     /// Ingest limits.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Audit log signing.
+    pub audit: AuditConfig,
+    /// Federated rounds (model card delta, scheduled rounds).
+    #[serde(default)]
+    pub rounds: crate::rounds::RoundsConfig,
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -86,16 +91,24 @@ pub struct VenueConfig {
     /// Node ids allowed to submit for this venue.
     pub nodes: Vec<String>,
     /// Policy file (TOML) in force for this venue; nodes fetch it and every
-    /// release names its hash.
-    #[serde(default)]
-    pub policy: Option<PathBuf>,
-    /// Default epsilon budget per event day (epsilon at `delta`).
-    #[serde(default = "default_day_budget")]
-    pub day_budget_epsilon: f64,
+    /// release names its hash. The daily budget comes from it.
+    pub policy: PathBuf,
 }
 
-fn default_day_budget() -> f64 {
-    100.0
+/// Audit log settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Checkpoint signing key (signed-note `PRIVATE+KEY+...` format, 0600);
+    /// its name is the log's origin. `veil-aggregator pki init` writes one.
+    pub signing_key: PathBuf,
+    /// Sign a checkpoint every this many entries (and at shutdown and export).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
 }
 
 /// One role principal.
@@ -119,6 +132,31 @@ pub struct IngestConfig {
     /// Largest accepted per-release epsilon (or rho).
     #[serde(default = "default_max_cost")]
     pub max_release_cost: f64,
+    /// Oldest accepted window, by the aggregator's clock (humantime, default
+    /// "400d"): a release whose window ended longer ago is refused, so a
+    /// replay cannot outlive the idempotency keys that would catch it.
+    #[serde(default = "default_max_window_age", with = "humantime_duration")]
+    pub max_window_age: std::time::Duration,
+    /// How far in the future (aggregator's clock) a window may start
+    /// (humantime, default "1d"); later windows are refused as clock errors.
+    #[serde(default = "default_max_future_skew", with = "humantime_duration")]
+    pub max_future_skew: std::time::Duration,
+}
+
+fn default_max_window_age() -> std::time::Duration {
+    std::time::Duration::from_secs(400 * 86_400)
+}
+fn default_max_future_skew() -> std::time::Duration {
+    std::time::Duration::from_secs(86_400)
+}
+
+mod humantime_duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_max_batch() -> usize {
@@ -133,6 +171,8 @@ impl Default for IngestConfig {
         Self {
             max_batch: default_max_batch(),
             max_release_cost: default_max_cost(),
+            max_window_age: default_max_window_age(),
+            max_future_skew: default_max_future_skew(),
         }
     }
 }
@@ -177,12 +217,6 @@ impl Config {
                 return Err(invalid(
                     "venue.nodes",
                     "node ids must be 1..=64 bytes of [a-z0-9_-]",
-                ));
-            }
-            if !(v.day_budget_epsilon.is_finite() && v.day_budget_epsilon > 0.0) {
-                return Err(invalid(
-                    "venue.day_budget_epsilon",
-                    "must be finite and > 0",
                 ));
             }
         }

@@ -11,28 +11,26 @@ use veil_proto::{
     ingest_server,
 };
 
+use std::sync::Arc;
+
+use veil_privacy::{
+    Cost,
+    policy::{LoadedPolicy, PolicyMechanism},
+};
+
 use crate::{
-    auth::Registry,
+    audit::{NewEntry, action},
     config::IngestConfig,
-    policy::{Policies, sha256_hex},
-    storage::{Storage, StoreOutcome, StoredRelease},
+    ledger,
+    policy::sha256_hex,
+    state::{State, now_ms},
+    storage::{StoreOutcome, StoredRelease},
 };
 
 /// The `veil.v1.Ingest` service.
 #[derive(Debug, Clone)]
 pub struct IngestService {
-    pub(crate) registry: Registry,
-    pub(crate) policies: Policies,
-    pub(crate) storage: Storage,
-    pub(crate) limits: IngestConfig,
-}
-
-/// Current wall-clock time, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    pub(crate) state: Arc<State>,
 }
 
 fn valid_metric(s: &str) -> bool {
@@ -47,6 +45,55 @@ type Refusal = (AckStatus, String);
 
 fn invalid(reason: impl Into<String>) -> Refusal {
     (AckStatus::Invalid, reason.into())
+}
+
+/// Checks a valid release against the venue's policy: the metric must be
+/// allowed for its purpose, with the policy's mechanism and exactly the
+/// policy's per-release cost; a non-personal claim must be the policy's.
+pub fn check_policy(r: &StoredRelease, policy: &LoadedPolicy) -> Result<Cost, Refusal> {
+    let denied = |reason: String| (AckStatus::Denied, reason);
+    let m = policy.metric(&r.metric).ok_or_else(|| {
+        denied(format!(
+            "metric `{}` is not allowed by the venue's policy",
+            r.metric
+        ))
+    })?;
+    if !m.purposes.iter().any(|p| p == &r.purpose) {
+        return Err(denied(format!(
+            "purpose `{}` is not allowed for metric `{}`",
+            r.purpose, r.metric
+        )));
+    }
+    let expected = match m.mechanism {
+        PolicyMechanism::DiscreteLaplace => "MECHANISM_DISCRETE_LAPLACE",
+        PolicyMechanism::DiscreteGaussian => "MECHANISM_DISCRETE_GAUSSIAN",
+        PolicyMechanism::NonPersonal => "MECHANISM_NON_PERSONAL",
+    };
+    if r.mechanism != expected {
+        return Err(denied(if r.mechanism == "MECHANISM_NON_PERSONAL" {
+            format!(
+                "metric `{}` is not declared non-personal by the policy",
+                r.metric
+            )
+        } else {
+            format!(
+                "metric `{}` must use {} under the policy, not {}",
+                r.metric, expected, r.mechanism
+            )
+        }));
+    }
+    let cost =
+        ledger::policy_cost(policy, &r.metric, &r.purpose).map_err(|e| denied(e.to_string()))?;
+    if r.epsilon != cost.epsilon() || r.rho != cost.rho() {
+        return Err(denied(format!(
+            "cost (epsilon {}, rho {}) differs from the policy's per-release cost (epsilon {}, rho {})",
+            r.epsilon,
+            r.rho,
+            cost.epsilon(),
+            cost.rho()
+        )));
+    }
+    Ok(cost)
 }
 
 /// Validates one release against the caller's identity and the ingest limits.
@@ -168,69 +215,210 @@ pub fn validate(
     })
 }
 
+/// Refuses a window older than the dedup-key retention
+/// (`ingest.max_window_age`) or starting further in the future than
+/// `ingest.max_future_skew`, both against the aggregator's clock `now_ms`.
+pub fn check_window_time(
+    r: &StoredRelease,
+    now_ms: i64,
+    limits: &IngestConfig,
+) -> Result<(), Refusal> {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let end = r
+        .window_start_ms
+        .saturating_add(i64::from(r.window_len_s).saturating_mul(1000));
+    if end < now_ms.saturating_sub(ms(limits.max_window_age)) {
+        return Err(invalid(format!(
+            "window ended {} s ago, older than the retention of idempotency keys \
+             (ingest.max_window_age = {} s): refused so a replay cannot be counted twice",
+            (now_ms - end) / 1000,
+            limits.max_window_age.as_secs()
+        )));
+    }
+    if r.window_start_ms > now_ms.saturating_add(ms(limits.max_future_skew)) {
+        return Err(invalid(format!(
+            "window starts {} s in the future, beyond ingest.max_future_skew = {} s: \
+             check the node's clock",
+            (r.window_start_ms - now_ms) / 1000,
+            limits.max_future_skew.as_secs()
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl ingest_server::Ingest for IngestService {
     async fn submit_releases(
         &self,
         request: Request<SubmitReleasesRequest>,
     ) -> Result<Response<SubmitReleasesResponse>, Status> {
-        let (venue, node) = self.registry.require_node(&request)?;
+        let st = &self.state;
+        let (venue, node) = st.registry.require_node(&request)?;
         let releases = request.into_inner().releases;
-        if releases.is_empty() || releases.len() > self.limits.max_batch {
+        if releases.is_empty() || releases.len() > st.limits.max_batch {
             return Err(Status::invalid_argument(format!(
                 "a batch holds 1..={} releases, got {}",
-                self.limits.max_batch,
+                st.limits.max_batch,
                 releases.len()
             )));
         }
-        let policy_hash = self.policies.hash(&venue);
-        let mut acks: Vec<ReleaseAck> = Vec::with_capacity(releases.len());
-        let mut to_store = Vec::new();
-        let mut slots = Vec::new();
-        for r in &releases {
-            match validate(r, &venue, &node, policy_hash, &self.limits) {
-                Ok(s) => {
-                    slots.push(acks.len());
-                    to_store.push(s);
-                    acks.push(ReleaseAck {
-                        idempotency_key: r.idempotency_key.clone(),
-                        status: AckStatus::Unspecified as i32,
-                        reason: String::new(),
-                    });
-                }
-                Err((status, reason)) => {
-                    tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
-                    acks.push(ReleaseAck {
-                        idempotency_key: r.idempotency_key.clone(),
-                        status: status as i32,
-                        reason,
-                    });
-                }
-            }
-        }
-        if !to_store.is_empty() {
-            let outcomes = self
-                .storage
-                .store_batch(&to_store, now_ms())
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
-                    Status::unavailable("storage failed; nothing from this batch was stored, retry")
-                })?;
-            for (slot, outcome) in slots.into_iter().zip(outcomes) {
-                let ack = &mut acks[slot];
-                match outcome {
-                    StoreOutcome::Inserted => ack.status = AckStatus::Accepted as i32,
-                    StoreOutcome::Duplicate => ack.status = AckStatus::Duplicate as i32,
-                    StoreOutcome::Conflict => {
+        let policy = st
+            .policies
+            .get(&venue)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("venue {venue} has no policy in force"))
+            })?
+            .clone();
+        let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
+        let now = now_ms();
+        let mut acks: Vec<ReleaseAck> = releases
+            .iter()
+            .map(|r| ReleaseAck {
+                idempotency_key: r.idempotency_key.clone(),
+                status: AckStatus::Unspecified as i32,
+                reason: String::new(),
+            })
+            .collect();
+
+        let result = async {
+            let mut audit = st.audit.begin().await;
+            let mut tx = st.storage.pool().begin().await?;
+            for (r, ack) in releases.iter().zip(acks.iter_mut()) {
+                let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
+                    let cost = check_policy(&s, &policy)?;
+                    Ok((s, cost))
+                });
+                let (stored, cost) = match checked {
+                    Ok(v) => v,
+                    Err((status, reason)) => {
+                        tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
+                        audit
+                            .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
+                            .await?;
+                        ack.status = status as i32;
+                        ack.reason = reason;
+                        continue;
+                    }
+                };
+                match crate::storage::existing(&mut tx, &stored).await? {
+                    Some(StoreOutcome::Duplicate) => {
+                        ack.status = AckStatus::Duplicate as i32;
+                        continue;
+                    }
+                    Some(_) => {
+                        let reason =
+                            "idempotency key already stored with different content; original kept".to_owned();
+                        let mut e = deny(&actor, &venue, action::RELEASE_CONFLICT, &reason, &policy.hash);
+                        e.release_sha256 = stored.content_sha256.clone();
+                        audit.append(&mut tx, e, now).await?;
                         ack.status = AckStatus::Conflict as i32;
-                        ack.reason =
-                            "idempotency key already stored with different content; original kept"
-                                .into();
+                        ack.reason = reason;
+                        continue;
+                    }
+                    None => {}
+                }
+                // After the dedup lookup, so a lost-ack resend of a stored
+                // release still gets its DUPLICATE.
+                if let Err((status, reason)) = check_window_time(&stored, now, &st.limits) {
+                    tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
+                    audit
+                        .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
+                        .await?;
+                    ack.status = status as i32;
+                    ack.reason = reason;
+                    continue;
+                }
+                if !matches!(cost, Cost::Free) {
+                    let day = ledger::day_of(stored.window_start_ms);
+                    if let Err(reason) = ledger::use_lease(
+                        &mut tx,
+                        &stored.lease_id,
+                        &venue,
+                        &node,
+                        &stored.metric,
+                        &stored.purpose,
+                        &day,
+                        cost,
+                    )
+                    .await?
+                    {
+                        tracing::warn!(%venue, %node, reason = %reason, "Release refused: no charged budget.");
+                        audit
+                            .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
+                            .await?;
+                        ack.status = AckStatus::Denied as i32;
+                        ack.reason = reason;
+                        continue;
                     }
                 }
+                crate::storage::insert(&mut tx, &stored, now).await?;
+                audit
+                    .append(
+                        &mut tx,
+                        NewEntry {
+                            actor: actor.clone(),
+                            venue: venue.clone(),
+                            action: action::RELEASE,
+                            allow: true,
+                            reason: if matches!(cost, Cost::Free) {
+                                format!("{} declared non-personal by policy", stored.metric)
+                            } else {
+                                format!("{} charged to lease {}", stored.metric, stored.lease_id)
+                            },
+                            policy_hash: policy.hash.clone(),
+                            epsilon: stored.epsilon,
+                            rho: stored.rho,
+                            release_sha256: stored.content_sha256.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                ack.status = AckStatus::Accepted as i32;
             }
+            tx.commit().await?;
+            audit.committed();
+            Ok::<(), IngestFailure>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
+            return Err(Status::unavailable(
+                "storage failed; nothing from this batch was stored, retry",
+            ));
+        }
+        if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now).await {
+            tracing::error!(error = %e, "Signing an audit checkpoint failed.");
         }
         Ok(Response::new(SubmitReleasesResponse { acks }))
+    }
+}
+
+/// A failure that aborts a whole batch (nothing is acknowledged).
+#[derive(Debug, thiserror::Error)]
+enum IngestFailure {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditLogError),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+}
+
+/// A deny entry.
+pub fn deny(
+    actor: &str,
+    venue: &str,
+    action: &'static str,
+    reason: &str,
+    policy_hash: &str,
+) -> NewEntry {
+    NewEntry {
+        actor: actor.to_owned(),
+        venue: venue.to_owned(),
+        action,
+        allow: false,
+        reason: reason.to_owned(),
+        policy_hash: policy_hash.to_owned(),
+        ..NewEntry::default()
     }
 }

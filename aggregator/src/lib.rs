@@ -5,13 +5,18 @@
 //! only, validates every release, and stores it durably before acknowledging.
 //! It never receives raw events or identifiers.
 
+pub mod audit;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod identity;
 pub mod ingest;
+pub mod ledger;
 pub mod pki;
 pub mod policy;
+pub mod rounds;
 pub mod server;
+pub mod state;
 pub mod storage;
 
 pub use config::Config;

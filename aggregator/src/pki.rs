@@ -183,7 +183,26 @@ pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, PkiError> 
             leaf_params(file, vec![uri(id)?], ExtendedKeyUsagePurpose::ClientAuth),
         )?;
     }
+    audit_keygen(
+        &layout.dir.join("audit.key"),
+        &layout.dir.join("audit.vkey"),
+        AUDIT_KEY_NAME,
+    )?;
     Ok(layout)
+}
+
+/// Name (and log origin) of the audit key `pki init` writes.
+pub const AUDIT_KEY_NAME: &str = "veil-audit";
+
+/// Writes a new Ed25519 checkpoint signing key (signed-note private key
+/// format, 0600) and its verifier key (the public half compliance officers
+/// pin).
+pub fn audit_keygen(key: &Path, vkey: &Path, name: &str) -> Result<(), PkiError> {
+    let signer = veil_privacy::audit::CheckpointSigner::generate(name)
+        .map_err(|e| PkiError::Invalid(format!("audit key: {e}")))?;
+    write_file(key, &format!("{}\n", signer.private_key_str()), true)?;
+    write_file(vkey, &format!("{}\n", signer.verifier_key_str()), false)?;
+    Ok(())
 }
 
 /// Issues one extra client certificate with an arbitrary SPIFFE id, signed by

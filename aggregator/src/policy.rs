@@ -1,69 +1,58 @@
 //! Policies in force per venue and the `Policy` gRPC service.
 //!
-//! A policy file is distributed verbatim; its identity is the lowercase hex
-//! SHA-256 of its bytes. A venue without a policy file has the empty hash,
-//! which releases must then carry.
+//! Every venue has a policy file (see `policies/`); it is parsed and
+//! validated at start-up (the aggregator refuses to start otherwise), and
+//! its SHA-256 is the hash every release and lease must name.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
+use veil_privacy::policy::LoadedPolicy;
 use veil_proto::{GetPolicyRequest, PolicyDocument, policy_server};
 
-use crate::{auth::Registry, config::Config};
-
-/// A loaded policy document.
-#[derive(Debug, Clone)]
-pub struct LoadedPolicy {
-    /// Lowercase hex SHA-256 of `text`.
-    pub hash: String,
-    /// The TOML text.
-    pub text: String,
-}
+use crate::{config::Config, state::State};
 
 /// Policies per venue.
 #[derive(Debug, Clone, Default)]
 pub struct Policies {
-    by_venue: HashMap<String, LoadedPolicy>,
+    by_venue: HashMap<String, Arc<LoadedPolicy>>,
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    veil_privacy::policy::sha256_hex(bytes)
 }
 
 impl Policies {
-    /// Loads every venue's policy file named in the config.
+    /// Loads and validates every venue's policy file.
     pub fn load(cfg: &Config) -> Result<Self, String> {
         let mut by_venue = HashMap::new();
         for v in &cfg.venues {
-            if let Some(p) = &v.policy {
-                let path = cfg.resolve(p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("venue {}: reading policy {}: {e}", v.name, path.display())
-                })?;
-                let hash = sha256_hex(text.as_bytes());
-                by_venue.insert(v.name.clone(), LoadedPolicy { hash, text });
-            }
+            let path = cfg.resolve(&v.policy);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("venue {}: reading policy {}: {e}", v.name, path.display()))?;
+            let policy = LoadedPolicy::parse(&text)
+                .map_err(|e| format!("venue {}: policy {}: {e}", v.name, path.display()))?;
+            by_venue.insert(v.name.clone(), Arc::new(policy));
         }
         Ok(Self { by_venue })
     }
 
-    /// The hash in force for `venue` ("" when the venue has no policy file).
-    pub fn hash(&self, venue: &str) -> &str {
-        self.by_venue.get(venue).map_or("", |p| p.hash.as_str())
+    /// The policy of `venue`, if any (fail closed when `None`).
+    pub fn get(&self, venue: &str) -> Option<&Arc<LoadedPolicy>> {
+        self.by_venue.get(venue)
     }
 
-    /// The policy of `venue`, if any.
-    pub fn get(&self, venue: &str) -> Option<&LoadedPolicy> {
-        self.by_venue.get(venue)
+    /// Every (venue, policy).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<LoadedPolicy>)> {
+        self.by_venue.iter()
     }
 }
 
 /// The `veil.v1.Policy` service.
 #[derive(Debug, Clone)]
 pub struct PolicyService {
-    pub(crate) registry: Registry,
-    pub(crate) policies: Policies,
+    pub(crate) state: Arc<State>,
 }
 
 #[tonic::async_trait]
@@ -72,19 +61,14 @@ impl policy_server::Policy for PolicyService {
         &self,
         request: Request<GetPolicyRequest>,
     ) -> Result<Response<PolicyDocument>, Status> {
-        let (venue, _node) = self.registry.require_node(&request)?;
-        let doc = match self.policies.get(&venue) {
-            Some(p) => PolicyDocument {
-                venue,
-                hash: p.hash.clone(),
-                toml: p.text.clone(),
-            },
-            None => PolicyDocument {
-                venue,
-                hash: String::new(),
-                toml: String::new(),
-            },
-        };
-        Ok(Response::new(doc))
+        let (venue, _node) = self.state.registry.require_node(&request)?;
+        let p = self.state.policies.get(&venue).ok_or_else(|| {
+            Status::failed_precondition(format!("venue {venue} has no policy in force"))
+        })?;
+        Ok(Response::new(PolicyDocument {
+            venue,
+            hash: p.hash.clone(),
+            toml: p.text.clone(),
+        }))
     }
 }

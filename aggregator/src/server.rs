@@ -3,16 +3,25 @@
 
 use std::{future::Future, net::SocketAddr};
 
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
-use veil_proto::{ingest_server::IngestServer, policy_server::PolicyServer};
+
+use veil_privacy::audit::CheckpointSigner;
+use veil_proto::{
+    audit_server::AuditServer, ingest_server::IngestServer, ledger_server::LedgerServer,
+    policy_server::PolicyServer,
+};
 
 use crate::{
+    audit::{AuditLog, AuditService, NewEntry, SELF_ACTOR, action},
     auth::Registry,
     config::Config,
     ingest::IngestService,
+    ledger::LedgerService,
     policy::{Policies, PolicyService},
+    state::{State, now_ms},
     storage::Storage,
 };
 
@@ -35,6 +44,17 @@ pub enum ServerError {
     /// Storage failed to open.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The audit log failed to load or the signing key is unusable.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditLogError),
+    /// The audit signing key could not be read.
+    #[error("audit signing key {path}: {reason}")]
+    AuditKey {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Binding the listener failed.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -53,10 +73,8 @@ pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
     tls: ServerTlsConfig,
-    storage: Storage,
-    registry: Registry,
-    policies: Policies,
-    config: Config,
+    state: Arc<State>,
+    rounds: crate::rounds::RoundsConfig,
 }
 
 impl std::fmt::Debug for Bound {
@@ -87,6 +105,40 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         .client_auth_optional(false);
     let policies = Policies::load(&config).map_err(ServerError::Policy)?;
     let storage = Storage::open(&config.database_url()).await?;
+    let audit = open_audit(&config, &storage).await?;
+    // Record which policy versions are in force from now on.
+    {
+        let now = now_ms();
+        let mut atx = audit.begin().await;
+        let mut tx = storage
+            .pool()
+            .begin()
+            .await
+            .map_err(crate::storage::StorageError::from)?;
+        let mut venues: Vec<_> = policies.iter().collect();
+        venues.sort_by(|a, b| a.0.cmp(b.0));
+        for (venue, p) in venues {
+            atx.append(
+                &mut tx,
+                NewEntry {
+                    actor: SELF_ACTOR.into(),
+                    venue: venue.clone(),
+                    action: action::POLICY_LOAD,
+                    allow: true,
+                    reason: format!("policy \"{}\" in force", p.policy.name),
+                    policy_hash: p.hash.clone(),
+                    ..NewEntry::default()
+                },
+                now,
+            )
+            .await?;
+        }
+        tx.commit()
+            .await
+            .map_err(crate::storage::StorageError::from)?;
+        atx.committed();
+        audit.checkpoint(storage.pool(), now).await?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -102,11 +154,28 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         listener,
         addr,
         tls,
-        storage,
-        registry,
-        policies,
-        config,
+        rounds: config.rounds.clone(),
+        state: Arc::new(State {
+            registry,
+            policies,
+            storage,
+            audit,
+            limits: config.ingest.clone(),
+        }),
     })
+}
+
+/// Reads the checkpoint signing key and loads the audit log.
+pub async fn open_audit(config: &Config, storage: &Storage) -> Result<AuditLog, ServerError> {
+    let path = config.resolve(&config.audit.signing_key);
+    let key_err = |reason: String| ServerError::AuditKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| key_err(e.to_string()))?;
+    let signer =
+        CheckpointSigner::from_private_key_str(text.trim()).map_err(|e| key_err(e.to_string()))?;
+    Ok(AuditLog::load(storage.pool(), signer, config.audit.checkpoint_every).await?)
 }
 
 impl Bound {
@@ -117,28 +186,46 @@ impl Bound {
 
     /// The storage handle.
     pub fn storage(&self) -> &Storage {
-        &self.storage
+        &self.state.storage
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.state.audit
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight calls and
     /// closes the database.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let ingest = IngestService {
-            registry: self.registry.clone(),
-            policies: self.policies.clone(),
-            storage: self.storage.clone(),
-            limits: self.config.ingest.clone(),
-        };
-        let policy = PolicyService {
-            registry: self.registry.clone(),
-            policies: self.policies.clone(),
-        };
+        let st = self.state.clone();
+        let ingest = IngestService { state: st.clone() };
+        let policy = PolicyService { state: st.clone() };
+        let ledger = LedgerService { state: st.clone() };
+        let audit = AuditService { state: st.clone() };
+        // Federated rounds (issue 6): the service and its deadline/schedule ticker.
+        let rounds = Arc::new(crate::rounds::Rounds::new(
+            st.storage.pool().clone(),
+            self.rounds.delta,
+        ));
+        let rounds_ticker = crate::rounds::spawn_ticker(
+            rounds.clone(),
+            Some(st.audit.clone()),
+            self.rounds.schedule.clone(),
+        );
+        let federated = crate::rounds::FederatedService::new(
+            rounds,
+            st.registry.clone(),
+            Some(st.audit.clone()),
+        );
         health_reporter
             .set_serving::<IngestServer<IngestService>>()
             .await;
         health_reporter
             .set_serving::<PolicyServer<PolicyService>>()
+            .await;
+        health_reporter
+            .set_serving::<LedgerServer<LedgerService>>()
             .await;
         tracing::info!(addr = %self.addr, "Aggregator serving.");
         Server::builder()
@@ -147,9 +234,20 @@ impl Bound {
             .add_service(health_service)
             .add_service(IngestServer::new(ingest))
             .add_service(PolicyServer::new(policy))
+            .add_service(LedgerServer::new(ledger))
+            .add_service(AuditServer::new(audit))
+            .add_service(
+                veil_proto::federated_server::FederatedServer::new(federated)
+                    .max_decoding_message_size(64 << 20),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await?;
-        self.storage.close().await;
+        rounds_ticker.abort();
+        // A final checkpoint covers everything acknowledged.
+        if let Err(e) = st.audit.checkpoint(st.storage.pool(), now_ms()).await {
+            tracing::error!(error = %e, "Final audit checkpoint failed.");
+        }
+        st.storage.close().await;
         tracing::info!("Aggregator stopped.");
         Ok(())
     }

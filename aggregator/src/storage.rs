@@ -124,63 +124,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Stores a batch in one transaction; returns one outcome per release.
-    pub async fn store_batch(
-        &self,
-        batch: &[StoredRelease],
-        now_ms: i64,
-    ) -> Result<Vec<StoreOutcome>, StorageError> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for r in batch {
-            let existing: Option<String> = sqlx::query_scalar(
-                "-- store_batch()\nSELECT content_sha256 FROM releases WHERE idempotency_key = ?",
-            )
-            .bind(&r.idempotency_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match existing {
-                Some(h) if h == r.content_sha256 => {
-                    out.push(StoreOutcome::Duplicate);
-                    continue;
-                }
-                Some(_) => {
-                    out.push(StoreOutcome::Conflict);
-                    continue;
-                }
-                None => {}
-            }
-            sqlx::query(
-                "-- store_batch()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
-                 window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
-                 lease_id, sequence, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            )
-            .bind(&r.idempotency_key)
-            .bind(&r.content_sha256)
-            .bind(&r.venue)
-            .bind(&r.node)
-            .bind(&r.metric)
-            .bind(&r.zone)
-            .bind(r.window_start_ms)
-            .bind(i64::from(r.window_len_s))
-            .bind(&r.mechanism)
-            .bind(r.value)
-            .bind(r.scale)
-            .bind(r.epsilon)
-            .bind(r.rho)
-            .bind(&r.purpose)
-            .bind(&r.policy_hash)
-            .bind(&r.lease_id)
-            .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-            out.push(StoreOutcome::Inserted);
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
     /// Number of stored releases.
     pub async fn count_releases(&self) -> Result<u64, StorageError> {
         let n: i64 = sqlx::query_scalar("-- count_releases()\nSELECT COUNT(*) FROM releases")
@@ -214,6 +157,61 @@ impl Storage {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether `r`'s idempotency key is already stored: `Duplicate` (same
+/// content), `Conflict` (different content) or `None`.
+pub async fn existing(
+    tx: &mut sqlx::SqliteConnection,
+    r: &StoredRelease,
+) -> Result<Option<StoreOutcome>, sqlx::Error> {
+    let existing: Option<String> = sqlx::query_scalar(
+        "-- existing()\nSELECT content_sha256 FROM releases WHERE idempotency_key = ?",
+    )
+    .bind(&r.idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(existing.map(|h| {
+        if h == r.content_sha256 {
+            StoreOutcome::Duplicate
+        } else {
+            StoreOutcome::Conflict
+        }
+    }))
+}
+
+/// Inserts a new release inside `tx`.
+pub async fn insert(
+    tx: &mut sqlx::SqliteConnection,
+    r: &StoredRelease,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "-- insert()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
+         window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
+         lease_id, sequence, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    .bind(&r.idempotency_key)
+    .bind(&r.content_sha256)
+    .bind(&r.venue)
+    .bind(&r.node)
+    .bind(&r.metric)
+    .bind(&r.zone)
+    .bind(r.window_start_ms)
+    .bind(i64::from(r.window_len_s))
+    .bind(&r.mechanism)
+    .bind(r.value)
+    .bind(r.scale)
+    .bind(r.epsilon)
+    .bind(r.rho)
+    .bind(&r.purpose)
+    .bind(&r.policy_hash)
+    .bind(&r.lease_id)
+    .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRelease, StorageError> {

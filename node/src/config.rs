@@ -88,6 +88,14 @@ pub struct AggregatorConfig {
     /// Releases per upload call, 1..=1000.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Longest wait between reconnect attempts (exponential backoff with
+    /// full jitter from 100 ms up to this; humantime, default "30s").
+    #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_server_name() -> String {
@@ -149,63 +157,41 @@ impl Default for WindowConfig {
     }
 }
 
-/// Privacy parameters (until the venue policy drives them).
+/// Node-side privacy parameters. What may be released, with which
+/// mechanism, cost, purpose and consent, comes from the venue's policy,
+/// fetched from the aggregator at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
-    /// Epsilon per released count (discrete Laplace).
-    #[serde(default = "default_epsilon")]
-    pub epsilon_per_release: f64,
     /// Most events one device/subject/ticket contributes per window.
     #[serde(default = "default_max_events")]
     pub max_events_per_window: u32,
     /// Most zones one device/subject contributes to per window.
     #[serde(default = "default_max_zones")]
     pub max_zones_per_window: u32,
-    /// Metrics released without noise because the policy declares them
-    /// non-personal (e.g. "sound_level_db", "co2_ppm", "temperature_c").
-    #[serde(default = "default_non_personal")]
-    pub non_personal: Vec<String>,
-    /// Consent scope an app event must carry to be counted.
-    #[serde(default = "default_scope")]
-    pub app_consent_scope: String,
-    /// Purpose the metrics are released for.
-    #[serde(default = "default_purpose")]
-    pub purpose: String,
+    /// Each budget lease covers this many windows of a metric (more means
+    /// fewer round trips and more tolerance of ledger outages, but budget
+    /// charged for windows never released if the node stops early).
+    #[serde(default = "default_lease_windows")]
+    pub lease_windows: u32,
 }
 
-fn default_epsilon() -> f64 {
-    1.0
-}
 fn default_max_events() -> u32 {
     1
 }
 fn default_max_zones() -> u32 {
     1
 }
-fn default_non_personal() -> Vec<String> {
-    vec![
-        "sound_level_db".into(),
-        "co2_ppm".into(),
-        "temperature_c".into(),
-    ]
-}
-fn default_scope() -> String {
-    "analytics".into()
-}
-fn default_purpose() -> String {
-    "crowd_safety".into()
+fn default_lease_windows() -> u32 {
+    10
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
         Self {
-            epsilon_per_release: default_epsilon(),
             max_events_per_window: default_max_events(),
             max_zones_per_window: default_max_zones(),
-            non_personal: default_non_personal(),
-            app_consent_scope: default_scope(),
-            purpose: default_purpose(),
+            lease_windows: default_lease_windows(),
         }
     }
 }
@@ -216,8 +202,10 @@ impl Default for PrivacyConfig {
 pub struct OutboxConfig {
     /// SQLite file.
     pub path: PathBuf,
-    /// Most releases held; at the cap new windows wait (ingest pauses)
-    /// rather than anything being dropped.
+    /// Most releases held. At the cap intake pauses before the next window
+    /// is released (no budget is spent, nothing is dropped) until the
+    /// uploader frees room; the pause is logged at ERROR and counted
+    /// (`outbox_full_waits` in the run report and `veil-node status`).
     #[serde(default = "default_cap")]
     pub max_releases: u64,
 }
@@ -279,9 +267,8 @@ impl Config {
         if cfg.windows.lateness > Duration::from_secs(86_400) {
             return Err(invalid("windows.lateness", "must be at most 1 day"));
         }
-        let eps = cfg.privacy.epsilon_per_release;
-        if !(eps.is_finite() && eps > 0.0 && eps <= 10.0) {
-            return Err(invalid("privacy.epsilon_per_release", "must be in (0, 10]"));
+        if cfg.privacy.lease_windows == 0 || cfg.privacy.lease_windows > 1440 {
+            return Err(invalid("privacy.lease_windows", "must be in 1..=1440"));
         }
         if cfg.privacy.max_events_per_window == 0 || cfg.privacy.max_events_per_window > 1000 {
             return Err(invalid(
@@ -291,6 +278,11 @@ impl Config {
         }
         if cfg.privacy.max_zones_per_window == 0 || cfg.privacy.max_zones_per_window > 64 {
             return Err(invalid("privacy.max_zones_per_window", "must be in 1..=64"));
+        }
+        if cfg.aggregator.max_backoff < Duration::from_millis(100)
+            || cfg.aggregator.max_backoff > Duration::from_secs(3600)
+        {
+            return Err(invalid("aggregator.max_backoff", "must be in 100ms..=1h"));
         }
         if cfg.aggregator.batch == 0 || cfg.aggregator.batch > 1000 {
             return Err(invalid("aggregator.batch", "must be in 1..=1000"));

@@ -11,6 +11,9 @@
 
 pub mod config;
 pub mod event;
+pub mod federated;
+pub mod inference;
+pub mod lease;
 pub mod outbox;
 pub mod release;
 pub mod run;

@@ -21,8 +21,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Privacy tools.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
     /// Run the pipeline on the configured input until it ends (or SIGTERM).
     Run {
+        /// Node config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show outbox depth, oldest pending window, last successful upload and
+    /// connection state (exits 0 even when the aggregator is unreachable).
+    Status {
         /// Node config file (TOML).
         #[arg(long)]
         config: PathBuf,
@@ -57,6 +69,85 @@ enum Command {
         #[arg(long)]
         ground_truth: Option<PathBuf>,
     },
+    /// On-device models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Train the initial audio classifier and occupancy forecaster from the
+    /// simulator and write their safetensors files (node/models is embedded).
+    TrainInitial {
+        /// Output directory.
+        #[arg(long, default_value = "node/models")]
+        out: PathBuf,
+        /// Seed of the simulated training data.
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Print N releases of VALUE, one integer per line, through the exact
+    /// production code path, so anyone can test the mechanism empirically.
+    Sample {
+        /// discrete-laplace (needs --epsilon) or discrete-gaussian (needs --rho).
+        #[arg(long)]
+        mechanism: String,
+        /// Pure DP epsilon (discrete-laplace).
+        #[arg(long, conflicts_with = "rho")]
+        epsilon: Option<f64>,
+        /// zCDP rho (discrete-gaussian).
+        #[arg(long)]
+        rho: Option<f64>,
+        /// Sensitivity of the count.
+        #[arg(long, default_value_t = 1)]
+        sensitivity: u32,
+        /// The true value.
+        #[arg(long)]
+        value: i64,
+        /// Number of releases.
+        #[arg(long)]
+        n: usize,
+    },
+}
+
+fn privacy_sample(
+    mechanism: &str,
+    epsilon: Option<f64>,
+    rho: Option<f64>,
+    sensitivity: u32,
+    value: i64,
+    n: usize,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use veil_privacy::sample::{SampleMechanism, sample};
+    let m = match (mechanism, epsilon, rho) {
+        ("discrete-laplace", Some(e), None) => SampleMechanism::DiscreteLaplace {
+            epsilon: veil_privacy::Epsilon::new(e)?,
+        },
+        ("discrete-gaussian", None, Some(r)) => SampleMechanism::DiscreteGaussian {
+            rho: veil_privacy::Rho::new(r)?,
+        },
+        ("discrete-laplace", _, _) => {
+            anyhow::bail!("--mechanism discrete-laplace needs --epsilon (and no --rho)")
+        }
+        ("discrete-gaussian", _, _) => {
+            anyhow::bail!("--mechanism discrete-gaussian needs --rho (and no --epsilon)")
+        }
+        (other, _, _) => anyhow::bail!(
+            "unknown --mechanism {other:?}: use discrete-laplace or discrete-gaussian"
+        ),
+    };
+    let out = sample(m, sensitivity, value, n)?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    for v in out {
+        writeln!(w, "{v}")?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -65,6 +156,18 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Run { config } => run(config),
+        Command::Status { config } => status(config),
+        Command::Privacy {
+            command:
+                PrivacyCommand::Sample {
+                    mechanism,
+                    epsilon,
+                    rho,
+                    sensitivity,
+                    value,
+                    n,
+                },
+        } => privacy_sample(&mechanism, epsilon, rho, sensitivity, value, n),
         Command::Simulate {
             venue,
             seed,
@@ -86,6 +189,7 @@ fn main() -> ExitCode {
             out,
             ground_truth,
         ),
+        Command::Model(ModelCommand::TrainInitial { out, seed }) => train_initial(&out, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,19 +200,50 @@ fn main() -> ExitCode {
     }
 }
 
+fn train_initial(out: &std::path::Path, seed: u64) -> anyhow::Result<()> {
+    let r = veil_node::inference::train::train_initial(out, seed)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "audio-classifier held-out accuracy {:.3}, occupancy-forecaster held-out mse {:.4}, {} + {} bytes in {}",
+        r.audio_accuracy,
+        r.forecaster_mse,
+        r.bytes.0,
+        r.bytes.1,
+        out.display()
+    );
+    Ok(())
+}
+
+fn status(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = veil_node::Config::load(&config)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let st = rt.block_on(veil_node::run::status(
+        &cfg,
+        std::time::Duration::from_secs(3),
+    ))?;
+    print!("{}", st.render());
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
 fn run(config: PathBuf) -> anyhow::Result<()> {
     let cfg = veil_node::Config::load(&config)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(veil_node::run(cfg, shutdown_signal()))?;
+    let report = rt.block_on(veil_node::run(cfg, shutdown_signal()));
+    // A blocking stdin read must not hold the exit after shutdown.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let report = report?;
     println!(
-        "lines {} invalid {} releases {} accepted {} duplicate {} rejected {} outbox_depth {}",
+        "lines {} invalid {} releases {} accepted {} duplicate {} rejected {} outbox_depth {} corrupt {} outbox_full_waits {}",
         report.lines,
         report.invalid_lines,
         report.releases,
         report.upload.accepted,
         report.upload.duplicate,
         report.upload.rejected,
-        report.outbox_depth
+        report.outbox_depth,
+        report.outbox_corrupt + report.upload.corrupt,
+        report.outbox_full_waits
     );
     for bad in &report.first_invalid {
         println!("invalid line {}: {}", bad.line, bad.reason);

@@ -3,8 +3,13 @@
 //! aggregator acknowledged it.
 //!
 //! Records carry a SHA-256 of their payload; a record that fails its check
-//! at read time is skipped, counted and reported, never sent and never a
-//! reason to crash.
+//! (at start-up, by [`Outbox::scan`], or at read time) is skipped, counted
+//! (`corrupt_total` in `node_state`) and reported, never sent and never a
+//! reason to crash. A torn WAL tail is discarded by SQLite itself (frame
+//! checksums). A file that is not a readable SQLite database at all is
+//! moved aside (`<file>.corrupt-<unix ms>`, kept for inspection), reported
+//! at ERROR, and a fresh outbox started, so the node never crash-loops on
+//! its own files.
 
 use std::str::FromStr;
 
@@ -69,15 +74,98 @@ fn mechanism(kind: MechanismKind) -> Mechanism {
     }
 }
 
+/// The release in an outbox row, if its payload matches its checksum and
+/// decodes.
+fn decode_row(row: &sqlx::sqlite::SqliteRow) -> Option<Release> {
+    let payload: Vec<u8> = row.try_get("payload").ok()?;
+    let sum: Vec<u8> = row.try_get("payload_sha256").ok()?;
+    if sha256(&payload) != sum {
+        return None;
+    }
+    Release::decode(payload.as_slice()).ok()
+}
+
 fn sha256(b: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, b)
         .as_ref()
         .to_vec()
 }
 
+/// Node-state key: last successful upload (Unix ms).
+pub const STATE_LAST_UPLOAD: &str = "last_upload_ms";
+/// Node-state key: corrupt records skipped, ever.
+pub const STATE_CORRUPT_TOTAL: &str = "corrupt_total";
+/// Node-state key: times intake paused at the outbox cap, ever.
+pub const STATE_FULL_WAITS: &str = "outbox_full_waits";
+/// Node-state key: where an unreadable outbox file was moved.
+pub const STATE_QUARANTINED: &str = "quarantined_file";
+
+/// Whether `e` says the file itself is not a usable SQLite database.
+fn is_corrupt_file(e: &OutboxError) -> bool {
+    let db = match e {
+        OutboxError::Db(e) => e,
+        OutboxError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
+        _ => return false,
+    };
+    if let sqlx::Error::Database(d) = db
+        && matches!(d.code().as_deref(), Some("11" | "26"))
+    {
+        return true;
+    }
+    let text = db.to_string().to_lowercase();
+    text.contains("malformed") || text.contains("not a database")
+}
+
 impl Outbox {
-    /// Opens (creating) the outbox file.
+    /// Opens (creating) the outbox file. A file that is not a readable
+    /// SQLite database is moved aside and a fresh outbox started (ERROR log).
     pub async fn open(
+        path: &std::path::Path,
+        venue: &str,
+        node: &str,
+        cap: u64,
+    ) -> Result<Self, OutboxError> {
+        match Self::open_file(path, venue, node, cap).await {
+            Err(e) if is_corrupt_file(&e) => {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{ms}"));
+                let aside = std::path::PathBuf::from(aside);
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "Outbox file is not a readable database: moved aside for inspection and a new outbox started; releases in it are not sent."
+                );
+                std::fs::rename(path, &aside).map_err(|io| {
+                    OutboxError::Durability(format!("moving the corrupt outbox aside: {io}"))
+                })?;
+                for ext in ["-wal", "-shm"] {
+                    let mut side = path.as_os_str().to_owned();
+                    side.push(ext);
+                    let mut to = aside.as_os_str().to_owned();
+                    to.push(ext);
+                    let _ = std::fs::rename(&side, &to);
+                }
+                let outbox = Self::open_file(path, venue, node, cap).await?;
+                outbox
+                    .set_state(STATE_QUARANTINED, &aside.display().to_string())
+                    .await?;
+                Ok(outbox)
+            }
+            r => r,
+        }
+    }
+
+    /// Opens an existing outbox for inspection (`veil-node status`): never
+    /// moves a file aside.
+    pub async fn inspect(path: &std::path::Path) -> Result<Self, OutboxError> {
+        Self::open_file(path, "", "", u64::MAX).await
+    }
+
+    async fn open_file(
         path: &std::path::Path,
         venue: &str,
         node: &str,
@@ -143,7 +231,7 @@ impl Outbox {
             }),
             purpose: r.purpose.clone(),
             policy_hash: policy_hash.to_owned(),
-            lease_id: String::new(),
+            lease_id: r.lease_id.clone(),
             // Filled from the outbox sequence at read time.
             sequence: 0,
         }
@@ -158,7 +246,9 @@ impl Outbox {
         now_ms: i64,
     ) -> Result<u64, OutboxError> {
         let depth = self.depth().await?;
-        if depth + releases.len() as u64 > self.cap {
+        // An empty outbox takes one window even above the cap, so a tiny
+        // cap cannot wedge the node.
+        if depth > 0 && depth + releases.len() as u64 > self.cap {
             return Err(OutboxError::Full {
                 depth,
                 cap: self.cap,
@@ -185,6 +275,56 @@ impl Outbox {
         Ok(added)
     }
 
+    /// The configured cap.
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// Start-up check: verifies every record's checksum and decoding,
+    /// removes the bad ones (they can never be sent) and returns how many.
+    /// Reads in pages, so a large backlog does not sit in memory.
+    pub async fn scan(&self) -> Result<u64, OutboxError> {
+        let mut after = 0i64;
+        let mut corrupt = Vec::new();
+        loop {
+            let rows = sqlx::query(
+                "-- Outbox::scan()\nSELECT seq, payload, payload_sha256 FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1000",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("seq")?;
+            for row in rows {
+                let seq: i64 = row.try_get("seq")?;
+                if decode_row(&row).is_none() {
+                    corrupt.push(seq);
+                }
+            }
+        }
+        if !corrupt.is_empty() {
+            tracing::error!(
+                corrupt = corrupt.len(),
+                first_seq = corrupt.first().copied().unwrap_or(0),
+                "Corrupt outbox records found at start-up: skipped and removed, the rest is sent."
+            );
+            self.remove(&corrupt).await?;
+            self.add_to_counter(STATE_CORRUPT_TOTAL, corrupt.len() as u64)
+                .await?;
+        }
+        Ok(corrupt.len() as u64)
+    }
+
+    /// Adds `n` to a counter kept in `node_state` (survives restarts).
+    pub async fn add_to_counter(&self, key: &str, n: u64) -> Result<(), OutboxError> {
+        sqlx::query("-- Outbox::add_to_counter()\nINSERT INTO node_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(node_state.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)")
+            .bind(key)
+            .bind(n.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The oldest `limit` records in upload order. Records that fail their
     /// checksum or do not decode are deleted, and their count returned.
     pub async fn peek(&self, limit: usize) -> Result<(Vec<OutboxRecord>, u64), OutboxError> {
@@ -198,14 +338,12 @@ impl Outbox {
         let mut corrupt = Vec::new();
         for row in rows {
             let seq: i64 = row.try_get("seq")?;
-            let payload: Vec<u8> = row.try_get("payload").unwrap_or_default();
-            let sum: Vec<u8> = row.try_get("payload_sha256").unwrap_or_default();
-            match (sha256(&payload) == sum).then(|| Release::decode(payload.as_slice())) {
-                Some(Ok(mut release)) => {
+            match decode_row(&row) {
+                Some(mut release) => {
                     release.sequence = u64::try_from(seq).unwrap_or(0);
                     out.push(OutboxRecord { seq, release });
                 }
-                _ => corrupt.push(seq),
+                None => corrupt.push(seq),
             }
         }
         for seq in &corrupt {
@@ -214,6 +352,10 @@ impl Outbox {
                 "Corrupt outbox record skipped and removed; it cannot be sent."
             );
             self.remove(&[*seq]).await?;
+        }
+        if !corrupt.is_empty() {
+            self.add_to_counter(STATE_CORRUPT_TOTAL, corrupt.len() as u64)
+                .await?;
         }
         Ok((out, corrupt.len() as u64))
     }

@@ -1,13 +1,17 @@
-//! Turns closed windows into releases: every count goes through a DP
-//! mechanism of `veil-privacy`; only metrics the config declares
-//! non-personal are released without noise. The output type wraps a
+//! Turns closed windows into releases under the venue's policy: the policy
+//! names which metrics may be released, for which purpose, with which
+//! mechanism and cost. Planning happens first (no noise); noise is drawn
+//! only once a lease has charged the cost. The output wraps a
 //! [`Privatized`], so nothing un-noised can reach the outbox by mistake.
 
-use veil_privacy::{Epsilon, PrivacyError, Privatized, mechanisms};
+use veil_privacy::{
+    Cost, Epsilon, PrivacyError, Privatized, Rho, mechanisms,
+    policy::{LoadedPolicy, PolicyMechanism},
+};
 
 use crate::{config::Config, window::ClosedWindow};
 
-/// Metric names released by the node.
+/// Metric names the node can compute.
 pub mod metric {
     /// People in the zone (sum over its cameras of mean count).
     pub const OCCUPANCY: &str = "occupancy";
@@ -19,14 +23,47 @@ pub mod metric {
     pub const UNIQUE_DEVICES: &str = "unique_devices";
     /// Distinct consented app users.
     pub const APP_USERS: &str = "app_users";
-    /// Mean sound level, dB (non-personal when declared).
+    /// Mean sound level, dB.
     pub const SOUND_LEVEL_DB: &str = "sound_level_db";
-    /// Audio frames that clipped (non-personal when declared).
+    /// Audio frames that clipped.
     pub const CLIPPING_FRAMES: &str = "clipping_frames";
-    /// Mean CO2, ppm (non-personal when declared).
+    /// Mean CO2, ppm.
     pub const CO2_PPM: &str = "co2_ppm";
-    /// Mean temperature, degC (non-personal when declared).
+    /// Mean temperature, degC.
     pub const TEMPERATURE_C: &str = "temperature_c";
+}
+
+/// What a planned release will be computed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input {
+    /// A count with its sensitivity (made true by contribution bounds).
+    Count {
+        /// Exact count (never leaves the node).
+        value: i64,
+        /// Sensitivity.
+        sensitivity: u32,
+    },
+    /// A non-personal measurement.
+    Measurement(f64),
+}
+
+/// A release the policy allows, before any noise is drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Metric name.
+    pub metric: &'static str,
+    /// Zone.
+    pub zone: String,
+    /// Window start, Unix ms.
+    pub window_start_ms: i64,
+    /// Window length, s.
+    pub window_length_s: u32,
+    /// Purpose (the policy's first purpose for the metric).
+    pub purpose: String,
+    /// The per-release cost the policy sets (`Cost::Free` for non-personal).
+    pub cost: Cost,
+    /// What it is computed from.
+    pub input: Input,
 }
 
 /// One release ready for the outbox.
@@ -42,78 +79,159 @@ pub struct PendingRelease {
     pub window_length_s: u32,
     /// Purpose.
     pub purpose: String,
+    /// Lease the cost was charged to ("" for non-personal).
+    pub lease_id: String,
     /// The DP (or declared non-personal) value.
     pub value: Privatized,
 }
 
-/// Releases every metric of every zone of `w`.
-///
-/// The set of (zone, metric) pairs released depends only on the config
-/// (zones, gates, cameras, non-personal list) and on which non-personal
-/// sensors reported, never on personal data.
-pub fn release_window(cfg: &Config, w: &ClosedWindow) -> Result<Vec<PendingRelease>, PrivacyError> {
-    let eps = Epsilon::new(cfg.privacy.epsilon_per_release)?;
+fn cost_of(
+    policy: &LoadedPolicy,
+    metric: &str,
+) -> Result<Option<(Cost, String, PolicyMechanism)>, PrivacyError> {
+    let Some(m) = policy.metric(metric) else {
+        return Ok(None);
+    };
+    let cost = match m.mechanism {
+        PolicyMechanism::DiscreteLaplace => Cost::Pure(Epsilon::new(m.epsilon.unwrap_or(0.0))?),
+        PolicyMechanism::DiscreteGaussian => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
+        PolicyMechanism::NonPersonal => Cost::Free,
+    };
+    let purpose = m.purposes.first().cloned().unwrap_or_default();
+    Ok(Some((cost, purpose, m.mechanism)))
+}
+
+/// Plans every release of `w` the policy allows. The set of (zone, metric)
+/// pairs depends only on the config, the policy and which non-personal
+/// sensors reported, never on personal data. Metrics the policy does not
+/// name are not released at all (fail closed).
+pub fn plan_window(
+    cfg: &Config,
+    policy: &LoadedPolicy,
+    w: &ClosedWindow,
+) -> Result<Vec<Planned>, PrivacyError> {
     let bound = cfg.privacy.max_events_per_window;
-    let non_personal = |m: &str| cfg.privacy.non_personal.iter().any(|n| n == m);
     let mut out = Vec::new();
     for zone in &cfg.zones {
         let Some(agg) = w.zones.get(&zone.name) else {
             continue;
         };
-        let mut push = |metric: &'static str, value: Privatized| {
-            out.push(PendingRelease {
-                metric,
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mean = |(sum, n): (f64, u64)| (n > 0).then(|| sum / n as f64);
+        let mut candidates: Vec<(&'static str, Option<Input>)> = Vec::new();
+        if zone.cameras > 0 {
+            candidates.push((
+                metric::OCCUPANCY,
+                Some(Input::Count {
+                    value: agg.occupancy_estimate(),
+                    sensitivity: zone.cameras,
+                }),
+            ));
+        }
+        if zone.gate {
+            candidates.push((
+                metric::INGRESS,
+                Some(Input::Count {
+                    value: count(agg.ingress),
+                    sensitivity: bound,
+                }),
+            ));
+            candidates.push((
+                metric::EGRESS,
+                Some(Input::Count {
+                    value: count(agg.egress),
+                    sensitivity: bound,
+                }),
+            ));
+        }
+        candidates.push((
+            metric::UNIQUE_DEVICES,
+            Some(Input::Count {
+                value: count(agg.devices.len() as u64),
+                sensitivity: 1,
+            }),
+        ));
+        candidates.push((
+            metric::APP_USERS,
+            Some(Input::Count {
+                value: count(agg.app_users.len() as u64),
+                sensitivity: 1,
+            }),
+        ));
+        candidates.push((
+            metric::SOUND_LEVEL_DB,
+            mean(agg.sound).map(Input::Measurement),
+        ));
+        candidates.push((
+            metric::CLIPPING_FRAMES,
+            (agg.sound.1 > 0).then_some(Input::Measurement(agg.clipping_frames as f64)),
+        ));
+        candidates.push((metric::CO2_PPM, mean(agg.co2).map(Input::Measurement)));
+        candidates.push((
+            metric::TEMPERATURE_C,
+            mean(agg.temperature).map(Input::Measurement),
+        ));
+        for (name, input) in candidates {
+            let Some((cost, purpose, mechanism)) = cost_of(policy, name)? else {
+                continue;
+            };
+            let Some(input) = input else { continue };
+            // A measurement is released only where the policy declares it
+            // non-personal; a count only under a DP mechanism.
+            let allowed = matches!(
+                (mechanism, input),
+                (PolicyMechanism::NonPersonal, Input::Measurement(_))
+                    | (
+                        PolicyMechanism::DiscreteLaplace | PolicyMechanism::DiscreteGaussian,
+                        Input::Count { .. }
+                    )
+            );
+            if !allowed {
+                continue;
+            }
+            out.push(Planned {
+                metric: name,
                 zone: zone.name.clone(),
                 window_start_ms: w.start_ms,
                 window_length_s: w.length_s,
-                purpose: cfg.privacy.purpose.clone(),
-                value,
+                purpose,
+                cost,
+                input,
             });
-        };
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        if zone.cameras > 0 {
-            push(
-                metric::OCCUPANCY,
-                mechanisms::count_laplace(agg.occupancy_estimate(), zone.cameras, eps)?,
-            );
-        }
-        if zone.gate {
-            push(
-                metric::INGRESS,
-                mechanisms::count_laplace(count(agg.ingress), bound, eps)?,
-            );
-            push(
-                metric::EGRESS,
-                mechanisms::count_laplace(count(agg.egress), bound, eps)?,
-            );
-        }
-        push(
-            metric::UNIQUE_DEVICES,
-            mechanisms::count_laplace(count(agg.devices.len() as u64), 1, eps)?,
-        );
-        push(
-            metric::APP_USERS,
-            mechanisms::count_laplace(count(agg.app_users.len() as u64), 1, eps)?,
-        );
-        let mean = |(sum, n): (f64, u64)| (n > 0).then(|| sum / n as f64);
-        for (metric, value) in [
-            (metric::SOUND_LEVEL_DB, mean(agg.sound)),
-            (metric::CO2_PPM, mean(agg.co2)),
-            (metric::TEMPERATURE_C, mean(agg.temperature)),
-            (
-                metric::CLIPPING_FRAMES,
-                (agg.sound.1 > 0).then_some(agg.clipping_frames as f64),
-            ),
-        ] {
-            if let Some(v) = value
-                && non_personal(metric)
-            {
-                push(
-                    metric,
-                    mechanisms::non_personal(v, &format!("privacy.non_personal.{metric}"))?,
-                );
-            }
         }
     }
     Ok(out)
+}
+
+/// Draws the noise of one planned release whose cost `lease_id` charged.
+pub fn privatize(p: &Planned, lease_id: &str) -> Result<PendingRelease, PrivacyError> {
+    let value = match (p.input, p.cost) {
+        (Input::Count { value, sensitivity }, Cost::Pure(eps)) => {
+            mechanisms::count_laplace(value, sensitivity, eps)?
+        }
+        (Input::Count { value, sensitivity }, Cost::Zcdp(rho)) => {
+            mechanisms::count_gaussian(value, sensitivity, rho)?
+        }
+        (Input::Measurement(v), Cost::Free) => {
+            mechanisms::non_personal(v, &format!("policy.metric.{}.non_personal", p.metric))?
+        }
+        _ => {
+            return Err(PrivacyError::InvalidParameter {
+                name: "mechanism",
+                reason: format!(
+                    "metric {} has no mechanism for its input under the policy",
+                    p.metric
+                ),
+            });
+        }
+    };
+    Ok(PendingRelease {
+        metric: p.metric,
+        zone: p.zone.clone(),
+        window_start_ms: p.window_start_ms,
+        window_length_s: p.window_length_s,
+        purpose: p.purpose.clone(),
+        lease_id: lease_id.to_owned(),
+        value,
+    })
 }

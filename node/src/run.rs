@@ -8,7 +8,9 @@ use tokio::{
     sync::{Notify, watch},
 };
 use veil_privacy::{
+    Cost,
     bounds::ContributionLimits,
+    policy::{LoadedPolicy, Signal},
     pseudonym::{DayKey, EventDay, Pseudonymizer},
 };
 use veil_proto::ingest_client::IngestClient;
@@ -16,8 +18,9 @@ use veil_proto::ingest_client::IngestClient;
 use crate::{
     config::Config,
     event::parse_line,
+    lease::{LeaseError, LeaseStats, Leases},
     outbox::Outbox,
-    release::release_window,
+    release::{metric, plan_window, privatize},
     upload::{self, Backoff, UploadError, UploadStats},
     window::{WindowStats, Windower},
 };
@@ -42,6 +45,12 @@ pub enum NodeError {
     /// Privacy layer refused.
     #[error("privacy: {0}")]
     Privacy(#[from] veil_privacy::PrivacyError),
+    /// The venue's policy is unusable: nothing is released.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// The ledger refused a lease for a reason an operator must fix.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// A rejected input line.
@@ -74,8 +83,16 @@ pub struct RunReport {
     pub epsilon_spent: f64,
     /// Upload totals.
     pub upload: UploadStats,
+    /// Budget lease counters.
+    pub leases: LeaseStats,
+    /// Hash of the policy the releases were made under.
+    pub policy_hash: String,
     /// Releases still in the outbox at exit.
     pub outbox_depth: u64,
+    /// Corrupt outbox records found (and removed) by the start-up scan.
+    pub outbox_corrupt: u64,
+    /// Times intake paused because the outbox was at its cap.
+    pub outbox_full_waits: u64,
 }
 
 const MAX_REPORTED_BAD_LINES: usize = 20;
@@ -126,10 +143,12 @@ pub async fn run(
         cfg.outbox.max_releases,
     )
     .await?;
+    let corrupt_at_start = outbox.scan().await?;
     let channel = upload::channel(&cfg)?;
+    let max_backoff = cfg.aggregator.max_backoff;
 
     let work = async {
-        let policy_hash = fetch_policy_hash(channel.clone(), stop_rx.clone()).await?;
+        let policy = fetch_policy(channel.clone(), stop_rx.clone(), max_backoff).await?;
         let input_done = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
@@ -140,14 +159,38 @@ pub async fn run(
             wake.clone(),
             done_rx,
             stop_rx.clone(),
+            max_backoff,
         ));
-        let ingest = ingest(&cfg, &outbox, &policy_hash, wake.clone(), stop_rx.clone()).await;
+        let mut uploader = uploader;
+        let mut leases = Leases::new(channel.clone(), &policy.hash, cfg.privacy.lease_windows)
+            .with_max_backoff(max_backoff);
+        let ingest = ingest(
+            &cfg,
+            &outbox,
+            &policy,
+            &mut leases,
+            wake.clone(),
+            stop_rx.clone(),
+        );
+        tokio::pin!(ingest);
+        // The uploader ends before intake only when it failed for good (or
+        // on shutdown): then intake stops too, rather than filling the
+        // outbox for an aggregator that refuses this node.
+        let (ingest, uploaded) = tokio::select! {
+            r = &mut ingest => (r, None),
+            u = &mut uploader => {
+                let _ = stop_tx.send(true);
+                (ingest.await, Some(u))
+            }
+        };
         let _ = done_tx.send(true);
         wake.notify_one();
         input_done.notify_waiters();
-        let upload_result = uploader
-            .await
-            .map_err(|e| UploadError::Transient(format!("uploader task failed: {e}")))?;
+        let upload_result = match uploaded {
+            Some(u) => u,
+            None => uploader.await,
+        }
+        .map_err(|e| UploadError::Transient(format!("uploader task failed: {e}")))?;
         let mut report = ingest?;
         report.upload = upload_result?;
         Ok::<RunReport, NodeError>(report)
@@ -169,21 +212,40 @@ pub async fn run(
         }
     };
     let mut report = result?;
+    report.outbox_corrupt = corrupt_at_start;
     report.outbox_depth = outbox.depth().await?;
     outbox.close().await;
     Ok(report)
 }
 
-async fn fetch_policy_hash(
+/// Sleeps for `d`, or less if `stop` is set meanwhile.
+async fn sleep_or_stop(d: Duration, stop: &watch::Receiver<bool>) {
+    let mut stop = stop.clone();
+    tokio::select! {
+        () = tokio::time::sleep(d) => {},
+        _ = stop.wait_for(|s| *s) => {},
+    }
+}
+
+async fn fetch_policy(
     channel: tonic::transport::Channel,
     stop: watch::Receiver<bool>,
-) -> Result<String, NodeError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    max_backoff: Duration,
+) -> Result<LoadedPolicy, NodeError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), max_backoff);
     loop {
         match upload::fetch_policy(channel.clone()).await {
-            Ok((hash, _toml)) => {
-                tracing::info!(policy = %hash, "Policy fetched.");
-                return Ok(hash);
+            Ok((hash, toml)) => {
+                let policy = LoadedPolicy::parse(&toml).map_err(|e| {
+                    NodeError::Policy(format!("the venue's policy does not parse: {e}"))
+                })?;
+                if policy.hash != hash {
+                    return Err(NodeError::Policy(
+                        "policy text does not match its hash".into(),
+                    ));
+                }
+                tracing::info!(policy = %hash, name = %policy.policy.name, "Policy fetched.");
+                return Ok(policy);
             }
             Err(UploadError::Transient(e)) => {
                 let d = backoff.next_delay();
@@ -191,7 +253,7 @@ async fn fetch_policy_hash(
                 if *stop.borrow() {
                     return Err(UploadError::Transient(e).into());
                 }
-                tokio::time::sleep(d).await;
+                sleep_or_stop(d, &stop).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "Policy fetch refused; operator action needed.");
@@ -204,7 +266,8 @@ async fn fetch_policy_hash(
 async fn ingest(
     cfg: &Config,
     outbox: &Outbox,
-    policy_hash: &str,
+    policy: &LoadedPolicy,
+    leases: &mut Leases,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
 ) -> Result<RunReport, NodeError> {
@@ -228,18 +291,19 @@ async fn ingest(
     )?;
     let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
     let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
-    let mut windower = Windower::new(
-        length_s,
-        lateness_ms,
-        &cfg.zones,
-        limits,
-        &cfg.privacy.app_consent_scope,
-    );
+    // App events count only with the consent the policy requires for the
+    // purpose app users are released for.
+    let consent = policy
+        .metric(metric::APP_USERS)
+        .and_then(|m| m.purposes.first())
+        .and_then(|purpose| policy.consent_scope(Signal::App, purpose));
+    let mut windower = Windower::new(length_s, lateness_ms, &cfg.zones, limits, consent);
     let mut pseudonyms = Pseudonyms {
         master: Pseudonymizer::generate()?,
         keys: HashMap::new(),
     };
     let mut report = RunReport::default();
+    let mut stopped = stop.clone();
     loop {
         if *stop.borrow() {
             tracing::info!(
@@ -248,7 +312,13 @@ async fn ingest(
             );
             break;
         }
-        let line = match lines.next_line().await {
+        // A quiet input (a socket or pipe with no events) must not delay
+        // shutdown: wait for a line or for the stop signal.
+        let next = tokio::select! {
+            l = lines.next_line() => l,
+            _ = stopped.wait_for(|s| *s) => continue,
+        };
+        let line = match next {
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(source) => {
@@ -287,28 +357,132 @@ async fn ingest(
         }
         let closed = windower.drain_closed();
         if !closed.is_empty() {
-            release_all(cfg, outbox, policy_hash, closed, &mut report).await?;
+            release_all(
+                cfg,
+                outbox,
+                policy,
+                leases,
+                closed,
+                &mut report,
+                &stop,
+                &wake,
+            )
+            .await?;
             wake.notify_one();
         }
     }
     if !*stop.borrow() {
         let rest = windower.flush();
-        release_all(cfg, outbox, policy_hash, rest, &mut report).await?;
+        release_all(cfg, outbox, policy, leases, rest, &mut report, &stop, &wake).await?;
         wake.notify_one();
     }
     report.windows = windower.stats();
+    report.leases = leases.stats;
+    report.policy_hash = policy.hash.clone();
     Ok(report)
 }
 
+/// Waits until the outbox has room for `n` more releases. At the cap,
+/// intake pauses (the window is not yet leased or noised, so no budget is
+/// spent and nothing is dropped): logged at ERROR once per pause, counted in
+/// the report and in `node_state`. Returns false if stopped while waiting.
+async fn wait_for_room(
+    outbox: &Outbox,
+    n: u64,
+    report: &mut RunReport,
+    stop: &watch::Receiver<bool>,
+    wake: &Notify,
+) -> Result<bool, NodeError> {
+    let mut paused = false;
+    loop {
+        let depth = outbox.depth().await?;
+        if depth.saturating_add(n) <= outbox.cap() || (depth == 0 && !paused && n > outbox.cap()) {
+            if paused {
+                tracing::info!(
+                    depth,
+                    cap = outbox.cap(),
+                    "Outbox has room again; intake resumes."
+                );
+            }
+            return Ok(true);
+        }
+        if !paused {
+            paused = true;
+            report.outbox_full_waits += 1;
+            outbox
+                .add_to_counter(crate::outbox::STATE_FULL_WAITS, 1)
+                .await?;
+            tracing::error!(
+                depth,
+                cap = outbox.cap(),
+                "Outbox full: intake paused until the uploader frees room (nothing is dropped; check the aggregator link)."
+            );
+        }
+        if *stop.borrow() {
+            return Ok(false);
+        }
+        wake.notify_one();
+        sleep_or_stop(Duration::from_millis(200), stop).await;
+    }
+}
+
+/// Plans each window's releases, obtains budget leases for them (noise is
+/// drawn only after the lease charged the cost), and writes them to the
+/// outbox.
+#[allow(clippy::too_many_arguments)]
 async fn release_all(
     cfg: &Config,
     outbox: &Outbox,
-    policy_hash: &str,
+    policy: &LoadedPolicy,
+    leases: &mut Leases,
     windows: Vec<crate::window::ClosedWindow>,
     report: &mut RunReport,
+    stop: &watch::Receiver<bool>,
+    wake: &Notify,
 ) -> Result<(), NodeError> {
     for w in windows {
-        let releases = release_window(cfg, &w)?;
+        let planned = plan_window(cfg, policy, &w)?;
+        if !wait_for_room(outbox, planned.len() as u64, report, stop, wake).await? {
+            tracing::info!(
+                "Stopped while the outbox was full; remaining windows are not released."
+            );
+            return Ok(());
+        }
+        let day = utc_day(w.start_ms);
+        // One lease per (metric, purpose) covers all zones of this window.
+        let mut groups: std::collections::BTreeMap<(&str, &str), (Cost, u32)> = Default::default();
+        for p in &planned {
+            if !matches!(p.cost, Cost::Free) {
+                let e = groups
+                    .entry((p.metric, p.purpose.as_str()))
+                    .or_insert((p.cost, 0));
+                e.1 += 1;
+            }
+        }
+        let mut lease_ids = std::collections::HashMap::new();
+        for ((metric, purpose), (cost, n)) in groups {
+            match leases.take(metric, purpose, &day, cost, n, stop).await {
+                Ok(id) => {
+                    lease_ids.insert(metric, id);
+                }
+                Err(LeaseError::Exhausted(_)) => {}
+                Err(LeaseError::Stopped) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut releases = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let lease = if matches!(p.cost, Cost::Free) {
+                ""
+            } else {
+                match lease_ids.get(p.metric) {
+                    Some(id) => id.as_str(),
+                    // No lease, no release.
+                    None => continue,
+                }
+            };
+            releases.push(privatize(p, lease)?);
+        }
         for r in &releases {
             *report
                 .releases_by_metric
@@ -316,10 +490,18 @@ async fn release_all(
                 .or_default() += 1;
             report.epsilon_spent += r.value.cost().epsilon();
         }
-        report.releases += outbox.push(&releases, policy_hash, now_ms()).await?;
+        report.releases += outbox.push(&releases, &policy.hash, now_ms()).await?;
         report.windows_released += 1;
     }
     Ok(())
+}
+
+/// UTC event day "YYYY-MM-DD" of a Unix-ms time (the ledger's day).
+fn utc_day(ms: i64) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 async fn upload_loop(
@@ -329,9 +511,10 @@ async fn upload_loop(
     wake: Arc<Notify>,
     mut input_done: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
+    max_backoff: Duration,
 ) -> Result<UploadStats, UploadError> {
     let mut stats = UploadStats::default();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     loop {
         match upload::drain_batch(&mut client, &outbox, batch, &mut stats).await {
             Ok(0) => {
@@ -350,8 +533,13 @@ async fn upload_loop(
             Ok(_) => {
                 backoff.reset();
                 outbox
-                    .set_state("last_upload_ms", &now_ms().to_string())
+                    .set_state(crate::outbox::STATE_LAST_UPLOAD, &now_ms().to_string())
                     .await?;
+                // On shutdown the batch in flight is finished (and its acks
+                // applied); the rest stays in the durable outbox.
+                if *stop.borrow() {
+                    return Ok(stats);
+                }
             }
             Err(UploadError::Transient(e)) => {
                 if *stop.borrow() {
@@ -359,7 +547,7 @@ async fn upload_loop(
                 }
                 let d = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Upload failed; releases stay in the outbox.");
-                tokio::time::sleep(d).await;
+                sleep_or_stop(d, &stop).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "Upload refused; operator action needed. Releases stay in the outbox.");
@@ -367,4 +555,109 @@ async fn upload_loop(
             }
         }
     }
+}
+
+/// What `veil-node status` shows: the outbox and the link, read while the
+/// node runs (SQLite WAL readers do not block the writer).
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    /// Releases waiting in the outbox.
+    pub outbox_depth: u64,
+    /// The outbox cap.
+    pub outbox_cap: u64,
+    /// Oldest pending window start, Unix ms.
+    pub oldest_window_ms: Option<i64>,
+    /// Last successful upload, Unix ms.
+    pub last_upload_ms: Option<i64>,
+    /// Corrupt records skipped, ever.
+    pub corrupt_total: u64,
+    /// Times intake paused at the outbox cap, ever.
+    pub outbox_full_waits: u64,
+    /// Where an unreadable outbox file was moved, if ever.
+    pub quarantined_file: Option<String>,
+    /// "connected", "refused" (operator action) or "unreachable".
+    pub connection: &'static str,
+    /// Why, for refused/unreachable.
+    pub connection_detail: String,
+}
+
+fn rfc3339(ms: Option<i64>) -> String {
+    ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+impl NodeStatus {
+    /// A human table, then the same facts as `name value` lines.
+    pub fn render(&self) -> String {
+        let rows = [
+            ("outbox_depth", self.outbox_depth.to_string()),
+            ("outbox_cap", self.outbox_cap.to_string()),
+            ("oldest_pending_window", rfc3339(self.oldest_window_ms)),
+            ("last_upload", rfc3339(self.last_upload_ms)),
+            ("corrupt_records_total", self.corrupt_total.to_string()),
+            (
+                "outbox_full_waits_total",
+                self.outbox_full_waits.to_string(),
+            ),
+            (
+                "quarantined_file",
+                self.quarantined_file.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("connection", self.connection.to_owned()),
+        ];
+        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        out.push_str(&format!("{:<width$}  {}\n", "NAME", "VALUE"));
+        for (n, v) in &rows {
+            out.push_str(&format!("{n:<width$}  {v}\n"));
+        }
+        if !self.connection_detail.is_empty() {
+            out.push_str(&format!("({})\n", self.connection_detail));
+        }
+        out.push('\n');
+        for (n, v) in &rows {
+            out.push_str(&format!("{n} {v}\n"));
+        }
+        out
+    }
+}
+
+/// Reads the outbox of `cfg` and tries the aggregator (GetPolicy) within
+/// `timeout`.
+pub async fn status(cfg: &Config, timeout: Duration) -> Result<NodeStatus, NodeError> {
+    let path = cfg.resolve(&cfg.outbox.path);
+    let mut st = NodeStatus {
+        outbox_cap: cfg.outbox.max_releases,
+        ..NodeStatus::default()
+    };
+    if path.exists() {
+        let outbox = Outbox::inspect(&path).await?;
+        let num = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+        st.outbox_depth = outbox.depth().await?;
+        st.oldest_window_ms = outbox.oldest_window().await?;
+        st.last_upload_ms = num(outbox.state(crate::outbox::STATE_LAST_UPLOAD).await?);
+        st.corrupt_total = num(outbox.state(crate::outbox::STATE_CORRUPT_TOTAL).await?)
+            .map_or(0, |v| u64::try_from(v).unwrap_or(0));
+        st.outbox_full_waits = num(outbox.state(crate::outbox::STATE_FULL_WAITS).await?)
+            .map_or(0, |v| u64::try_from(v).unwrap_or(0));
+        st.quarantined_file = outbox.state(crate::outbox::STATE_QUARANTINED).await?;
+        outbox.close().await;
+    }
+    let probe = async { upload::fetch_policy(upload::channel(cfg)?).await };
+    (st.connection, st.connection_detail) = match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(_)) => ("connected", String::new()),
+        Ok(Err(UploadError::Transient(e))) => ("unreachable", e),
+        Ok(Err(e)) => ("refused", format!("operator action needed: {e}")),
+        Err(_) => (
+            "unreachable",
+            format!("no answer within {} ms", timeout.as_millis()),
+        ),
+    };
+    Ok(st)
 }

@@ -364,5 +364,38 @@ impl Simulation {
     }
 }
 
+/// A synthetic audio frame and the label of what produced it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelledAudioFrame {
+    /// RMS level, dB SPL.
+    pub level_db: f64,
+    /// Peak level, dB SPL.
+    pub peak_db: f64,
+    /// Relative band energies.
+    pub bands: [f64; crate::event::AUDIO_BANDS],
+    /// 0 applause, 1 music, 2 speech, 3 crowd noise, 4 clipping (the order
+    /// of `inference::AUDIO_CLASSES`).
+    pub label: usize,
+}
+
+/// `n` labelled audio frames drawn with the microphones' model (all scenes,
+/// crowd sizes and stage bleed; clipping oversampled), deterministic in
+/// `seed`. Training data for the on-device audio classifier.
+pub fn labelled_audio_frames(seed: u64, n: usize) -> Vec<LabelledAudioFrame> {
+    use rand::SeedableRng;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let (level_db, peak_db, bands, label) = engine::labelled_audio_frame(&mut r);
+            LabelledAudioFrame {
+                level_db,
+                peak_db,
+                bands,
+                label,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

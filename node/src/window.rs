@@ -99,7 +99,7 @@ pub struct Windower {
     lateness_ms: i64,
     zones: HashMap<String, ZoneConfig>,
     limits: ContributionLimits,
-    consent_scope: String,
+    consent_scope: Option<String>,
     open: BTreeMap<i64, OpenWindow>,
     closed_before: i64,
     watermark: i64,
@@ -117,20 +117,21 @@ impl std::fmt::Debug for Windower {
 }
 
 impl Windower {
-    /// A windower for `zones` with windows of `length_s` seconds.
+    /// A windower for `zones` with windows of `length_s` seconds; app events
+    /// count only if they carry `consent_scope` (when the policy requires one).
     pub fn new(
         length_s: u32,
         lateness_ms: i64,
         zones: &[ZoneConfig],
         limits: ContributionLimits,
-        consent_scope: &str,
+        consent_scope: Option<&str>,
     ) -> Self {
         Self {
             length_ms: i64::from(length_s.max(1)) * 1000,
             lateness_ms: lateness_ms.max(0),
             zones: zones.iter().map(|z| (z.name.clone(), z.clone())).collect(),
             limits,
-            consent_scope: consent_scope.to_owned(),
+            consent_scope: consent_scope.map(str::to_owned),
             open: BTreeMap::new(),
             closed_before: i64::MIN,
             watermark: i64::MIN,
@@ -219,7 +220,9 @@ impl Windower {
             Body::App {
                 subject, consent, ..
             } => {
-                if !consent.iter().any(|c| c == &self.consent_scope) {
+                if let Some(scope) = &self.consent_scope
+                    && !consent.iter().any(|c| c == scope)
+                {
                     self.stats.no_consent += 1;
                     return;
                 }

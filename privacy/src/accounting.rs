@@ -89,6 +89,43 @@ impl Composition {
         Ok(next)
     }
 
+    /// Rebuilds a composition from its stored parts (a ledger row). Every
+    /// part must be finite and >= 0.
+    pub fn from_parts(
+        pure_epsilon: f64,
+        pure_as_rho: f64,
+        rho: f64,
+        approx_epsilon: f64,
+        approx_delta: f64,
+    ) -> Result<Self, PrivacyError> {
+        for (name, v) in [
+            ("pure_epsilon", pure_epsilon),
+            ("pure_as_rho", pure_as_rho),
+            ("rho", rho),
+            ("approx_epsilon", approx_epsilon),
+            ("approx_delta", approx_delta),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(PrivacyError::InvalidParameter {
+                    name,
+                    reason: format!("stored composition part must be finite and >= 0, got {v}"),
+                });
+            }
+        }
+        Ok(Self {
+            pure_epsilon,
+            pure_as_rho,
+            rho,
+            approx_epsilon,
+            approx_delta,
+        })
+    }
+
+    /// Sum of epsilon^2 / 2 over the pure releases (their zCDP view).
+    pub fn pure_as_rho(&self) -> f64 {
+        self.pure_as_rho
+    }
+
     /// Sum of the pure epsilons.
     pub fn pure_epsilon(&self) -> f64 {
         self.pure_epsilon

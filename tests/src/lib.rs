@@ -22,6 +22,10 @@ pub struct TestEnv {
     pub addr: std::net::SocketAddr,
     /// The aggregator's storage.
     pub storage: Storage,
+    /// The aggregator's audit log.
+    pub audit: veil_aggregator::audit::AuditLog,
+    /// The aggregator config file.
+    pub config: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), veil_aggregator::server::ServerError>>>,
 }
@@ -31,14 +35,40 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Writes an aggregator config for `venue` with `nodes` registered nodes.
+/// The repository's arena policy (the harness venue's policy).
+pub const ARENA_POLICY: &str = include_str!("../../policies/arena.toml");
+
+/// SHA-256 of [`ARENA_POLICY`].
+pub fn arena_policy_hash() -> String {
+    veil_privacy::policy::sha256_hex(ARENA_POLICY.as_bytes())
+}
+
+/// Writes an aggregator config (and `policy.toml`, the arena policy) for
+/// the harness venue with `nodes` registered nodes. The PKI must be in
+/// `dir/pki` (with its `audit.key`). Windows are accepted back to 1970
+/// (`ingest.max_window_age = "100y"`) because many tests use tiny Unix times.
 pub fn write_aggregator_config(dir: &Path, nodes: &[&str], listen: &str) -> PathBuf {
+    write_aggregator_config_with(dir, nodes, listen, ARENA_POLICY, "")
+}
+
+/// Like [`write_aggregator_config`] with a given policy text and extra TOML.
+pub fn write_aggregator_config_with(
+    dir: &Path,
+    nodes: &[&str],
+    listen: &str,
+    policy: &str,
+    extra: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("policy.toml"), policy).expect("write policy");
     let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
     let text = format!(
-        "listen = \"{listen}\"\ndatabase = \"sqlite://aggregator.db\"\n\n\
+        "listen = \"{listen}\"\ndatabase = \"sqlite://aggregator.db\"\n{extra}\n\
          [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
-         [[venue]]\nname = \"{VENUE}\"\nnodes = [{}]\n\n\
-         [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n",
+         [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 50\n\n\
+         [ingest]\nmax_window_age = \"100y\"\n\n\
+         [[venue]]\nname = \"{VENUE}\"\nnodes = [{}]\npolicy = \"policy.toml\"\n\n\
+         [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
+         [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n",
         list.join(", ")
     );
     let path = dir.join("aggregator.toml");
@@ -50,15 +80,27 @@ impl TestEnv {
     /// PKI with 3 nodes; nodes 1 and 2 registered (node-3 has a valid
     /// certificate but an unknown identity).
     pub async fn start() -> Self {
+        Self::start_with_policy(ARENA_POLICY).await
+    }
+
+    /// Like [`TestEnv::start`] with another policy for the venue.
+    pub async fn start_with_policy(policy: &str) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
         pki::init(&pki_dir, VENUE, 3).expect("pki init");
-        let cfg_path = write_aggregator_config(dir.path(), &["node-1", "node-2"], "127.0.0.1:0");
+        let cfg_path = write_aggregator_config_with(
+            dir.path(),
+            &["node-1", "node-2"],
+            "127.0.0.1:0",
+            policy,
+            "",
+        );
         let cfg = veil_aggregator::Config::load(&cfg_path).expect("config");
         let bound = veil_aggregator::bind(cfg).await.expect("bind");
         let addr = bound.local_addr();
         let storage = bound.storage().clone();
+        let audit = bound.audit().clone();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(bound.serve(async {
             let _ = rx.await;
@@ -68,6 +110,8 @@ impl TestEnv {
             pki: pki_dir,
             addr,
             storage,
+            audit,
+            config: cfg_path,
             stop: Some(tx),
             server: Some(server),
         }
@@ -125,7 +169,46 @@ pub async fn channel_with(
         .await
 }
 
-/// A valid DP release for `node` of the harness venue.
+/// Acquires a lease of `releases` releases of `metric` (epsilon 1 per
+/// release, purpose crowd_safety) on the day of Unix ms 0 for the caller,
+/// under the policy the aggregator serves.
+pub async fn lease(channel: Channel, metric: &str, releases: u32) -> Result<String, tonic::Status> {
+    let policy = veil_proto::policy_client::PolicyClient::new(channel.clone())
+        .get_policy(veil_proto::GetPolicyRequest {})
+        .await?
+        .into_inner();
+    let resp = veil_proto::ledger_client::LedgerClient::new(channel)
+        .acquire_lease(veil_proto::AcquireLeaseRequest {
+            day: "1970-01-01".into(),
+            metric: metric.into(),
+            purpose: "crowd_safety".into(),
+            cost_per_release: Some(PrivacyCost {
+                epsilon: 1.0,
+                rho: 0.0,
+            }),
+            releases,
+            policy_hash: policy.hash,
+        })
+        .await?;
+    Ok(resp.into_inner().lease_id)
+}
+
+/// A valid DP release for `node` of the harness venue under the arena
+/// policy (epsilon 1, purpose crowd_safety), charged to `lease_id`.
+pub fn release_with_lease(
+    node: &str,
+    metric: &str,
+    window_start_ms: i64,
+    value: f64,
+    seq: u64,
+    lease_id: &str,
+) -> Release {
+    let mut r = release(node, metric, window_start_ms, value, seq);
+    r.lease_id = lease_id.to_owned();
+    r
+}
+
+/// A DP release for `node` of the harness venue with no lease.
 pub fn release(node: &str, metric: &str, window_start_ms: i64, value: f64, seq: u64) -> Release {
     Release {
         idempotency_key: format!("{VENUE}/{node}/{metric}/floor/{window_start_ms}/0"),
@@ -143,7 +226,7 @@ pub fn release(node: &str, metric: &str, window_start_ms: i64, value: f64, seq: 
             rho: 0.0,
         }),
         purpose: "crowd_safety".into(),
-        policy_hash: String::new(),
+        policy_hash: arena_policy_hash(),
         lease_id: String::new(),
         sequence: seq,
     }

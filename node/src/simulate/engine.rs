@@ -1216,3 +1216,87 @@ fn actions(role: ZoneRole, program: Program) -> &'static [&'static str] {
         (ZoneRole::Camp, _) => &["check_schedule", "report_issue", "open_map"],
     }
 }
+
+/// One synthetic audio frame with the label of what produced it, drawn with
+/// the same level and band model as the microphones (scene, crowd size,
+/// bleed from a distant stage), for training the on-device classifier.
+/// Label indices: 0 applause, 1 music (incl. background PA), 2 speech,
+/// 3 crowd noise (the crowd or room is louder than any stage), 4 clipping
+/// (peak >= 120 dB). Clipping is oversampled (1 in 4 frames that can clip)
+/// so the classifier sees enough of it.
+pub(crate) fn labelled_audio_frame(r: &mut ChaCha8Rng) -> (f64, f64, [f64; AUDIO_BANDS], usize) {
+    let n = if r.random::<f64>() < 0.1 {
+        0.0
+    } else {
+        (10f64.powf(uniform(r, 0.0, 3.8)) - 1.0).round()
+    };
+    let fill = uniform(r, 0.0, 1.0);
+    let talks = r.random::<f64>() < 0.3;
+    let bleed = if r.random::<f64>() < 0.2 { 24.0 } else { 0.0 };
+    let scene = [
+        Scene::Quiet,
+        Scene::Background,
+        Scene::Music,
+        Scene::Applause,
+        Scene::Speech,
+    ][r.random_range(0..5)];
+    let crowd = 45.0 + 10.0 * (1.0 + n).log10() + normal(r, 0.0, 1.5);
+    let crowd_bands = if n < 1.0 { HVAC } else { CROWD };
+    let bleeding = bleed > 0.0;
+    let (stage_db, stage_bands, peak_lo, peak_hi, clip) = match scene {
+        Scene::Quiet => (0.0, HVAC, 6.0, 10.0, false),
+        Scene::Background => (normal(r, 72.0, 1.5), MUSIC, 4.0, 8.0, false),
+        Scene::Music if talks => (normal(r, 70.0, 2.0), MUSIC, 5.0, 9.0, false),
+        Scene::Music => (normal(r, 97.0, 2.0), MUSIC, 6.0, 12.0, true),
+        Scene::Applause if n < 1.0 && !bleeding => (0.0, HVAC, 6.0, 10.0, false),
+        Scene::Applause => (
+            80.0 + 26.0 * fill.sqrt() + normal(r, 0.0, 2.0),
+            APPLAUSE,
+            8.0,
+            16.0,
+            true,
+        ),
+        Scene::Speech if talks => (normal(r, 72.0, 2.5), SPEECH, 8.0, 14.0, false),
+        Scene::Speech => (normal(r, 86.0, 2.0), SPEECH, 8.0, 14.0, false),
+    };
+    let stage_db = if stage_db > 0.0 {
+        stage_db - bleed
+    } else {
+        0.0
+    };
+    let level = 10.0 * (10f64.powf(crowd / 10.0) + 10f64.powf(stage_db / 10.0)).log10();
+    let stage_wins = stage_db > crowd;
+    let (profile, lo, hi) = if stage_wins {
+        (stage_bands, peak_lo, peak_hi)
+    } else {
+        (crowd_bands, 6.0, 10.0)
+    };
+    let mut peak = level + uniform(r, lo, hi);
+    let clipped = clip && !bleeding && r.random::<f64>() < 0.25;
+    if clipped {
+        peak = uniform(r, 121.0, 129.0);
+    }
+    let mut bands = [0.0; AUDIO_BANDS];
+    for (b, p) in bands.iter_mut().zip(profile) {
+        *b = (p * normal(r, 1.0, 0.1)).max(0.001);
+    }
+    let total: f64 = bands.iter().sum();
+    for b in &mut bands {
+        *b = ((*b / total) * 1000.0).round() / 1000.0;
+    }
+    let level_db = round1(level.clamp(0.0, 160.0));
+    let peak_db = round1(peak.clamp(level_db, 180.0));
+    let label = if peak_db >= 120.0 {
+        4
+    } else if !stage_wins {
+        3
+    } else {
+        match scene {
+            Scene::Applause => 0,
+            Scene::Music | Scene::Background => 1,
+            Scene::Speech => 2,
+            Scene::Quiet => 3,
+        }
+    };
+    (level_db, peak_db, bands, label)
+}

@@ -24,7 +24,7 @@ fn windower(lateness_ms: i64) -> Windower {
         lateness_ms,
         &zones(),
         ContributionLimits::new(1, 1).unwrap(),
-        "analytics",
+        Some("analytics"),
     )
 }
 
@@ -175,7 +175,7 @@ fn extra_cameras_beyond_the_declared_sensitivity_are_dropped() {
 proptest::proptest! {
     #[test]
     fn every_event_lands_in_exactly_one_window(ts in proptest::collection::vec(0i64..10_000_000, 1..200)) {
-        let mut w = Windower::new(60, i64::MAX / 4, &zones(), ContributionLimits::new(1, 1).unwrap(), "analytics");
+        let mut w = Windower::new(60, i64::MAX / 4, &zones(), ContributionLimits::new(1, 1).unwrap(), Some("analytics"));
         let mut sorted = ts.clone();
         sorted.sort_unstable();
         for t in &sorted {

@@ -118,3 +118,50 @@ async fn aggregator_binary_serves_health_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn privacy_sample_prints_n_integers_centred_on_the_value() {
+    let out = Command::new(bin("veil-node"))
+        .args([
+            "privacy",
+            "sample",
+            "--mechanism",
+            "discrete-gaussian",
+            "--rho",
+            "0.5",
+        ])
+        .args(["--sensitivity", "1", "--value", "40", "--n", "5000"])
+        .output()
+        .expect("run sample");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().expect("one integer per line"))
+        .collect();
+    assert_eq!(values.len(), 5000);
+    let mean = values.iter().sum::<i64>() as f64 / 5000.0;
+    // sigma = 1; the mean of 5000 draws is within 0.1 of 40 with overwhelming probability.
+    assert!((mean - 40.0).abs() < 0.1, "mean {mean}");
+    assert!(values.iter().any(|v| *v != 40), "noise was added");
+    let bad = Command::new(bin("veil-node"))
+        .args([
+            "privacy",
+            "sample",
+            "--mechanism",
+            "discrete-laplace",
+            "--rho",
+            "1",
+            "--value",
+            "1",
+            "--n",
+            "1",
+        ])
+        .output()
+        .expect("run sample");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--epsilon"));
+}

@@ -1,15 +1,24 @@
 //! Ingest over mTLS: storing, per-item acks, duplicates and conflicts.
 
 use veil_proto::{AckStatus, SubmitReleasesRequest, ingest_client::IngestClient};
-use veil_tests::{TestEnv, release};
+use veil_tests::{TestEnv, lease, release_with_lease};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_release_is_stored_and_acknowledged() {
     let env = TestEnv::start().await;
-    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let ch = env.channel(Some("node-1")).await.expect("connect");
+    let lease_id = lease(ch.clone(), "occupancy", 1).await.expect("lease");
+    let mut client = IngestClient::new(ch);
     let resp = client
         .submit_releases(SubmitReleasesRequest {
-            releases: vec![release("node-1", "occupancy", 60_000, 42.0, 1)],
+            releases: vec![release_with_lease(
+                "node-1",
+                "occupancy",
+                60_000,
+                42.0,
+                1,
+                &lease_id,
+            )],
         })
         .await
         .expect("submit")
@@ -35,8 +44,10 @@ async fn node_release_is_stored_and_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_is_acknowledged_once_and_conflict_keeps_original() {
     let env = TestEnv::start().await;
-    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
-    let r = release("node-1", "ingress", 120_000, 7.0, 1);
+    let ch = env.channel(Some("node-1")).await.expect("connect");
+    let lease_id = lease(ch.clone(), "ingress", 3).await.expect("lease");
+    let mut client = IngestClient::new(ch);
+    let r = release_with_lease("node-1", "ingress", 120_000, 7.0, 1, &lease_id);
     let submit = |rs| SubmitReleasesRequest { releases: rs };
     let first = client
         .submit_releases(submit(vec![r.clone()]))
@@ -71,7 +82,12 @@ async fn duplicate_is_acknowledged_once_and_conflict_keeps_original() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_items_are_refused_with_reasons_and_valid_ones_kept() {
     let env = TestEnv::start().await;
-    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let ch = env.channel(Some("node-1")).await.expect("connect");
+    let l = lease(ch.clone(), "occupancy", 5).await.expect("lease");
+    let mut client = IngestClient::new(ch);
+    let release = |node: &str, metric: &str, w: i64, v: f64, seq: u64| {
+        release_with_lease(node, metric, w, v, seq, &l)
+    };
     let good = release("node-1", "occupancy", 60_000, 10.0, 1);
     let mut nan = release("node-1", "occupancy", 120_000, f64::NAN, 2);
     nan.value = f64::NAN;
@@ -125,7 +141,16 @@ async fn oversized_and_empty_batches_are_refused() {
         .expect_err("empty batch");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let many = (0..1001)
-        .map(|i| release("node-1", "occupancy", 60_000 * (i + 1), 1.0, i as u64 + 1))
+        .map(|i| {
+            release_with_lease(
+                "node-1",
+                "occupancy",
+                60_000 * (i + 1),
+                1.0,
+                i as u64 + 1,
+                "x",
+            )
+        })
         .collect();
     let err = client
         .submit_releases(SubmitReleasesRequest { releases: many })

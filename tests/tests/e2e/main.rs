@@ -2,6 +2,9 @@
 //! real binaries.
 
 mod binaries;
+mod federated;
 mod ingest;
+mod ledger_audit;
 mod node_pipeline;
 mod refusals;
+mod resilience;

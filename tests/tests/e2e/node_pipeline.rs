@@ -71,6 +71,10 @@ async fn simulated_node_releases_arrive_and_malformed_lines_are_counted() {
         .await
         .expect("query");
     assert_eq!(stored.len() as u64, report.releases);
+    let policy =
+        veil_privacy::policy::LoadedPolicy::parse(veil_tests::ARENA_POLICY).expect("policy");
+    assert_eq!(report.policy_hash, policy.hash);
+    assert!(report.leases.granted > 0);
     assert!(stored.iter().all(|r| r.node == "node-1"));
     assert!(
         stored
@@ -81,14 +85,21 @@ async fn simulated_node_releases_arrive_and_malformed_lines_are_counted() {
     // Non-personal metrics are released as such, counts with DP noise.
     for r in &stored {
         match r.metric.as_str() {
-            "co2_ppm" | "sound_level_db" | "temperature_c" => {
+            "co2_ppm" | "sound_level_db" | "temperature_c" | "clipping_frames" => {
                 assert_eq!(r.mechanism, "MECHANISM_NON_PERSONAL");
                 assert_eq!(r.epsilon, 0.0);
             }
             _ => {
                 assert_eq!(r.mechanism, "MECHANISM_DISCRETE_LAPLACE");
-                assert_eq!(r.epsilon, 1.0);
+                let want = policy.metric(&r.metric).and_then(|m| m.epsilon);
+                assert_eq!(
+                    Some(r.epsilon),
+                    want,
+                    "{}: the policy's per-release epsilon",
+                    r.metric
+                );
                 assert!(r.scale > 0.0);
+                assert!(!r.lease_id.is_empty(), "charged to a lease");
             }
         }
     }

@@ -1,0 +1,531 @@
+//! The tamper-evident audit log: every decision is a canonical JSON entry,
+//! a leaf of an RFC 9162 Merkle tree, stored in the same transaction as the
+//! decision itself; signed checkpoints (C2SP signed notes) are never issued
+//! unless consistent with the previous one. Entries never hold personal data.
+
+use std::sync::Arc;
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{Mutex, MutexGuard};
+use veil_privacy::audit::{
+    AuditEntry, Checkpoint, CheckpointSigner, Hash, InclusionProof, MerkleTree, check_consistent,
+    entries_to_jsonl, inclusion_proofs_to_json,
+};
+
+/// Audit action names.
+pub mod action {
+    /// A release was stored (allow) or refused (deny).
+    pub const RELEASE: &str = "release";
+    /// A resubmission with a known key but different content.
+    pub const RELEASE_CONFLICT: &str = "release.conflict";
+    /// A budget lease was granted (allow) or refused (deny).
+    pub const LEASE: &str = "lease";
+    /// A policy came into force at start-up.
+    pub const POLICY_LOAD: &str = "policy.load";
+    /// A caller was refused at authentication/authorisation.
+    pub const AUTH: &str = "auth";
+    /// An audit export was made.
+    pub const EXPORT: &str = "audit.export";
+}
+
+/// Audit errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditLogError {
+    /// Database error.
+    #[error("audit database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Entry, tree or signature error.
+    #[error("audit: {0}")]
+    Audit(#[from] veil_privacy::audit::AuditError),
+    /// Entry encoding error.
+    #[error("audit entry: {0}")]
+    Entry(#[from] veil_privacy::audit::EntryError),
+    /// The stored log is not what it must be.
+    #[error("audit log corrupt: {0}")]
+    Corrupt(String),
+    /// Reading/writing export files.
+    #[error("audit export {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// An entry to append; the log assigns `seq` and `time_ms`.
+#[derive(Debug, Clone, Default)]
+pub struct NewEntry {
+    /// SPIFFE id of the caller (or the aggregator itself).
+    pub actor: String,
+    /// Venue concerned, or "".
+    pub venue: String,
+    /// One of [`action`].
+    pub action: &'static str,
+    /// Allow or deny.
+    pub allow: bool,
+    /// Why (never personal data).
+    pub reason: String,
+    /// Policy hash in force.
+    pub policy_hash: String,
+    /// Epsilon charged.
+    pub epsilon: f64,
+    /// Rho charged.
+    pub rho: f64,
+    /// SHA-256 (hex) of the release, or "".
+    pub release_sha256: String,
+}
+
+struct Inner {
+    tree: MerkleTree,
+    last: Option<Checkpoint>,
+}
+
+/// The audit log of one aggregator database.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Mutex<Inner>>,
+    signer: Arc<CheckpointSigner>,
+    origin: String,
+    checkpoint_every: u64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The log's writer lock for one transaction. Entries appended through it
+/// are rolled back from the in-memory tree unless [`AuditTx::committed`] is
+/// called after the database transaction commits.
+pub struct AuditTx<'a> {
+    guard: MutexGuard<'a, Inner>,
+    start: u64,
+    done: bool,
+}
+
+/// The SPIFFE id the aggregator uses for its own entries.
+pub const SELF_ACTOR: &str = "spiffe://veil/aggregator";
+
+impl AuditLog {
+    /// Loads the tree from the database and checks it against the latest
+    /// stored checkpoint.
+    pub async fn load(
+        pool: &SqlitePool,
+        signer: CheckpointSigner,
+        checkpoint_every: u64,
+    ) -> Result<Self, AuditLogError> {
+        let rows =
+            sqlx::query("-- AuditLog::load()\nSELECT seq, leaf_hash FROM audit_log ORDER BY seq")
+                .fetch_all(pool)
+                .await?;
+        let mut tree = MerkleTree::new();
+        for (i, row) in rows.iter().enumerate() {
+            let seq: i64 = row.try_get("seq")?;
+            if seq != i as i64 {
+                return Err(AuditLogError::Corrupt(format!(
+                    "sequence gap: expected {i}, found {seq}"
+                )));
+            }
+            let bytes: Vec<u8> = row.try_get("leaf_hash")?;
+            let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+                AuditLogError::Corrupt(format!("entry {seq}: leaf hash is not 32 bytes"))
+            })?;
+            tree.push(Hash(arr));
+        }
+        let mut last = latest_checkpoint(pool).await?;
+        if let Some(cp) = last.as_mut() {
+            cp.origin = signer.name().to_owned();
+            if cp.size > tree.len() {
+                return Err(AuditLogError::Corrupt(format!(
+                    "checkpoint of size {} but only {} entries stored",
+                    cp.size,
+                    tree.len()
+                )));
+            }
+            let root = tree
+                .root_at(cp.size)
+                .map_err(|e| AuditLogError::Corrupt(e.to_string()))?;
+            if root != cp.root {
+                return Err(AuditLogError::Corrupt(format!(
+                    "stored entries do not hash to the signed checkpoint of size {}",
+                    cp.size
+                )));
+            }
+        }
+        let origin = signer.name().to_owned();
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner { tree, last })),
+            signer: Arc::new(signer),
+            origin,
+            checkpoint_every: checkpoint_every.max(1),
+        })
+    }
+
+    /// The log's origin (the signing key's name).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The signed-note verifier key.
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier_key_str()
+    }
+
+    /// Takes the writer lock for one database transaction.
+    pub async fn begin(&self) -> AuditTx<'_> {
+        let guard = self.inner.lock().await;
+        let start = guard.tree.len();
+        AuditTx {
+            guard,
+            start,
+            done: false,
+        }
+    }
+
+    /// Entries appended so far.
+    pub async fn size(&self) -> u64 {
+        self.inner.lock().await.tree.len()
+    }
+
+    /// Signs a checkpoint at the current size (unless one exists at that
+    /// size), after checking it is consistent with the previous checkpoint.
+    pub async fn checkpoint(
+        &self,
+        pool: &SqlitePool,
+        now_ms: i64,
+    ) -> Result<(Checkpoint, String), AuditLogError> {
+        let mut inner = self.inner.lock().await;
+        self.checkpoint_locked(&mut inner, pool, now_ms).await
+    }
+
+    async fn checkpoint_locked(
+        &self,
+        inner: &mut Inner,
+        pool: &SqlitePool,
+        now_ms: i64,
+    ) -> Result<(Checkpoint, String), AuditLogError> {
+        let size = inner.tree.len();
+        if let Some(last) = &inner.last
+            && last.size == size
+        {
+            let note: String =
+                sqlx::query_scalar("-- checkpoint()\nSELECT note FROM checkpoints WHERE size = ?")
+                    .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                    .fetch_one(pool)
+                    .await?;
+            return Ok((last.clone(), note));
+        }
+        let new = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: inner.tree.root(),
+        };
+        if let Some(last) = &inner.last {
+            let proof = inner
+                .tree
+                .consistency_proof(last.size, size)
+                .map_err(|e| AuditLogError::Corrupt(e.to_string()))?;
+            check_consistent(last, &new, &proof)?;
+        }
+        let note = self.signer.sign_checkpoint(&new)?;
+        sqlx::query("-- checkpoint()\nINSERT OR IGNORE INTO checkpoints (size, root, note, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .bind(new.root.as_bytes().to_vec())
+            .bind(&note)
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+        inner.last = Some(new.clone());
+        Ok((new, note))
+    }
+
+    /// Signs a checkpoint if `checkpoint_every` entries accumulated since the last.
+    pub async fn maybe_checkpoint(
+        &self,
+        pool: &SqlitePool,
+        now_ms: i64,
+    ) -> Result<(), AuditLogError> {
+        let mut inner = self.inner.lock().await;
+        let last = inner.last.as_ref().map_or(0, |c| c.size);
+        if inner.tree.len() >= last + self.checkpoint_every {
+            self.checkpoint_locked(&mut inner, pool, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Exports entries `from..=to` (everything when `range` is `None`) with
+    /// a fresh checkpoint; a partial export carries inclusion proofs.
+    pub async fn export(
+        &self,
+        pool: &SqlitePool,
+        range: Option<(u64, u64)>,
+        now_ms: i64,
+    ) -> Result<Export, AuditLogError> {
+        let mut inner = self.inner.lock().await;
+        let (checkpoint, note) = self.checkpoint_locked(&mut inner, pool, now_ms).await?;
+        let size = checkpoint.size;
+        let (from, to, partial) = match range {
+            None => (0, size, false),
+            Some((a, b)) => {
+                if a > b || b >= size {
+                    return Err(AuditLogError::Corrupt(format!(
+                        "range {a}..={b} is outside the log (size {size})"
+                    )));
+                }
+                (a, b + 1, !(a == 0 && b + 1 == size))
+            }
+        };
+        let rows = sqlx::query("-- AuditLog::export()\nSELECT entry FROM audit_log WHERE seq >= ? AND seq < ? ORDER BY seq")
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(i64::try_from(to).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let line: String = row.try_get("entry")?;
+            entries.push(AuditEntry::parse_canonical(&line)?);
+        }
+        let proofs = if partial {
+            let mut ps: Vec<InclusionProof> = Vec::with_capacity(entries.len());
+            for i in from..to {
+                ps.push(
+                    inner
+                        .tree
+                        .inclusion_proof(i, size)
+                        .map_err(|e| AuditLogError::Corrupt(e.to_string()))?,
+                );
+            }
+            Some(inclusion_proofs_to_json(&ps))
+        } else {
+            None
+        };
+        Ok(Export {
+            entries_jsonl: entries_to_jsonl(&entries)?,
+            checkpoint: note,
+            proofs_json: proofs,
+            size,
+        })
+    }
+}
+
+/// An export's files.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// `entries.jsonl`.
+    pub entries_jsonl: String,
+    /// `checkpoint` (signed note).
+    pub checkpoint: String,
+    /// `proofs.json` for partial exports.
+    pub proofs_json: Option<String>,
+    /// Tree size of the checkpoint.
+    pub size: u64,
+}
+
+impl Export {
+    /// Writes `entries.jsonl`, `checkpoint` and (partial) `proofs.json` into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), AuditLogError> {
+        let io = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| AuditLogError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let p = dir.join("entries.jsonl");
+        std::fs::write(&p, &self.entries_jsonl).map_err(io(&p))?;
+        let p = dir.join("checkpoint");
+        std::fs::write(&p, &self.checkpoint).map_err(io(&p))?;
+        let p = dir.join("proofs.json");
+        match &self.proofs_json {
+            Some(proofs) => std::fs::write(&p, proofs).map_err(io(&p))?,
+            None => {
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(io(&p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn latest_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>, AuditLogError> {
+    let row = sqlx::query(
+        "-- latest_checkpoint()\nSELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let size: i64 = row.try_get("size")?;
+    let root: Vec<u8> = row.try_get("root")?;
+    let root: [u8; 32] = root
+        .try_into()
+        .map_err(|_| AuditLogError::Corrupt("checkpoint root is not 32 bytes".into()))?;
+    Ok(Some(Checkpoint {
+        origin: String::new(),
+        size: u64::try_from(size).unwrap_or(0),
+        root: Hash(root),
+    }))
+}
+
+impl AuditTx<'_> {
+    /// Appends one entry inside `tx`; returns its sequence number.
+    pub async fn append(
+        &mut self,
+        tx: &mut SqliteConnection,
+        e: NewEntry,
+        now_ms: i64,
+    ) -> Result<u64, AuditLogError> {
+        let seq = self.guard.tree.len();
+        let entry = AuditEntry {
+            seq,
+            time_ms: now_ms,
+            actor: e.actor,
+            venue: e.venue,
+            action: e.action.to_owned(),
+            decision: if e.allow { "allow" } else { "deny" }.to_owned(),
+            reason: e.reason,
+            policy_hash: e.policy_hash,
+            epsilon: e.epsilon,
+            rho: e.rho,
+            release_sha256: e.release_sha256,
+        };
+        let line = entry.to_canonical_json()?;
+        let leaf = entry.leaf_hash()?;
+        sqlx::query(
+            "-- AuditTx::append()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES (?, ?, ?)",
+        )
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .bind(&line)
+        .bind(leaf.as_bytes().to_vec())
+        .execute(&mut *tx)
+        .await?;
+        self.guard.tree.push(leaf);
+        Ok(seq)
+    }
+
+    /// The database transaction committed: keep the appended leaves.
+    pub fn committed(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for AuditTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.guard.tree.truncate(self.start);
+        }
+    }
+}
+
+/// The `veil.v1.Audit` service (compliance role only).
+#[derive(Debug, Clone)]
+pub struct AuditService {
+    pub(crate) state: Arc<crate::state::State>,
+}
+
+type ExportStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<veil_proto::ExportChunk, tonic::Status>> + Send>,
+>;
+
+/// Entries per export chunk.
+const EXPORT_CHUNK: usize = 1000;
+
+#[tonic::async_trait]
+impl veil_proto::audit_server::Audit for AuditService {
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        request: tonic::Request<veil_proto::ExportRequest>,
+    ) -> Result<tonic::Response<Self::ExportStream>, tonic::Status> {
+        use crate::identity::Role;
+        let st = &self.state;
+        st.registry.require_role(&request, &[Role::Compliance])?;
+        let r = request.into_inner();
+        let range = (r.from_seq != 0 || r.to_seq != 0).then_some((r.from_seq, r.to_seq));
+        let export = st
+            .audit
+            .export(st.storage.pool(), range, crate::state::now_ms())
+            .await
+            .map_err(|e| match e {
+                AuditLogError::Corrupt(m) if m.starts_with("range") => {
+                    tonic::Status::out_of_range(m)
+                }
+                other => {
+                    tracing::error!(error = %other, "Audit export failed.");
+                    tonic::Status::internal("audit export failed")
+                }
+            })?;
+        let lines: Vec<String> = export.entries_jsonl.lines().map(str::to_owned).collect();
+        let proofs = match &export.proofs_json {
+            Some(p) => veil_privacy::audit::parse_inclusion_proofs(p)
+                .map_err(|_| tonic::Status::internal("audit proofs"))?,
+            None => Vec::new(),
+        };
+        let checkpoint = veil_proto::Checkpoint {
+            note: export.checkpoint.clone(),
+            size: export.size,
+            root: Vec::new(),
+        };
+        let mut chunks: Vec<Result<veil_proto::ExportChunk, tonic::Status>> = lines
+            .chunks(EXPORT_CHUNK)
+            .map(|c| {
+                Ok(veil_proto::ExportChunk {
+                    entries: c.to_vec(),
+                    checkpoint: None,
+                    proofs: Vec::new(),
+                })
+            })
+            .collect();
+        chunks.push(Ok(veil_proto::ExportChunk {
+            entries: Vec::new(),
+            checkpoint: Some(checkpoint),
+            proofs: proofs
+                .into_iter()
+                .map(|p| veil_proto::InclusionProof {
+                    index: p.index,
+                    tree_size: p.tree_size,
+                    path: p.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
+                })
+                .collect(),
+        }));
+        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        request: tonic::Request<veil_proto::LatestCheckpointRequest>,
+    ) -> Result<tonic::Response<veil_proto::Checkpoint>, tonic::Status> {
+        use crate::identity::Role;
+        let st = &self.state;
+        st.registry.require_role(&request, &[Role::Compliance])?;
+        let (cp, note) = st
+            .audit
+            .checkpoint(st.storage.pool(), crate::state::now_ms())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "Checkpoint failed.");
+                tonic::Status::internal("checkpoint failed")
+            })?;
+        Ok(tonic::Response::new(veil_proto::Checkpoint {
+            note,
+            size: cp.size,
+            root: cp.root.as_bytes().to_vec(),
+        }))
+    }
+
+    async fn verifier_key(
+        &self,
+        request: tonic::Request<veil_proto::VerifierKeyRequest>,
+    ) -> Result<tonic::Response<veil_proto::VerifierKeyResponse>, tonic::Status> {
+        use crate::identity::Role;
+        self.state
+            .registry
+            .require_role(&request, &[Role::Compliance])?;
+        Ok(tonic::Response::new(veil_proto::VerifierKeyResponse {
+            vkey: self.state.audit.verifier_key(),
+        }))
+    }
+}

@@ -1,0 +1,561 @@
+//! The privacy-budget ledger: one row per venue and event day, composed
+//! exactly (pure epsilon and zCDP rho kept apart, reported as epsilon at the
+//! policy's delta). Nodes lease budget before drawing noise; the lease is
+//! charged durably when granted, so no noisy value is ever computed with
+//! budget that was not charged.
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use veil_privacy::{
+    Cost, Epsilon, Rho,
+    accounting::Composition,
+    policy::{LoadedPolicy, PolicyMechanism},
+};
+
+/// Most releases one lease may cover.
+pub const MAX_LEASE_RELEASES: u32 = 100_000;
+
+/// Why a lease or a lease use was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The request is malformed.
+    #[error("invalid lease request: {0}")]
+    Invalid(String),
+    /// The policy does not allow it.
+    #[error("not allowed by policy: {0}")]
+    Denied(String),
+    /// The day's budget cannot cover it.
+    #[error("budget exhausted: {0}")]
+    Exhausted(String),
+    /// Database error.
+    #[error("ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Accounting error.
+    #[error("ledger accounting: {0}")]
+    Accounting(#[from] veil_privacy::PrivacyError),
+}
+
+/// UTC day "YYYY-MM-DD" of a Unix-ms time.
+pub fn day_of(ms: i64) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Whether `s` is a valid "YYYY-MM-DD".
+pub fn valid_day(s: &str) -> bool {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt).is_ok()
+}
+
+/// A lease request after identity checks.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// Venue (from the certificate).
+    pub venue: String,
+    /// Node (from the certificate).
+    pub node: String,
+    /// Event day.
+    pub day: String,
+    /// Metric.
+    pub metric: String,
+    /// Purpose.
+    pub purpose: String,
+    /// Cost per release.
+    pub cost: Cost,
+    /// Releases covered.
+    pub releases: u32,
+    /// Policy hash the node holds.
+    pub policy_hash: String,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// Lease id.
+    pub lease_id: String,
+    /// Epsilon charged in total.
+    pub epsilon: f64,
+    /// Rho charged in total.
+    pub rho: f64,
+    /// Day budget left (epsilon at the policy's delta).
+    pub remaining_epsilon: f64,
+}
+
+/// The policy's per-release cost for `metric`, checked against `cost`.
+pub fn policy_cost(
+    policy: &LoadedPolicy,
+    metric: &str,
+    purpose: &str,
+) -> Result<Cost, LedgerError> {
+    let m = policy.metric(metric).ok_or_else(|| {
+        LedgerError::Denied(format!("metric `{metric}` is not in the venue's policy"))
+    })?;
+    if !m.purposes.iter().any(|p| p == purpose) {
+        return Err(LedgerError::Denied(format!(
+            "purpose `{purpose}` is not allowed for metric `{metric}`"
+        )));
+    }
+    Ok(match m.mechanism {
+        PolicyMechanism::DiscreteLaplace => Cost::Pure(Epsilon::new(m.epsilon.unwrap_or(0.0))?),
+        PolicyMechanism::DiscreteGaussian => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
+        PolicyMechanism::NonPersonal => Cost::Free,
+    })
+}
+
+fn same_cost(a: Cost, b: Cost) -> bool {
+    a.epsilon() == b.epsilon() && a.rho() == b.rho()
+}
+
+async fn day_composition(
+    tx: &mut SqliteConnection,
+    venue: &str,
+    day: &str,
+    policy: &LoadedPolicy,
+) -> Result<(Composition, f64, f64), LedgerError> {
+    let b = &policy.policy.budget;
+    sqlx::query(
+        "-- day_composition()\nINSERT OR IGNORE INTO ledger_days (venue, day, budget_epsilon, delta) VALUES (?, ?, ?, ?)",
+    )
+    .bind(venue)
+    .bind(day)
+    .bind(b.epsilon_per_day)
+    .bind(b.delta)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "-- day_composition()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = ? AND day = ?",
+    )
+    .bind(venue)
+    .bind(day)
+    .fetch_one(&mut *tx)
+    .await?;
+    let comp = Composition::from_parts(
+        row.try_get("pure_epsilon")?,
+        row.try_get("pure_as_rho")?,
+        row.try_get("rho")?,
+        0.0,
+        0.0,
+    )?;
+    Ok((comp, row.try_get("budget_epsilon")?, row.try_get("delta")?))
+}
+
+/// Charges and records a lease inside `tx` (the caller audits and commits).
+pub async fn acquire(
+    tx: &mut SqliteConnection,
+    req: &LeaseRequest,
+    policy: &LoadedPolicy,
+    lease_id: String,
+    now_ms: i64,
+) -> Result<Granted, LedgerError> {
+    if req.releases == 0 || req.releases > MAX_LEASE_RELEASES {
+        return Err(LedgerError::Invalid(format!(
+            "releases must be in 1..={MAX_LEASE_RELEASES}"
+        )));
+    }
+    if !valid_day(&req.day) {
+        return Err(LedgerError::Invalid("day must be YYYY-MM-DD".into()));
+    }
+    if req.policy_hash != policy.hash {
+        return Err(LedgerError::Denied(format!(
+            "lease requested under policy {:?}, but the policy in force is {:?}",
+            req.policy_hash, policy.hash
+        )));
+    }
+    let cost = policy_cost(policy, &req.metric, &req.purpose)?;
+    if matches!(cost, Cost::Free) {
+        return Err(LedgerError::Invalid(format!(
+            "metric `{}` is declared non-personal and needs no lease",
+            req.metric
+        )));
+    }
+    if !same_cost(cost, req.cost) {
+        return Err(LedgerError::Denied(format!(
+            "cost per release (epsilon {}, rho {}) differs from the policy's (epsilon {}, rho {})",
+            req.cost.epsilon(),
+            req.cost.rho(),
+            cost.epsilon(),
+            cost.rho()
+        )));
+    }
+    let (before, budget, delta) = day_composition(tx, &req.venue, &req.day, policy).await?;
+    let mut after = before;
+    for _ in 0..req.releases {
+        after = after.compose(cost)?;
+    }
+    let spent = after.epsilon_at(delta)?;
+    if spent > budget {
+        let had = before.epsilon_at(delta)?;
+        return Err(LedgerError::Exhausted(format!(
+            "venue {} day {}: {:.4} of {budget} epsilon spent, this lease would make it {spent:.4}",
+            req.venue, req.day, had
+        )));
+    }
+    sqlx::query(
+        "-- acquire()\nUPDATE ledger_days SET pure_epsilon = ?, pure_as_rho = ?, rho = ? WHERE venue = ? AND day = ?",
+    )
+    .bind(after.pure_epsilon())
+    .bind(after.pure_as_rho())
+    .bind(after.rho())
+    .bind(&req.venue)
+    .bind(&req.day)
+    .execute(&mut *tx)
+    .await?;
+    let n = f64::from(req.releases);
+    let (eps, rho) = (cost.epsilon() * n, cost.rho() * n);
+    sqlx::query(
+        "-- acquire()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = epsilon + excluded.epsilon, rho = rho + excluded.rho",
+    )
+    .bind(&req.venue)
+    .bind(&req.day)
+    .bind(&req.metric)
+    .bind(&req.purpose)
+    .bind(eps)
+    .bind(rho)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "-- acquire()\nINSERT INTO leases (lease_id, venue, node, day, metric, purpose, epsilon, rho, releases, used, policy_hash, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+    )
+    .bind(&lease_id)
+    .bind(&req.venue)
+    .bind(&req.node)
+    .bind(&req.day)
+    .bind(&req.metric)
+    .bind(&req.purpose)
+    .bind(cost.epsilon())
+    .bind(cost.rho())
+    .bind(i64::from(req.releases))
+    .bind(&policy.hash)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Granted {
+        lease_id,
+        epsilon: eps,
+        rho,
+        remaining_epsilon: (budget - spent).max(0.0),
+    })
+}
+
+/// Confirms one release against its lease inside `tx`: the lease exists,
+/// belongs to the node, covers the metric, purpose, day and cost, and has a
+/// release left. Returns a refusal reason otherwise.
+#[allow(clippy::too_many_arguments)]
+pub async fn use_lease(
+    tx: &mut SqliteConnection,
+    lease_id: &str,
+    venue: &str,
+    node: &str,
+    metric: &str,
+    purpose: &str,
+    day: &str,
+    cost: Cost,
+) -> Result<Result<(), String>, LedgerError> {
+    let row = sqlx::query(
+        "-- use_lease()\nSELECT venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id = ?",
+    )
+    .bind(lease_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(format!(
+            "lease {lease_id:?} does not exist: no budget was charged for this release"
+        )));
+    };
+    let owner_ok =
+        row.try_get::<String, _>("venue")? == venue && row.try_get::<String, _>("node")? == node;
+    if !owner_ok {
+        return Ok(Err("the lease belongs to another node".into()));
+    }
+    if row.try_get::<String, _>("metric")? != metric
+        || row.try_get::<String, _>("purpose")? != purpose
+    {
+        return Ok(Err(
+            "the lease was granted for another metric or purpose".into()
+        ));
+    }
+    if row.try_get::<String, _>("day")? != day {
+        return Ok(Err("the lease was granted for another event day".into()));
+    }
+    let (eps, rho): (f64, f64) = (row.try_get("epsilon")?, row.try_get("rho")?);
+    if eps != cost.epsilon() || rho != cost.rho() {
+        return Ok(Err("the release's cost differs from its lease's".into()));
+    }
+    let releases: i64 = row.try_get("releases")?;
+    let used: i64 = row.try_get("used")?;
+    if used >= releases {
+        return Ok(Err(format!("the lease's {releases} releases are used up")));
+    }
+    sqlx::query("-- use_lease()\nUPDATE leases SET used = used + 1 WHERE lease_id = ?")
+        .bind(lease_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Ok(()))
+}
+
+/// Spent and remaining budget of a venue on a day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetReport {
+    /// Venue.
+    pub venue: String,
+    /// Day.
+    pub day: String,
+    /// Day budget (epsilon at `delta`).
+    pub budget_epsilon: f64,
+    /// Delta.
+    pub delta: f64,
+    /// Spent, epsilon at `delta`.
+    pub spent_epsilon: f64,
+    /// Remaining.
+    pub remaining_epsilon: f64,
+    /// (metric, purpose, epsilon, rho) charged.
+    pub lines: Vec<(String, String, f64, f64)>,
+}
+
+/// The budget report of `venue` on `day`; `policy` supplies the budget when
+/// nothing was spent yet.
+pub async fn report(
+    pool: &SqlitePool,
+    venue: &str,
+    day: &str,
+    policy: Option<&LoadedPolicy>,
+) -> Result<BudgetReport, LedgerError> {
+    let row = sqlx::query(
+        "-- report()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = ? AND day = ?",
+    )
+    .bind(venue)
+    .bind(day)
+    .fetch_optional(pool)
+    .await?;
+    let (budget, delta, comp) = match row {
+        Some(r) => (
+            r.try_get("budget_epsilon")?,
+            r.try_get("delta")?,
+            Composition::from_parts(
+                r.try_get("pure_epsilon")?,
+                r.try_get("pure_as_rho")?,
+                r.try_get("rho")?,
+                0.0,
+                0.0,
+            )?,
+        ),
+        None => (
+            policy.map_or(0.0, |p| p.policy.budget.epsilon_per_day),
+            policy.map_or(0.0, |p| p.policy.budget.delta),
+            Composition::new(),
+        ),
+    };
+    let spent = comp.epsilon_at(delta)?;
+    let lines = sqlx::query(
+        "-- report()\nSELECT metric, purpose, epsilon, rho FROM ledger_lines WHERE venue = ? AND day = ? ORDER BY metric, purpose",
+    )
+    .bind(venue)
+    .bind(day)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("metric")?,
+            r.try_get("purpose")?,
+            r.try_get("epsilon")?,
+            r.try_get("rho")?,
+        ))
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(BudgetReport {
+        venue: venue.to_owned(),
+        day: day.to_owned(),
+        budget_epsilon: budget,
+        delta,
+        spent_epsilon: spent,
+        remaining_epsilon: (budget - spent).max(0.0),
+        lines,
+    })
+}
+
+/// The `veil.v1.Ledger` service.
+#[derive(Debug, Clone)]
+pub struct LedgerService {
+    pub(crate) state: std::sync::Arc<crate::state::State>,
+}
+
+fn new_lease_id() -> Result<String, tonic::Status> {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| tonic::Status::internal("no randomness for a lease id"))?;
+    Ok(hex::encode(b))
+}
+
+#[tonic::async_trait]
+impl veil_proto::ledger_server::Ledger for LedgerService {
+    async fn acquire_lease(
+        &self,
+        request: tonic::Request<veil_proto::AcquireLeaseRequest>,
+    ) -> Result<tonic::Response<veil_proto::Lease>, tonic::Status> {
+        use crate::audit::{NewEntry, action};
+        let st = &self.state;
+        let (venue, node) = st.registry.require_node(&request)?;
+        let r = request.into_inner();
+        let policy = st
+            .policies
+            .get(&venue)
+            .ok_or_else(|| {
+                tonic::Status::failed_precondition(format!("venue {venue} has no policy in force"))
+            })?
+            .clone();
+        let c = r.cost_per_release.unwrap_or_default();
+        let cost = match (c.epsilon > 0.0, c.rho > 0.0) {
+            (true, false) => Epsilon::new(c.epsilon).map(Cost::Pure),
+            (false, true) => Rho::new(c.rho).map(Cost::Zcdp),
+            _ => {
+                return Err(tonic::Status::invalid_argument(
+                    "cost_per_release needs exactly one of epsilon > 0 or rho > 0",
+                ));
+            }
+        }
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let req = LeaseRequest {
+            venue: venue.clone(),
+            node: node.clone(),
+            day: r.day.clone(),
+            metric: r.metric.clone(),
+            purpose: r.purpose.clone(),
+            cost,
+            releases: r.releases,
+            policy_hash: r.policy_hash.clone(),
+        };
+        let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
+        let now = crate::state::now_ms();
+        let lease_id = new_lease_id()?;
+        let mut audit = st.audit.begin().await;
+        let mut tx = st
+            .storage
+            .pool()
+            .begin()
+            .await
+            .map_err(|_| tonic::Status::unavailable("ledger database unavailable"))?;
+        let outcome = acquire(&mut tx, &req, &policy, lease_id, now).await;
+        let entry = match &outcome {
+            Ok(g) => NewEntry {
+                actor,
+                venue: venue.clone(),
+                action: action::LEASE,
+                allow: true,
+                reason: format!(
+                    "{} releases of {} for {} on {} (lease {})",
+                    req.releases, req.metric, req.purpose, req.day, g.lease_id
+                ),
+                policy_hash: policy.hash.clone(),
+                epsilon: g.epsilon,
+                rho: g.rho,
+                release_sha256: String::new(),
+            },
+            Err(e) => {
+                crate::ingest::deny(&actor, &venue, action::LEASE, &e.to_string(), &policy.hash)
+            }
+        };
+        let audited = audit.append(&mut tx, entry, now).await;
+        let committed = match audited {
+            Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = committed {
+            tracing::error!(error = %e, "Ledger transaction failed; no lease granted.");
+            return Err(tonic::Status::unavailable(
+                "ledger unavailable; no lease granted, retry",
+            ));
+        }
+        audit.committed();
+        let _ = st.audit.maybe_checkpoint(st.storage.pool(), now).await;
+        match outcome {
+            Ok(g) => Ok(tonic::Response::new(veil_proto::Lease {
+                lease_id: g.lease_id,
+                day: req.day,
+                cost_per_release: Some(veil_proto::PrivacyCost {
+                    epsilon: cost.epsilon(),
+                    rho: cost.rho(),
+                }),
+                releases: req.releases,
+                remaining_epsilon: g.remaining_epsilon,
+            })),
+            Err(LedgerError::Exhausted(m)) => Err(tonic::Status::resource_exhausted(m)),
+            Err(LedgerError::Denied(m)) => Err(tonic::Status::permission_denied(m)),
+            Err(LedgerError::Invalid(m)) => Err(tonic::Status::invalid_argument(m)),
+            Err(e) => {
+                tracing::error!(error = %e, "Ledger error.");
+                Err(tonic::Status::internal("ledger error"))
+            }
+        }
+    }
+
+    async fn get_budget(
+        &self,
+        request: tonic::Request<veil_proto::GetBudgetRequest>,
+    ) -> Result<tonic::Response<veil_proto::BudgetReport>, tonic::Status> {
+        use crate::identity::{Identity, Role};
+        let st = &self.state;
+        let id = st.registry.identify(&request)?;
+        let r = request.into_inner();
+        let venue = match &id {
+            Identity::Node { venue, .. } => venue.clone(),
+            Identity::Role {
+                role: Role::Compliance | Role::Organizer,
+                ..
+            } => {
+                if !st.registry.may_see_venue(&id, &r.venue) {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "{id} may not see venue {}",
+                        r.venue
+                    )));
+                }
+                r.venue.clone()
+            }
+            Identity::Role { .. } => {
+                return Err(tonic::Status::permission_denied(format!(
+                    "{id} may not call this: requires a node, compliance or organizer"
+                )));
+            }
+        };
+        let day = if r.day.is_empty() {
+            day_of(crate::state::now_ms())
+        } else {
+            r.day
+        };
+        if !valid_day(&day) {
+            return Err(tonic::Status::invalid_argument("day must be YYYY-MM-DD"));
+        }
+        let rep = report(
+            st.storage.pool(),
+            &venue,
+            &day,
+            st.policies.get(&venue).map(|p| p.as_ref()),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "Budget report failed.");
+            tonic::Status::unavailable("ledger unavailable")
+        })?;
+        Ok(tonic::Response::new(veil_proto::BudgetReport {
+            venue: rep.venue,
+            day: rep.day,
+            budget_epsilon: rep.budget_epsilon,
+            delta: rep.delta,
+            spent_epsilon: rep.spent_epsilon,
+            remaining_epsilon: rep.remaining_epsilon,
+            lines: rep
+                .lines
+                .into_iter()
+                .map(|(metric, purpose, epsilon, rho)| veil_proto::BudgetLine {
+                    metric,
+                    purpose,
+                    epsilon,
+                    rho,
+                })
+                .collect(),
+        }))
+    }
+}

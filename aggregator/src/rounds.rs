@@ -1,0 +1,461 @@
+//! Federated rounds: the round state machine (open -> published | failed),
+//! validation of node updates, the FedAvg kernel, the model store with model
+//! cards, and the `Federated` gRPC service.
+//!
+//! A round trains from the latest published version of a model. Enrolled
+//! nodes (every node registered with the aggregator) fetch that version,
+//! train locally, clip their update to L2 norm C and add their share of
+//! Gaussian noise (see [`veil_privacy::model_update`]). Each update is
+//! validated (safetensors, the global model's tensor names and shapes, dtype
+//! F32, finite, norm at most C plus the noise share's high-probability bound)
+//! and added to the round's running sum; individual updates are never
+//! stored. At the deadline a round with at least `min_nodes` participants
+//! publishes version v+1 = v + sum / participants with a model card; with
+//! fewer it fails and publishes nothing.
+//!
+//! The aggregator never sees raw events or local examples; nothing a peer
+//! sends can panic it.
+
+pub mod cli;
+pub mod kernel;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+use veil_proto::{
+    FetchGlobalModelRequest, ListModelsRequest, ListModelsResponse, ListOpenRoundsRequest,
+    ListOpenRoundsResponse, ModelArtifact, ModelVersion, OpenRoundRequest, PullModelRequest, Round,
+    SubmitUpdateRequest, SubmitUpdateResponse, federated_server::Federated,
+};
+
+use crate::{
+    audit::{AuditLog, NewEntry, SELF_ACTOR},
+    auth::Registry,
+    identity::{Identity, Role},
+    state::now_ms,
+};
+pub use store::{OpenParams, RoundError, RoundRow, Rounds, SubmitOutcome};
+
+/// Audit action names of federated rounds.
+pub mod action {
+    /// A round was opened.
+    pub const ROUND_OPEN: &str = "round.open";
+    /// A node update was accepted into a round.
+    pub const ROUND_UPDATE: &str = "round.update";
+    /// A node update was refused.
+    pub const ROUND_REFUSE: &str = "round.refuse";
+    /// A round published a new model version.
+    pub const ROUND_PUBLISH: &str = "round.publish";
+    /// A round closed without a new version.
+    pub const ROUND_FAIL: &str = "round.fail";
+    /// A venue ledger is charged for a published round.
+    pub const ROUND_CHARGE: &str = "round.charge";
+    /// A model version was pulled.
+    pub const MODEL_PULL: &str = "model.pull";
+}
+
+/// `[rounds]` in `aggregator.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoundsConfig {
+    /// delta at which model cards state epsilon.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Rounds opened on a schedule.
+    #[serde(default)]
+    pub schedule: Vec<ScheduledRound>,
+}
+
+fn default_delta() -> f64 {
+    1e-6
+}
+
+impl Default for RoundsConfig {
+    fn default() -> Self {
+        Self {
+            delta: default_delta(),
+            schedule: Vec::new(),
+        }
+    }
+}
+
+/// A round opened every `every_s` seconds (when none of the model is open).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledRound {
+    /// Model name.
+    pub model: String,
+    /// Seconds between rounds.
+    pub every_s: u64,
+    /// Minimum participants.
+    pub min_nodes: u32,
+    /// L2 clip norm C.
+    pub clip_norm: f64,
+    /// Noise multiplier z.
+    pub noise_multiplier: f64,
+    /// Local SGD steps.
+    pub local_steps: u32,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Deadline, seconds after opening.
+    pub deadline_s: u32,
+}
+
+impl ScheduledRound {
+    fn params(&self) -> OpenParams {
+        OpenParams {
+            model: self.model.clone(),
+            min_nodes: self.min_nodes,
+            clip_norm: self.clip_norm,
+            noise_multiplier: self.noise_multiplier,
+            local_steps: self.local_steps,
+            learning_rate: self.learning_rate,
+            deadline: Duration::from_secs(u64::from(self.deadline_s)),
+        }
+    }
+}
+
+/// Appends one audit entry for a round event in its own transaction. Does
+/// nothing without an audit log (library use in tests and benches).
+pub async fn record_round_event(
+    rounds: &Rounds,
+    audit: Option<&AuditLog>,
+    entry: NewEntry,
+) -> Result<(), RoundError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let mut atx = audit.begin().await;
+    let mut tx = rounds.pool().begin().await?;
+    atx.append(&mut tx, entry, now_ms())
+        .await
+        .map_err(|e| RoundError::Audit(e.to_string()))?;
+    tx.commit().await?;
+    atx.committed();
+    Ok(())
+}
+
+/// Charges each participating venue's ledger with the round's cost.
+///
+/// The cost charged is the per-update zCDP rho (`m / (2 z^2)`), what the
+/// aggregator itself could learn from one venue's noised update until secure
+/// aggregation lands; the published model's own cost (`1 / (2 z^2)` per
+/// round) is on the model card. Today this records one `round.charge` audit
+/// entry per venue; the ledger debit is wired by the ledger module.
+pub async fn charge_round_ledgers(
+    rounds: &Rounds,
+    audit: Option<&AuditLog>,
+    round: &RoundRow,
+    venues: &[String],
+) -> Result<(), RoundError> {
+    let rho = round.privacy()?.node_rho()?.get();
+    for venue in venues {
+        record_round_event(
+            rounds,
+            audit,
+            NewEntry {
+                actor: SELF_ACTOR.into(),
+                venue: venue.clone(),
+                action: action::ROUND_CHARGE,
+                allow: true,
+                reason: format!("round {} of {}", round.round_id, round.model),
+                rho,
+                ..NewEntry::default()
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Closes every round past its deadline (publishing or failing it) and
+/// records the outcome; returns the closed rounds.
+pub async fn close_due(
+    rounds: &Rounds,
+    audit: Option<&AuditLog>,
+    now: i64,
+) -> Result<Vec<RoundRow>, RoundError> {
+    let mut out = Vec::new();
+    for id in rounds.due(now).await? {
+        out.push(close_and_record(rounds, audit, &id, now).await?);
+    }
+    Ok(out)
+}
+
+/// Closes one round now (whatever its deadline) and records the outcome.
+pub async fn close_and_record(
+    rounds: &Rounds,
+    audit: Option<&AuditLog>,
+    round_id: &str,
+    now: i64,
+) -> Result<RoundRow, RoundError> {
+    let (row, venues) = rounds.close(round_id, now).await?;
+    let published = row.state == "published";
+    record_round_event(
+        rounds,
+        audit,
+        NewEntry {
+            actor: SELF_ACTOR.into(),
+            action: if published {
+                action::ROUND_PUBLISH
+            } else {
+                action::ROUND_FAIL
+            },
+            allow: published,
+            reason: format!("round {} of {}: {}", row.round_id, row.model, row.reason),
+            ..NewEntry::default()
+        },
+    )
+    .await?;
+    if published {
+        charge_round_ledgers(rounds, audit, &row, &venues).await?;
+    }
+    tracing::info!(round = %row.round_id, model = %row.model, state = %row.state, participants = row.participants, "Round closed.");
+    Ok(row)
+}
+
+/// Closes due rounds and opens scheduled ones, every second, until the
+/// returned handle is aborted.
+pub fn spawn_ticker(
+    rounds: Arc<Rounds>,
+    audit: Option<AuditLog>,
+    schedule: Vec<ScheduledRound>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_open: Vec<i64> = vec![0; schedule.len()];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = now_ms();
+            if let Err(e) = close_due(&rounds, audit.as_ref(), now).await {
+                tracing::warn!(error = %e, "Closing due rounds failed.");
+            }
+            for (s, last) in schedule.iter().zip(last_open.iter_mut()) {
+                let every = i64::try_from(s.every_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+                if now.saturating_sub(*last) < every {
+                    continue;
+                }
+                match rounds.open(&s.params(), now).await {
+                    Ok(r) => {
+                        *last = now;
+                        tracing::info!(round = %r.round_id, model = %r.model, "Scheduled round opened.");
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %s.model, error = %e, "Scheduled round not opened.")
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The `Federated` gRPC service.
+#[derive(Debug, Clone)]
+pub struct FederatedService {
+    rounds: Arc<Rounds>,
+    registry: Registry,
+    audit: Option<AuditLog>,
+}
+
+impl FederatedService {
+    /// A service over `rounds`, authorising callers with `registry`.
+    pub fn new(rounds: Arc<Rounds>, registry: Registry, audit: Option<AuditLog>) -> Self {
+        Self {
+            rounds,
+            registry,
+            audit,
+        }
+    }
+}
+
+fn status(e: RoundError) -> Status {
+    match e {
+        RoundError::Invalid(m) => Status::invalid_argument(m),
+        RoundError::NotFound(m) => Status::not_found(m),
+        RoundError::Closed(m) => Status::failed_precondition(m),
+        other => {
+            tracing::error!(error = %other, "Federated call failed.");
+            Status::internal("internal error")
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Federated for FederatedService {
+    async fn open_round(&self, req: Request<OpenRoundRequest>) -> Result<Response<Round>, Status> {
+        let id = self.registry.require_role(&req, &[Role::Ml])?;
+        let r = req.into_inner();
+        let params = OpenParams {
+            model: r.model,
+            min_nodes: r.min_nodes,
+            clip_norm: r.clip_norm,
+            noise_multiplier: r.noise_multiplier,
+            local_steps: r.local_steps,
+            learning_rate: r.learning_rate,
+            deadline: Duration::from_secs(u64::from(r.deadline_s)),
+        };
+        let row = self.rounds.open(&params, now_ms()).await.map_err(status)?;
+        record_round_event(
+            &self.rounds,
+            self.audit.as_ref(),
+            NewEntry {
+                actor: id.spiffe(),
+                action: action::ROUND_OPEN,
+                allow: true,
+                reason: format!("round {} of {}", row.round_id, row.model),
+                ..NewEntry::default()
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(row.to_proto()))
+    }
+
+    async fn list_open_rounds(
+        &self,
+        req: Request<ListOpenRoundsRequest>,
+    ) -> Result<Response<ListOpenRoundsResponse>, Status> {
+        let (venue, node) = self.registry.require_node(&req)?;
+        let rounds = self
+            .rounds
+            .open_for(&venue, &node, now_ms())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListOpenRoundsResponse {
+            rounds: rounds.iter().map(RoundRow::to_proto).collect(),
+        }))
+    }
+
+    async fn fetch_global_model(
+        &self,
+        req: Request<FetchGlobalModelRequest>,
+    ) -> Result<Response<ModelArtifact>, Status> {
+        self.registry.require_node(&req)?;
+        let round = self
+            .rounds
+            .round(&req.get_ref().round_id)
+            .await
+            .map_err(status)?;
+        let (weights, card) = self
+            .rounds
+            .version(&round.model, round.base_version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ModelArtifact {
+            model: round.model,
+            version: round.base_version,
+            safetensors: weights,
+            card_json: card,
+        }))
+    }
+
+    async fn submit_update(
+        &self,
+        req: Request<SubmitUpdateRequest>,
+    ) -> Result<Response<SubmitUpdateResponse>, Status> {
+        let (venue, node) = self.registry.require_node(&req)?;
+        let actor = Identity::Node {
+            venue: venue.clone(),
+            node: node.clone(),
+        }
+        .spiffe();
+        let r = req.into_inner();
+        let outcome = self
+            .rounds
+            .submit(&r.round_id, &venue, &node, &r.update, now_ms())
+            .await
+            .map_err(status)?;
+        let (accepted, reason) = match &outcome {
+            SubmitOutcome::Accepted { participants } => {
+                (true, format!("accepted ({participants} so far)"))
+            }
+            SubmitOutcome::Refused(reason) => (false, reason.clone()),
+        };
+        if !accepted {
+            tracing::warn!(round = %r.round_id, venue = %venue, reason = %reason, "Update refused.");
+        }
+        record_round_event(
+            &self.rounds,
+            self.audit.as_ref(),
+            NewEntry {
+                actor,
+                venue,
+                action: if accepted {
+                    action::ROUND_UPDATE
+                } else {
+                    action::ROUND_REFUSE
+                },
+                allow: accepted,
+                reason: format!("round {}: {reason}", r.round_id),
+                ..NewEntry::default()
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(SubmitUpdateResponse { accepted, reason }))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        self.registry.require_role(&req, &[Role::Ml])?;
+        let versions = self
+            .rounds
+            .versions(&req.get_ref().model)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListModelsResponse {
+            versions: versions
+                .into_iter()
+                .map(|(version, card_json)| ModelVersion {
+                    model: req.get_ref().model.clone(),
+                    version,
+                    card_json,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn pull_model(
+        &self,
+        req: Request<PullModelRequest>,
+    ) -> Result<Response<ModelArtifact>, Status> {
+        let id = self.registry.require_role(&req, &[Role::Ml])?;
+        let r = req.into_inner();
+        let version = if r.version == 0 {
+            self.rounds.latest(&r.model).await.map_err(status)?
+        } else {
+            r.version
+        };
+        let (weights, card) = self
+            .rounds
+            .version(&r.model, version)
+            .await
+            .map_err(status)?;
+        record_round_event(
+            &self.rounds,
+            self.audit.as_ref(),
+            NewEntry {
+                actor: id.spiffe(),
+                action: action::MODEL_PULL,
+                allow: true,
+                reason: format!("{} version {version}", r.model),
+                ..NewEntry::default()
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(ModelArtifact {
+            model: r.model,
+            version,
+            safetensors: weights,
+            card_json: card,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

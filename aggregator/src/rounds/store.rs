@@ -1,0 +1,601 @@
+//! Rounds and model versions in SQLite: opening, accepting updates into a
+//! round's running sum, closing (publish or fail), and the model store with
+//! its model cards.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::json;
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+use veil_privacy::model_update::{ModelPrivacy, RoundPrivacy};
+use veil_proto::Round;
+
+use super::kernel;
+
+/// Errors of the round machinery.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// Bad parameters or input (caller's fault).
+    #[error("{0}")]
+    Invalid(String),
+    /// Unknown round, model or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The round is not open.
+    #[error("{0}")]
+    Closed(String),
+    /// Database failure.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Privacy accounting failed.
+    #[error("privacy: {0}")]
+    Privacy(#[from] veil_privacy::PrivacyError),
+    /// A stored model file is corrupt.
+    #[error("stored model: {0}")]
+    Corrupt(String),
+    /// Appending to the audit log failed.
+    #[error("audit: {0}")]
+    Audit(String),
+}
+
+/// Parameters of a new round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenParams {
+    /// Model name (must have a published version).
+    pub model: String,
+    /// Minimum participants, >= 1.
+    pub min_nodes: u32,
+    /// L2 clip norm C, > 0.
+    pub clip_norm: f64,
+    /// Noise multiplier z, > 0.
+    pub noise_multiplier: f64,
+    /// Local SGD steps, 1..=10000.
+    pub local_steps: u32,
+    /// Local learning rate, in (0, 10].
+    pub learning_rate: f64,
+    /// Time until the deadline, 1 s..=1 day.
+    pub deadline: Duration,
+}
+
+/// A round as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRow {
+    /// Round id.
+    pub round_id: String,
+    /// Model.
+    pub model: String,
+    /// Version trained from.
+    pub base_version: u32,
+    /// Minimum participants.
+    pub min_nodes: u32,
+    /// Clip norm C.
+    pub clip_norm: f64,
+    /// Noise multiplier z.
+    pub noise_multiplier: f64,
+    /// Local steps.
+    pub local_steps: u32,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Deadline, Unix ms.
+    pub deadline_ms: i64,
+    /// "open", "published" or "failed".
+    pub state: String,
+    /// Accepted updates.
+    pub participants: u32,
+    /// Why it closed as it did.
+    pub reason: String,
+}
+
+impl RoundRow {
+    /// The wire form.
+    pub fn to_proto(&self) -> Round {
+        Round {
+            round_id: self.round_id.clone(),
+            model: self.model.clone(),
+            base_version: self.base_version,
+            min_nodes: self.min_nodes,
+            clip_norm: self.clip_norm,
+            noise_multiplier: self.noise_multiplier,
+            local_steps: self.local_steps,
+            learning_rate: self.learning_rate,
+            deadline_ms: self.deadline_ms,
+            state: self.state.clone(),
+            participants: self.participants,
+        }
+    }
+
+    /// The round's privacy parameters.
+    pub fn privacy(&self) -> Result<RoundPrivacy, RoundError> {
+        Ok(RoundPrivacy::new(
+            self.clip_norm,
+            self.noise_multiplier,
+            self.min_nodes,
+        )?)
+    }
+
+    fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+        let u = |v: i64| u32::try_from(v).unwrap_or(0);
+        Ok(Self {
+            round_id: r.try_get("round_id")?,
+            model: r.try_get("model")?,
+            base_version: u(r.try_get("base_version")?),
+            min_nodes: u(r.try_get("min_nodes")?),
+            clip_norm: r.try_get("clip_norm")?,
+            noise_multiplier: r.try_get("noise_multiplier")?,
+            local_steps: u(r.try_get("local_steps")?),
+            learning_rate: r.try_get("learning_rate")?,
+            deadline_ms: r.try_get("deadline_ms")?,
+            state: r.try_get("state")?,
+            participants: u(r.try_get("participants")?),
+            reason: r.try_get("reason")?,
+        })
+    }
+}
+
+/// The result of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitOutcome {
+    /// Added to the round's sum.
+    Accepted {
+        /// Accepted updates so far.
+        participants: u32,
+    },
+    /// Refused, with the reason sent back to the node.
+    Refused(String),
+}
+
+/// Extra norm an honest noised update may have: with probability at least
+/// 1 - 1e-9 the norm of a `P`-dimensional N(0, sigma^2 I) vector is below
+/// sigma * (sqrt(P) + sqrt(2 ln 1e9)) (Gaussian concentration of the
+/// Lipschitz norm), so an update is refused above
+/// `C + sigma_node * (sqrt(P) + 6.44)`.
+pub fn norm_bound(privacy: &RoundPrivacy, params: usize) -> f64 {
+    let tail = (2.0 * (1e9f64).ln()).sqrt();
+    privacy.clip_norm() + privacy.node_sigma() * ((params as f64).sqrt() + tail)
+}
+
+const SELECT_ROUND: &str = "SELECT round_id, model, base_version, min_nodes, clip_norm, noise_multiplier, local_steps, learning_rate, deadline_ms, state, participants, reason FROM rounds";
+
+/// The rounds and model store of one aggregator database.
+#[derive(Debug)]
+pub struct Rounds {
+    pool: SqlitePool,
+    delta: f64,
+    lock: Mutex<()>,
+}
+
+impl Rounds {
+    /// Over the aggregator's pool (migration 0003 applied); model cards
+    /// state epsilon at `delta`.
+    pub fn new(pool: SqlitePool, delta: f64) -> Self {
+        Self {
+            pool,
+            delta,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Stores `weights` as the next version of `model` with no training
+    /// rounds (an imported initial model) and, optionally, its public
+    /// evaluation set. Returns the version.
+    pub async fn import_model(
+        &self,
+        model: &str,
+        weights: &[u8],
+        eval: Option<&[u8]>,
+        now: i64,
+    ) -> Result<u32, RoundError> {
+        if !crate::identity::valid_name(model) {
+            return Err(RoundError::Invalid(format!("invalid model name {model:?}")));
+        }
+        let flat = kernel::parse(weights).map_err(RoundError::Invalid)?;
+        if let Some(e) = eval {
+            let ev = kernel::parse(e).map_err(RoundError::Invalid)?;
+            kernel::evaluate(&flat, &ev).map_err(RoundError::Invalid)?;
+        }
+        let _g = self.lock.lock().await;
+        let version = self.latest_opt(model).await?.map_or(1, |v| v + 1);
+        let metric = match eval {
+            Some(e) => kernel::evaluate(&flat, &kernel::parse(e).map_err(RoundError::Invalid)?)
+                .ok()
+                .map(|(n, v)| json!({ "name": n, "before": v, "after": v })),
+            None => None,
+        };
+        let card = json!({
+            "model": model,
+            "version": version,
+            "parent": null,
+            "rounds": 0,
+            "participants": 0,
+            "clip_norm": null,
+            "noise_multiplier": null,
+            "epsilon": 0.0,
+            "delta": self.delta,
+            "privacy": { "rho": 0.0, "note": "imported: trained on synthetic simulator data only" },
+            "metric": metric,
+            "parameters": flat.values.len(),
+            "format": "safetensors (F32, PyTorch nn.Linear names)",
+            "created_ms": now,
+        });
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("-- Rounds::import_model()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES (?, ?, NULL, ?, ?, ?)")
+            .bind(model)
+            .bind(i64::from(version))
+            .bind(weights)
+            .bind(card.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(e) = eval {
+            sqlx::query("-- Rounds::import_model()\nINSERT INTO model_evals (model, eval) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET eval = excluded.eval")
+                .bind(model)
+                .bind(e)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn latest_opt(&self, model: &str) -> Result<Option<u32>, RoundError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "-- Rounds::latest_opt()\nSELECT MAX(version) FROM model_versions WHERE model = ?",
+        )
+        .bind(model)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.and_then(|v| u32::try_from(v).ok()))
+    }
+
+    /// Latest published version of `model`.
+    pub async fn latest(&self, model: &str) -> Result<u32, RoundError> {
+        self.latest_opt(model)
+            .await?
+            .ok_or_else(|| RoundError::NotFound(format!("no versions of model {model:?}")))
+    }
+
+    /// (weights, card JSON) of a version.
+    pub async fn version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<(Vec<u8>, String), RoundError> {
+        let row = sqlx::query("-- Rounds::version()\nSELECT weights, card_json FROM model_versions WHERE model = ? AND version = ?")
+            .bind(model)
+            .bind(i64::from(version))
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| RoundError::NotFound(format!("model {model:?} has no version {version}")))?;
+        Ok((row.try_get("weights")?, row.try_get("card_json")?))
+    }
+
+    /// (version, card JSON) of every version of `model`, oldest first.
+    pub async fn versions(&self, model: &str) -> Result<Vec<(u32, String)>, RoundError> {
+        let rows = sqlx::query("-- Rounds::versions()\nSELECT version, card_json FROM model_versions WHERE model = ? ORDER BY version")
+            .bind(model)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let v: i64 = r.try_get("version")?;
+                Ok((u32::try_from(v).unwrap_or(0), r.try_get("card_json")?))
+            })
+            .collect()
+    }
+
+    /// Opens a round on the latest version of `p.model`.
+    pub async fn open(&self, p: &OpenParams, now: i64) -> Result<RoundRow, RoundError> {
+        RoundPrivacy::new(p.clip_norm, p.noise_multiplier, p.min_nodes)
+            .map_err(|e| RoundError::Invalid(e.to_string()))?;
+        if !(1..=10_000).contains(&p.local_steps) {
+            return Err(RoundError::Invalid(
+                "local_steps must be in 1..=10000".into(),
+            ));
+        }
+        if !(p.learning_rate.is_finite() && p.learning_rate > 0.0 && p.learning_rate <= 10.0) {
+            return Err(RoundError::Invalid(
+                "learning_rate must be in (0, 10]".into(),
+            ));
+        }
+        let secs = p.deadline.as_secs();
+        if !(1..=86_400).contains(&secs) {
+            return Err(RoundError::Invalid("deadline must be 1 s ..= 1 day".into()));
+        }
+        let _g = self.lock.lock().await;
+        let base = self.latest(&p.model).await?;
+        let n: i64 = sqlx::query_scalar("-- Rounds::open()\nSELECT COUNT(*) FROM rounds")
+            .fetch_one(&self.pool)
+            .await?;
+        let round_id = format!("{}-r{}", p.model, n + 1);
+        let deadline_ms = now.saturating_add(i64::try_from(secs * 1000).unwrap_or(i64::MAX));
+        sqlx::query("-- Rounds::open()\nINSERT INTO rounds (round_id, model, base_version, min_nodes, clip_norm, noise_multiplier, local_steps, learning_rate, opened_ms, deadline_ms, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')")
+            .bind(&round_id)
+            .bind(&p.model)
+            .bind(i64::from(base))
+            .bind(i64::from(p.min_nodes))
+            .bind(p.clip_norm)
+            .bind(p.noise_multiplier)
+            .bind(i64::from(p.local_steps))
+            .bind(p.learning_rate)
+            .bind(now)
+            .bind(deadline_ms)
+            .execute(&self.pool)
+            .await?;
+        self.round(&round_id).await
+    }
+
+    /// One round.
+    pub async fn round(&self, round_id: &str) -> Result<RoundRow, RoundError> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "-- Rounds::round()\n{SELECT_ROUND} WHERE round_id = ?"
+        ));
+        let row = sqlx::query(q)
+            .bind(round_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| RoundError::NotFound(format!("unknown round {round_id:?}")))?;
+        Ok(RoundRow::from_row(&row)?)
+    }
+
+    /// Open rounds before their deadline that this node has not joined.
+    pub async fn open_for(
+        &self,
+        venue: &str,
+        node: &str,
+        now: i64,
+    ) -> Result<Vec<RoundRow>, RoundError> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "-- Rounds::open_for()\n{SELECT_ROUND} WHERE state = 'open' AND deadline_ms > ? AND round_id NOT IN (SELECT round_id FROM round_participants WHERE venue = ? AND node = ?) ORDER BY round_id"
+        ));
+        let rows = sqlx::query(q)
+            .bind(now)
+            .bind(venue)
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(RoundRow::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Ids of open rounds whose deadline has passed.
+    pub async fn due(&self, now: i64) -> Result<Vec<String>, RoundError> {
+        Ok(sqlx::query_scalar("-- Rounds::due()\nSELECT round_id FROM rounds WHERE state = 'open' AND deadline_ms <= ? ORDER BY round_id")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Validates a node's update and adds it to the round's running sum.
+    pub async fn submit(
+        &self,
+        round_id: &str,
+        venue: &str,
+        node: &str,
+        update: &[u8],
+        now: i64,
+    ) -> Result<SubmitOutcome, RoundError> {
+        let _g = self.lock.lock().await;
+        let round = self.round(round_id).await?;
+        if round.state != "open" || now >= round.deadline_ms {
+            return Ok(SubmitOutcome::Refused(format!(
+                "round {round_id} is closed"
+            )));
+        }
+        let joined: Option<i64> = sqlx::query_scalar("-- Rounds::submit()\nSELECT 1 FROM round_participants WHERE round_id = ? AND venue = ? AND node = ?")
+            .bind(round_id)
+            .bind(venue)
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await?;
+        if joined.is_some() {
+            return Ok(SubmitOutcome::Refused(
+                "this node already submitted an update for the round".into(),
+            ));
+        }
+        let (weights, _) = self.version(&round.model, round.base_version).await?;
+        let global = kernel::parse(&weights).map_err(RoundError::Corrupt)?;
+        let bound = norm_bound(&round.privacy()?, global.values.len());
+        let values = match kernel::validate_update(update, &global.layout, bound) {
+            Ok(v) => v,
+            Err(reason) => return Ok(SubmitOutcome::Refused(reason)),
+        };
+        let sum: Option<Vec<u8>> = sqlx::query_scalar(
+            "-- Rounds::submit()\nSELECT update_sum FROM rounds WHERE round_id = ?",
+        )
+        .bind(round_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut acc = match sum {
+            Some(b) if b.len() == values.len() * 4 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Some(_) => {
+                return Err(RoundError::Corrupt(
+                    "running sum has the wrong length".into(),
+                ));
+            }
+            None => vec![0.0f32; values.len()],
+        };
+        kernel::accumulate(&mut acc, &values);
+        let bytes: Vec<u8> = acc.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let participants = round.participants.saturating_add(1);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("-- Rounds::submit()\nINSERT INTO round_participants (round_id, venue, node, received_ms) VALUES (?, ?, ?, ?)")
+            .bind(round_id)
+            .bind(venue)
+            .bind(node)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("-- Rounds::submit()\nUPDATE rounds SET update_sum = ?, participants = ? WHERE round_id = ?")
+            .bind(bytes)
+            .bind(i64::from(participants))
+            .bind(round_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(SubmitOutcome::Accepted { participants })
+    }
+
+    /// Closes an open round now: publishes version v+1 when it has at least
+    /// `min_nodes` participants, else fails it. Returns the round and the
+    /// participating venues.
+    pub async fn close(
+        &self,
+        round_id: &str,
+        now: i64,
+    ) -> Result<(RoundRow, Vec<String>), RoundError> {
+        let _g = self.lock.lock().await;
+        let round = self.round(round_id).await?;
+        if round.state != "open" {
+            return Err(RoundError::Closed(format!(
+                "round {round_id} is already {}",
+                round.state
+            )));
+        }
+        let venues: Vec<String> = sqlx::query_scalar("-- Rounds::close()\nSELECT DISTINCT venue FROM round_participants WHERE round_id = ? ORDER BY venue")
+            .bind(round_id)
+            .fetch_all(&self.pool)
+            .await?;
+        if round.participants < round.min_nodes {
+            let reason = format!(
+                "{} participants, fewer than the minimum {}: no new version",
+                round.participants, round.min_nodes
+            );
+            sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
+                .bind(now)
+                .bind(&reason)
+                .bind(round_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok((self.round(round_id).await?, venues));
+        }
+        let (weights, parent_card) = self.version(&round.model, round.base_version).await?;
+        let global = kernel::parse(&weights).map_err(RoundError::Corrupt)?;
+        let sum: Option<Vec<u8>> = sqlx::query_scalar(
+            "-- Rounds::close()\nSELECT update_sum FROM rounds WHERE round_id = ?",
+        )
+        .bind(round_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let sum: Vec<f32> = sum
+            .ok_or_else(|| RoundError::Corrupt("no running sum".into()))?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if sum.len() != global.values.len() {
+            return Err(RoundError::Corrupt(
+                "running sum has the wrong length".into(),
+            ));
+        }
+        let next = kernel::apply_mean(&global.values, &sum, round.participants);
+        let next_bytes = kernel::encode(&global.layout, &next, global.metadata.clone())
+            .map_err(RoundError::Corrupt)?;
+        let version = self.latest(&round.model).await?.saturating_add(1);
+
+        // Privacy: the parent's accumulated rho plus this round's.
+        let parent: serde_json::Value =
+            serde_json::from_str(&parent_card).map_err(|e| RoundError::Corrupt(e.to_string()))?;
+        let prior = ModelPrivacy {
+            rho: parent["privacy"]["rho"].as_f64().unwrap_or(0.0),
+            rounds: parent["rounds"]
+                .as_u64()
+                .and_then(|r| u32::try_from(r).ok())
+                .unwrap_or(0),
+        };
+        let privacy = round.privacy()?;
+        let total = prior.after_round(&privacy)?;
+        let epsilon = total.epsilon(self.delta)?;
+        let node_rho = privacy.node_rho()?.get();
+        let metric = self.metric(&round.model, &global, &next, &next_bytes).await;
+        let card = json!({
+            "model": round.model,
+            "version": version,
+            "parent": round.base_version,
+            "round_id": round.round_id,
+            "rounds": total.rounds,
+            "participants": round.participants,
+            "min_nodes": round.min_nodes,
+            "clip_norm": round.clip_norm,
+            "noise_multiplier": round.noise_multiplier,
+            "local_steps": round.local_steps,
+            "learning_rate": round.learning_rate,
+            "epsilon": epsilon,
+            "delta": self.delta,
+            "privacy": {
+                "unit": "one node's local data (all its windows) per round",
+                "accountant": "zCDP: Gaussian sum with std z*C at L2 sensitivity C is 1/(2 z^2)-zCDP per round; rounds add (no subsampling amplification); epsilon by the Canonne-Kamath-Steinke conversion (OpenDP)",
+                "assumption": "each of at least min_nodes participants added Gaussian noise of std z*C/sqrt(min_nodes)",
+                "round_rho": privacy.round_rho()?.get(),
+                "rho": total.rho,
+                "per_update_rho_seen_by_aggregator": node_rho,
+            },
+            "metric": metric,
+            "parameters": next.len(),
+            "format": "safetensors (F32, PyTorch nn.Linear names)",
+            "created_ms": now,
+        });
+        let reason = format!(
+            "published version {version} from {} participants",
+            round.participants
+        );
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("-- Rounds::close()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&round.model)
+            .bind(i64::from(version))
+            .bind(i64::from(round.base_version))
+            .bind(&next_bytes)
+            .bind(card.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'published', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
+            .bind(now)
+            .bind(&reason)
+            .bind(round_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((self.round(round_id).await?, venues))
+    }
+
+    /// The model's metric on its public evaluation set before/after, if it
+    /// has one.
+    async fn metric(
+        &self,
+        model: &str,
+        before: &kernel::Flat,
+        _after: &[f32],
+        after_bytes: &[u8],
+    ) -> Option<serde_json::Value> {
+        let eval: Vec<u8> =
+            sqlx::query_scalar("-- Rounds::metric()\nSELECT eval FROM model_evals WHERE model = ?")
+                .bind(model)
+                .fetch_optional(&self.pool)
+                .await
+                .ok()??;
+        let ev = kernel::parse(&eval).ok()?;
+        let after = kernel::parse(after_bytes).ok()?;
+        let (name, b) = kernel::evaluate(before, &ev).ok()?;
+        let (_, a) = kernel::evaluate(&after, &ev).ok()?;
+        Some(
+            json!({ "name": name, "set": "public synthetic evaluation set", "before": b, "after": a }),
+        )
+    }
+}
+
+/// Metadata helper for tests and tools.
+pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -1,0 +1,144 @@
+use super::*;
+use crate::rounds::kernel;
+use crate::storage::Storage;
+
+fn model_bytes(w: f32) -> Vec<u8> {
+    let layout = vec![
+        ("l0.bias".to_owned(), vec![2]),
+        ("l0.weight".to_owned(), vec![2, 3]),
+    ];
+    kernel::encode(
+        &layout,
+        &[w; 8],
+        store::metadata(&[("dims", "3,2"), ("task", "regression")]),
+    )
+    .unwrap()
+}
+
+fn update(values: &[f32]) -> Vec<u8> {
+    let layout = vec![
+        ("l0.bias".to_owned(), vec![2]),
+        ("l0.weight".to_owned(), vec![2, 3]),
+    ];
+    kernel::encode(&layout, values, Default::default()).unwrap()
+}
+
+async fn rounds() -> (tempfile::TempDir, Rounds) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let storage = Storage::open(&url).await.unwrap();
+    let r = Rounds::new(storage.pool().clone(), 1e-6);
+    r.import_model("m", &model_bytes(0.5), None, 0)
+        .await
+        .unwrap();
+    (dir, r)
+}
+
+fn params(min_nodes: u32) -> OpenParams {
+    OpenParams {
+        model: "m".into(),
+        min_nodes,
+        clip_norm: 1.0,
+        noise_multiplier: 0.01,
+        local_steps: 1,
+        learning_rate: 0.1,
+        deadline: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn fedavg_kernel_averages() {
+    let a = vec![1.0f32; 10_000];
+    let b: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
+    let mut out = vec![0.0; 10_000];
+    kernel::fedavg(&[&a, &b], &mut out);
+    for (i, o) in out.iter().enumerate() {
+        assert!((o - (1.0 + i as f32) / 2.0).abs() < 1e-3);
+    }
+    assert!((kernel::l2_norm(&[3.0, 4.0]) - 5.0).abs() < 1e-9);
+    let f = kernel::bench_fedavg(3, 1000, 1);
+    assert!(f.fedavg_gbps > 0.0);
+}
+
+#[tokio::test]
+async fn bad_updates_are_refused_with_a_reason() {
+    let (_d, r) = rounds().await;
+    let round = r.open(&params(1), 1_000).await.unwrap();
+    let id = &round.round_id;
+    let mut nan = vec![0.01f32; 8];
+    nan[3] = f32::NAN;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (update(&nan), "non-finite"),
+        (update(&[10.0; 8]), "exceeds the bound"),
+        (model_bytes(0.0)[..20].to_vec(), "not a safetensors"),
+        (
+            kernel::encode(
+                &[("l0.bias".to_owned(), vec![8])],
+                &[0.0; 8],
+                Default::default(),
+            )
+            .unwrap(),
+            "wrong shape",
+        ),
+    ];
+    for (bytes, why) in cases {
+        match r.submit(id, "v", "n", &bytes, 2_000).await.unwrap() {
+            SubmitOutcome::Refused(reason) => assert!(reason.contains(why), "{reason} !~ {why}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    // A good update is accepted once; a replay is refused.
+    let ok = update(&[0.1; 8]);
+    assert_eq!(
+        r.submit(id, "v", "n", &ok, 2_000).await.unwrap(),
+        SubmitOutcome::Accepted { participants: 1 }
+    );
+    assert!(matches!(
+        r.submit(id, "v", "n", &ok, 2_000).await.unwrap(),
+        SubmitOutcome::Refused(_)
+    ));
+    // After the deadline nothing is accepted.
+    assert!(matches!(
+        r.submit(id, "v", "n2", &ok, 1_000 + 60_000).await.unwrap(),
+        SubmitOutcome::Refused(_)
+    ));
+}
+
+#[tokio::test]
+async fn too_few_participants_publish_nothing() {
+    let (_d, r) = rounds().await;
+    let round = r.open(&params(2), 0).await.unwrap();
+    r.submit(&round.round_id, "v", "n", &update(&[0.1; 8]), 10)
+        .await
+        .unwrap();
+    assert!(r.due(59_999).await.unwrap().is_empty());
+    let closed = close_due(&r, None, 60_000).await.unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].state, "failed");
+    assert!(closed[0].reason.contains("fewer than the minimum"));
+    assert_eq!(r.latest("m").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_round_publishes_the_average_with_a_card() {
+    let (_d, r) = rounds().await;
+    let round = r.open(&params(2), 0).await.unwrap();
+    r.submit(&round.round_id, "v1", "n", &update(&[0.1; 8]), 10)
+        .await
+        .unwrap();
+    r.submit(&round.round_id, "v2", "n", &update(&[0.3; 8]), 10)
+        .await
+        .unwrap();
+    let (row, venues) = r.close(&round.round_id, 20).await.unwrap();
+    assert_eq!(row.state, "published");
+    assert_eq!(venues, vec!["v1".to_owned(), "v2".to_owned()]);
+    let (w, card) = r.version("m", 2).await.unwrap();
+    let flat = kernel::parse(&w).unwrap();
+    assert!(flat.values.iter().all(|v| (v - 0.7).abs() < 1e-6));
+    let card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    assert_eq!(card["version"], 2);
+    assert_eq!(card["parent"], 1);
+    assert_eq!(card["rounds"], 1);
+    assert_eq!(card["participants"], 2);
+    assert!(card["epsilon"].as_f64().unwrap() > 0.0);
+}

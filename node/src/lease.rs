@@ -1,0 +1,164 @@
+//! Budget leases: before the node draws any noise for a metric, it holds a
+//! lease from the aggregator's ledger that already charged the cost. No
+//! lease, no release: a window waits (and the wait is counted) while the
+//! ledger is unreachable, and a metric stops being released once the day's
+//! budget is exhausted.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::transport::Channel;
+use veil_privacy::Cost;
+use veil_proto::{AcquireLeaseRequest, PrivacyCost, ledger_client::LedgerClient};
+
+use crate::upload::{Backoff, UploadError, classify};
+
+/// Why no lease was obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The venue's budget for the day cannot cover it.
+    #[error("budget exhausted: {0}")]
+    Exhausted(String),
+    /// Refused for good (policy, identity): an operator must act.
+    #[error("lease refused: {0}")]
+    Refused(String),
+    /// Asked to stop while waiting.
+    #[error("stopped while waiting for a lease")]
+    Stopped,
+}
+
+struct Held {
+    id: String,
+    remaining: u32,
+}
+
+/// Counters of the lease path (safe to export).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseStats {
+    /// Leases granted.
+    pub granted: u64,
+    /// Lease attempts that failed transiently (the window waited).
+    pub waits: u64,
+    /// Releases not made because the budget was exhausted.
+    pub exhausted_releases: u64,
+}
+
+/// Leases held by this node, per (metric, purpose, day).
+pub struct Leases {
+    client: LedgerClient<Channel>,
+    policy_hash: String,
+    /// Each lease covers this many windows' worth of releases.
+    windows_per_lease: u32,
+    max_backoff: Duration,
+    held: HashMap<(String, String, String), Held>,
+    exhausted: HashMap<(String, String, String), ()>,
+    /// Counters.
+    pub stats: LeaseStats,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("held", &self.held.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Leases {
+    /// A lease holder talking to the aggregator's ledger.
+    pub fn new(channel: Channel, policy_hash: &str, windows_per_lease: u32) -> Self {
+        Self {
+            client: LedgerClient::new(channel),
+            policy_hash: policy_hash.to_owned(),
+            windows_per_lease: windows_per_lease.max(1),
+            max_backoff: Duration::from_secs(30),
+            held: HashMap::new(),
+            exhausted: HashMap::new(),
+            stats: LeaseStats::default(),
+        }
+    }
+
+    /// Caps the wait between attempts while the ledger is unreachable.
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// A lease id covering `n` more releases of `metric` for `purpose` on
+    /// `day` at `cost` each, acquiring (and so charging) a new lease when the
+    /// held one cannot cover them. Waits with backoff while the ledger is
+    /// unreachable, until `stop` is set.
+    pub async fn take(
+        &mut self,
+        metric: &str,
+        purpose: &str,
+        day: &str,
+        cost: Cost,
+        n: u32,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<String, LeaseError> {
+        let key = (metric.to_owned(), purpose.to_owned(), day.to_owned());
+        if self.exhausted.contains_key(&key) {
+            self.stats.exhausted_releases += u64::from(n);
+            return Err(LeaseError::Exhausted(format!("{metric} on {day}")));
+        }
+        if let Some(h) = self.held.get_mut(&key)
+            && h.remaining >= n
+        {
+            h.remaining -= n;
+            return Ok(h.id.clone());
+        }
+        let releases = n.saturating_mul(self.windows_per_lease).clamp(n, 100_000);
+        let mut backoff = Backoff::new(Duration::from_millis(200), self.max_backoff);
+        loop {
+            let req = AcquireLeaseRequest {
+                day: day.to_owned(),
+                metric: metric.to_owned(),
+                purpose: purpose.to_owned(),
+                cost_per_release: Some(PrivacyCost {
+                    epsilon: cost.epsilon(),
+                    rho: cost.rho(),
+                }),
+                releases,
+                policy_hash: self.policy_hash.clone(),
+            };
+            match self.client.acquire_lease(req).await {
+                Ok(resp) => {
+                    let lease = resp.into_inner();
+                    self.stats.granted += 1;
+                    tracing::info!(%metric, %day, releases, remaining_epsilon = lease.remaining_epsilon, "Budget lease granted.");
+                    self.held.insert(
+                        key,
+                        Held {
+                            id: lease.lease_id.clone(),
+                            remaining: releases - n,
+                        },
+                    );
+                    return Ok(lease.lease_id);
+                }
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    tracing::error!(%metric, %day, reason = %status.message(), "Privacy budget exhausted: this metric is not released again today.");
+                    self.exhausted.insert(key, ());
+                    self.stats.exhausted_releases += u64::from(n);
+                    return Err(LeaseError::Exhausted(status.message().to_owned()));
+                }
+                Err(status) => match classify(&status) {
+                    UploadError::Transient(e) => {
+                        if *stop.borrow() {
+                            return Err(LeaseError::Stopped);
+                        }
+                        self.stats.waits += 1;
+                        let d = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "No budget lease yet; the window waits, nothing is released.");
+                        let mut stop = stop.clone();
+                        tokio::select! {
+                            () = tokio::time::sleep(d) => {},
+                            _ = stop.wait_for(|s| *s) => {},
+                        }
+                    }
+                    other => return Err(LeaseError::Refused(other.to_string())),
+                },
+            }
+        }
+    }
+}
