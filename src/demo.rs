@@ -188,6 +188,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::Ok((releases, reports))
     })?;
 
+    // Federated round over the same nodes (issue 6).
+    let fl = crate::demo_federated::run(
+        &rt,
+        &dir,
+        &agg_cfg_path,
+        &sim,
+        &truth,
+        &pki.nodes,
+        args.seed,
+    )?;
+
     // Audit export (as a compliance officer gets it) and offline verification.
     let agg_cfg = veil_aggregator::Config::load(&agg_cfg_path)?;
     let export_msg = rt.block_on(veil_aggregator::commands::audit_export(
@@ -213,6 +224,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     print_summary(&releases, &reports, &truth);
     println!("\nPrivacy budget (the aggregator's ledger, composed under zCDP)");
     for line in budget.lines().filter(|l| !l.starts_with("budget_")) {
+        println!("  {line}");
+    }
+    println!("\nFederated round (forecaster, DP updates over mTLS)");
+    for line in fl.lines() {
         println!("  {line}");
     }
     println!("\nAudit log");

@@ -3,6 +3,7 @@
 //! an embedded SQLite database and prints what happened.
 
 mod demo;
+mod demo_federated;
 
 use std::process::ExitCode;
 

@@ -10,12 +10,19 @@ use crate::{
     identity::{Identity, Role},
 };
 
+/// A refused caller, for the audit log: (actor SPIFFE id, reason).
+pub type Refusal = (String, String);
+
 /// Who may call the aggregator, built from the config.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     nodes: HashSet<(String, String)>,
     principals: HashMap<String, Vec<String>>,
+    refusals: Option<tokio::sync::mpsc::Sender<Refusal>>,
 }
+
+/// Actor recorded for a certificate that carries no usable Veil identity.
+pub const UNKNOWN_ACTOR: &str = "spiffe://veil/unknown";
 
 impl Registry {
     /// From the config's `[[venue]]` and `[[principal]]` tables.
@@ -31,7 +38,27 @@ impl Registry {
             .iter()
             .map(|p| (p.id.clone(), p.venues.clone()))
             .collect();
-        Self { nodes, principals }
+        Self {
+            nodes,
+            principals,
+            refusals: None,
+        }
+    }
+
+    /// Sends every refusal to `sink` (the server audits them). A full sink
+    /// drops the report (counted in the log) rather than slow a caller down.
+    pub fn with_refusal_sink(mut self, sink: tokio::sync::mpsc::Sender<Refusal>) -> Self {
+        self.refusals = Some(sink);
+        self
+    }
+
+    fn refuse(&self, actor: String, status: Status) -> Status {
+        if let Some(sink) = &self.refusals
+            && sink.try_send((actor, status.message().to_owned())).is_err()
+        {
+            tracing::warn!("Refusal not audited: the audit queue is full.");
+        }
+        status
     }
 
     /// The caller's identity from its certificate, refused if unknown.
@@ -42,16 +69,20 @@ impl Registry {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let id = Identity::from_cert_der(leaf.as_ref()).map_err(Status::permission_denied)?;
+        let id = Identity::from_cert_der(leaf.as_ref())
+            .map_err(|e| self.refuse(UNKNOWN_ACTOR.into(), Status::permission_denied(e)))?;
         let known = match &id {
             Identity::Node { venue, node } => self.nodes.contains(&(venue.clone(), node.clone())),
             Identity::Role { .. } => self.principals.contains_key(&id.spiffe()),
         };
         if !known {
             tracing::warn!(identity = %id, "Refused unknown identity.");
-            return Err(Status::permission_denied(format!(
-                "identity {id} is not registered with this aggregator"
-            )));
+            return Err(self.refuse(
+                id.spiffe(),
+                Status::permission_denied(format!(
+                    "identity {id} is not registered with this aggregator"
+                )),
+            ));
         }
         Ok(id)
     }
@@ -60,9 +91,10 @@ impl Registry {
     pub fn require_node<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
         match self.identify(req)? {
             Identity::Node { venue, node } => Ok((venue, node)),
-            other => Err(Status::permission_denied(format!(
-                "{other} may not call this: nodes only"
-            ))),
+            other => Err(self.refuse(
+                other.spiffe(),
+                Status::permission_denied(format!("{other} may not call this: nodes only")),
+            )),
         }
     }
 
@@ -71,14 +103,17 @@ impl Registry {
         let id = self.identify(req)?;
         match &id {
             Identity::Role { role, .. } if roles.contains(role) => Ok(id),
-            _ => Err(Status::permission_denied(format!(
-                "{id} may not call this: requires role {}",
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ))),
+            _ => Err(self.refuse(
+                id.spiffe(),
+                Status::permission_denied(format!(
+                    "{id} may not call this: requires role {}",
+                    roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )),
+            )),
         }
     }
 

@@ -240,6 +240,77 @@ pub async fn acquire(
     })
 }
 
+/// Charges `cost` to `venue`'s ledger on `day` under `metric` and
+/// `purpose` inside `tx`, without a lease (the caller audits and commits).
+///
+/// For releases the aggregator itself makes on a venue's behalf, such as a
+/// node's noised model update in a federated round (`metric` is
+/// `model:<name>`, `purpose` `model_training`); they are not policy metrics,
+/// so the policy supplies only the day budget. The budget check is the one
+/// [`acquire`] makes: the day's composition after the charge, as epsilon at
+/// the day's delta, may not exceed the budget, else [`LedgerError::Exhausted`]
+/// and nothing is written. The returned lease id is `direct:<metric>`.
+pub async fn charge_direct(
+    tx: &mut SqliteConnection,
+    venue: &str,
+    day: &str,
+    metric: &str,
+    purpose: &str,
+    cost: Cost,
+    policy: &LoadedPolicy,
+) -> Result<Granted, LedgerError> {
+    if !valid_day(day) {
+        return Err(LedgerError::Invalid("day must be YYYY-MM-DD".into()));
+    }
+    if metric.is_empty() || purpose.is_empty() {
+        return Err(LedgerError::Invalid(
+            "a direct charge needs a metric and a purpose".into(),
+        ));
+    }
+    if matches!(cost, Cost::Free) {
+        return Err(LedgerError::Invalid(
+            "a direct charge needs a positive cost".into(),
+        ));
+    }
+    let (before, budget, delta) = day_composition(tx, venue, day, policy).await?;
+    let after = before.compose(cost)?;
+    let spent = after.epsilon_at(delta)?;
+    if spent > budget {
+        let had = before.epsilon_at(delta)?;
+        return Err(LedgerError::Exhausted(format!(
+            "venue {venue} day {day}: {had:.4} of {budget} epsilon spent, {metric} would make it {spent:.4}"
+        )));
+    }
+    sqlx::query(
+        "-- charge_direct()\nUPDATE ledger_days SET pure_epsilon = ?, pure_as_rho = ?, rho = ? WHERE venue = ? AND day = ?",
+    )
+    .bind(after.pure_epsilon())
+    .bind(after.pure_as_rho())
+    .bind(after.rho())
+    .bind(venue)
+    .bind(day)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "-- charge_direct()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = epsilon + excluded.epsilon, rho = rho + excluded.rho",
+    )
+    .bind(venue)
+    .bind(day)
+    .bind(metric)
+    .bind(purpose)
+    .bind(cost.epsilon())
+    .bind(cost.rho())
+    .execute(&mut *tx)
+    .await?;
+    Ok(Granted {
+        lease_id: format!("direct:{metric}"),
+        epsilon: cost.epsilon(),
+        rho: cost.rho(),
+        remaining_epsilon: (budget - spent).max(0.0),
+    })
+}
+
 /// Confirms one release against its lease inside `tx`: the lease exists,
 /// belongs to the node, covers the metric, purpose, day and cost, and has a
 /// release left. Returns a refusal reason otherwise.

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod identity;

@@ -152,6 +152,28 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         params: usize,
     },
+    /// Durable ingest throughput and ack latency: an in-process aggregator
+    /// on loopback and N concurrent mTLS node clients.
+    Ingest {
+        /// Concurrent node clients.
+        #[arg(long, default_value_t = 100)]
+        nodes: u32,
+        /// Seconds the clients submit for.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Releases per SubmitReleases call.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Database (only "sqlite": a temporary file).
+        #[arg(long, default_value = "sqlite")]
+        db: String,
+    },
+    /// Audit-log append and offline verification throughput.
+    Audit {
+        /// Entries appended.
+        #[arg(long, default_value_t = 200_000)]
+        entries: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,6 +326,25 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    nodes,
+                    duration,
+                    batch,
+                    db,
+                },
+        } => bench(veil_aggregator::bench::ingest(
+            veil_aggregator::bench::IngestParams {
+                nodes,
+                duration: std::time::Duration::from_secs(duration),
+                batch,
+                db,
+            },
+        )),
+        Command::Bench {
+            command: BenchCommand::Audit { entries },
+        } => bench(veil_aggregator::bench::audit(entries)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,6 +436,16 @@ fn model_command(c: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a bench on a multi-threaded runtime and prints its report.
+fn bench(
+    f: impl std::future::Future<Output = anyhow::Result<veil_aggregator::bench::Report>>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(f)?;
+    print!("{}", report.render());
+    Ok(())
 }
 
 /// Loads the config and runs an async command that returns what to print.

@@ -38,6 +38,13 @@ impl Policies {
         Ok(Self { by_venue })
     }
 
+    /// Policies from already loaded documents (tools and tests).
+    pub fn from_loaded(venues: impl IntoIterator<Item = (String, LoadedPolicy)>) -> Self {
+        Self {
+            by_venue: venues.into_iter().map(|(v, p)| (v, Arc::new(p))).collect(),
+        }
+    }
+
     /// The policy of `venue`, if any (fail closed when `None`).
     pub fn get(&self, venue: &str) -> Option<&Arc<LoadedPolicy>> {
         self.by_venue.get(venue)

@@ -23,6 +23,7 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
+use sqlx::SqliteConnection;
 use tonic::{Request, Response, Status};
 use veil_proto::{
     FetchGlobalModelRequest, ListModelsRequest, ListModelsResponse, ListOpenRoundsRequest,
@@ -30,10 +31,14 @@ use veil_proto::{
     SubmitUpdateRequest, SubmitUpdateResponse, federated_server::Federated,
 };
 
+use veil_privacy::{Cost, Rho};
+
 use crate::{
-    audit::{AuditLog, NewEntry, SELF_ACTOR},
+    audit::{AuditLog, AuditTx, NewEntry, SELF_ACTOR},
     auth::Registry,
     identity::{Identity, Role},
+    ledger::{self, LedgerError},
+    policy::Policies,
     state::now_ms,
 };
 pub use store::{OpenParams, RoundError, RoundRow, Rounds, SubmitOutcome};
@@ -137,37 +142,135 @@ pub async fn record_round_event(
     Ok(())
 }
 
-/// Charges each participating venue's ledger with the round's cost.
+/// Purpose under which rounds charge venue ledgers.
+pub const TRAINING_PURPOSE: &str = "model_training";
+
+/// Ledger metric under which rounds of `model` charge venue ledgers.
+pub fn ledger_metric(model: &str) -> String {
+    format!("model:{model}")
+}
+
+/// What a serving aggregator needs to charge venue ledgers for rounds: the
+/// venues' policies (day budgets) and the audit log the charges go into.
+/// Without it (library use in tests and benches) rounds charge nothing.
+#[derive(Debug, Clone)]
+pub struct Charging {
+    /// Policies in force per venue.
+    pub policies: Policies,
+    /// The audit log.
+    pub audit: AuditLog,
+}
+
+impl Charging {
+    /// Whether `venue`'s day budget still covers its accepted updates in
+    /// `round` plus one more: `Err(reason)` refuses the update. Checked
+    /// (and rolled back) when an update arrives, so that the charge at
+    /// publication normally succeeds.
+    pub async fn affordable(
+        &self,
+        pool: &sqlx::SqlitePool,
+        round: &RoundRow,
+        venue: &str,
+        accepted_before: u32,
+        now: i64,
+    ) -> Result<Result<(), String>, RoundError> {
+        let Some(policy) = self.policies.get(venue) else {
+            return Ok(Err(format!("venue {venue} has no policy in force")));
+        };
+        let rho = round.privacy()?.node_rho()?.get() * f64::from(accepted_before + 1);
+        let cost = Cost::Zcdp(Rho::new(rho)?);
+        let mut tx = pool.begin().await?;
+        let out = ledger::charge_direct(
+            &mut tx,
+            venue,
+            &ledger::day_of(now),
+            &ledger_metric(&round.model),
+            TRAINING_PURPOSE,
+            cost,
+            policy,
+        )
+        .await;
+        tx.rollback().await?;
+        ledger_outcome(out).map(|r| r.map(|_| ()))
+    }
+}
+
+fn ledger_outcome(
+    out: Result<ledger::Granted, LedgerError>,
+) -> Result<Result<ledger::Granted, String>, RoundError> {
+    match out {
+        Ok(g) => Ok(Ok(g)),
+        Err(LedgerError::Db(e)) => Err(RoundError::Db(e)),
+        Err(LedgerError::Accounting(e)) => Err(RoundError::Privacy(e)),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// Charges each participating venue's ledger with the round's cost inside
+/// `tx` (the transaction that publishes the version), with one
+/// `round.charge` audit entry per venue in the same transaction.
 ///
-/// The cost charged is the per-update zCDP rho (`m / (2 z^2)`), what the
-/// aggregator itself could learn from one venue's noised update until secure
-/// aggregation lands; the published model's own cost (`1 / (2 z^2)` per
-/// round) is on the model card. Today this records one `round.charge` audit
-/// entry per venue; the ledger debit is wired by the ledger module.
+/// `venues` holds one entry per accepted update. The cost charged per
+/// update is the per-update zCDP rho (`m / (2 z^2)`): what the aggregator
+/// itself could learn from one node's noised update until secure
+/// aggregation lands; a venue with k updates in the round is charged k
+/// times that, on the UTC day the round closes, under metric
+/// `model:<name>` and purpose `model_training`. The published model's own
+/// cost (`1 / (2 z^2)` per round) is on the model card.
+///
+/// Returns `Ok(Err(reason))` when a venue has no policy or its budget
+/// cannot cover the charge: the caller rolls back and fails the round (no
+/// version is published, nothing is charged).
 pub async fn charge_round_ledgers(
-    rounds: &Rounds,
-    audit: Option<&AuditLog>,
+    tx: &mut SqliteConnection,
+    atx: &mut AuditTx<'_>,
+    policies: &Policies,
     round: &RoundRow,
     venues: &[String],
-) -> Result<(), RoundError> {
-    let rho = round.privacy()?.node_rho()?.get();
-    for venue in venues {
-        record_round_event(
-            rounds,
-            audit,
+    now: i64,
+) -> Result<Result<(), String>, RoundError> {
+    let node_rho = round.privacy()?.node_rho()?.get();
+    let day = ledger::day_of(now);
+    let metric = ledger_metric(&round.model);
+    let mut grouped: Vec<(&str, u32)> = Vec::new();
+    for v in venues {
+        match grouped.last_mut() {
+            Some((last, n)) if *last == v.as_str() => *n += 1,
+            _ => grouped.push((v.as_str(), 1)),
+        }
+    }
+    for (venue, updates) in grouped {
+        let Some(policy) = policies.get(venue) else {
+            return Ok(Err(format!("venue {venue} has no policy in force")));
+        };
+        let cost = Cost::Zcdp(Rho::new(node_rho * f64::from(updates))?);
+        let out =
+            ledger::charge_direct(tx, venue, &day, &metric, TRAINING_PURPOSE, cost, policy).await;
+        let granted = match ledger_outcome(out)? {
+            Ok(g) => g,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        atx.append(
+            tx,
             NewEntry {
                 actor: SELF_ACTOR.into(),
-                venue: venue.clone(),
+                venue: venue.to_owned(),
                 action: action::ROUND_CHARGE,
                 allow: true,
-                reason: format!("round {} of {}", round.round_id, round.model),
-                rho,
+                reason: format!(
+                    "round {} of {}: {updates} update(s) charged to {metric} for {TRAINING_PURPOSE} on {day}, {:.4} epsilon left",
+                    round.round_id, round.model, granted.remaining_epsilon
+                ),
+                policy_hash: policy.hash.clone(),
+                rho: granted.rho,
                 ..NewEntry::default()
             },
+            now,
         )
-        .await?;
+        .await
+        .map_err(|e| RoundError::Audit(e.to_string()))?;
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Closes every round past its deadline (publishing or failing it) and
@@ -191,7 +294,7 @@ pub async fn close_and_record(
     round_id: &str,
     now: i64,
 ) -> Result<RoundRow, RoundError> {
-    let (row, venues) = rounds.close(round_id, now).await?;
+    let (row, _venues) = rounds.close(round_id, now).await?;
     let published = row.state == "published";
     record_round_event(
         rounds,
@@ -209,9 +312,6 @@ pub async fn close_and_record(
         },
     )
     .await?;
-    if published {
-        charge_round_ledgers(rounds, audit, &row, &venues).await?;
-    }
     tracing::info!(round = %row.round_id, model = %row.model, state = %row.state, participants = row.participants, "Round closed.");
     Ok(row)
 }

@@ -74,6 +74,7 @@ pub struct Bound {
     addr: SocketAddr,
     tls: ServerTlsConfig,
     state: Arc<State>,
+    refusals: tokio::sync::mpsc::Receiver<crate::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
 }
 
@@ -149,11 +150,13 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         addr: config.listen,
         source,
     })?;
-    let registry = Registry::from_config(&config);
+    let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
+    let registry = Registry::from_config(&config).with_refusal_sink(refusal_tx);
     Ok(Bound {
         listener,
         addr,
         tls,
+        refusals,
         rounds: config.rounds.clone(),
         state: Arc::new(State {
             registry,
@@ -163,6 +166,36 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
             limits: config.ingest.clone(),
         }),
     })
+}
+
+/// Writes an `auth` deny entry for every refused caller.
+async fn audit_refusals(st: Arc<State>, mut rx: tokio::sync::mpsc::Receiver<crate::auth::Refusal>) {
+    while let Some((actor, reason)) = rx.recv().await {
+        let now = now_ms();
+        let mut atx = st.audit.begin().await;
+        let result = async {
+            let mut tx = st.storage.pool().begin().await?;
+            atx.append(
+                &mut tx,
+                NewEntry {
+                    actor,
+                    action: action::AUTH,
+                    allow: false,
+                    reason,
+                    ..NewEntry::default()
+                },
+                now,
+            )
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => atx.committed(),
+            Err(e) => tracing::error!(error = %e, "Auditing a refused caller failed."),
+        }
+    }
 }
 
 /// Reads the checkpoint signing key and loads the audit log.
@@ -199,15 +232,20 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let st = self.state.clone();
+        let refusal_auditor = tokio::spawn(audit_refusals(st.clone(), self.refusals));
         let ingest = IngestService { state: st.clone() };
         let policy = PolicyService { state: st.clone() };
         let ledger = LedgerService { state: st.clone() };
         let audit = AuditService { state: st.clone() };
         // Federated rounds (issue 6): the service and its deadline/schedule ticker.
-        let rounds = Arc::new(crate::rounds::Rounds::new(
-            st.storage.pool().clone(),
-            self.rounds.delta,
-        ));
+        let rounds = Arc::new(
+            crate::rounds::Rounds::new(st.storage.pool().clone(), self.rounds.delta).with_charging(
+                crate::rounds::Charging {
+                    policies: st.policies.clone(),
+                    audit: st.audit.clone(),
+                },
+            ),
+        );
         let rounds_ticker = crate::rounds::spawn_ticker(
             rounds.clone(),
             Some(st.audit.clone()),
@@ -243,6 +281,7 @@ impl Bound {
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await?;
         rounds_ticker.abort();
+        refusal_auditor.abort();
         // A final checkpoint covers everything acknowledged.
         if let Err(e) = st.audit.checkpoint(st.storage.pool(), now_ms()).await {
             tracing::error!(error = %e, "Final audit checkpoint failed.");

@@ -9,6 +9,7 @@
 //! The node is the privacy boundary: raw events and identifiers never leave
 //! it, and are never logged.
 
+pub mod bench;
 pub mod config;
 pub mod event;
 pub mod federated;

@@ -72,6 +72,29 @@ enum Command {
     /// On-device models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Parse + validate + window + bound + plan + noise of simulator events,
+    /// one thread, no network (arena policy, fake lease ids).
+    Pipeline {
+        /// Events (input lines) processed.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+    },
+    /// The production noise path (OpenDP exact samplers).
+    Noise {
+        /// Values noised.
+        #[arg(long, default_value_t = 200_000)]
+        values: usize,
+        /// discrete-gaussian or discrete-laplace.
+        #[arg(long, default_value = "discrete-gaussian")]
+        mechanism: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +213,15 @@ fn main() -> ExitCode {
             ground_truth,
         ),
         Command::Model(ModelCommand::TrainInitial { out, seed }) => train_initial(&out, seed),
+        Command::Bench(BenchCommand::Pipeline { events }) => {
+            { veil_node::bench::pipeline(events).map(|r| print!("{}", r.render())) }
+                .map_err(anyhow::Error::from)
+        }
+        Command::Bench(BenchCommand::Noise { values, mechanism }) => mechanism
+            .parse()
+            .and_then(|m| veil_node::bench::noise(values, m))
+            .map(|r| print!("{}", r.render()))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -68,12 +68,15 @@ pub fn classify(status: &tonic::Status) -> UploadError {
         src = e.source();
     }
     let lower = text.to_lowercase();
+    // Only what names a certificate or a TLS alert is an operator problem;
+    // a reset, EOF or refused TCP connect during a handshake (aggregator
+    // restarting) stays transient.
     let cert_problem = [
         "certificate",
         "unknownissuer",
+        "unknownca",
         "bad certificate",
-        "handshake",
-        "tls",
+        "fatal alert",
     ]
     .iter()
     .any(|k| lower.contains(k));

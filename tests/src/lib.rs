@@ -68,7 +68,8 @@ pub fn write_aggregator_config_with(
          [ingest]\nmax_window_age = \"100y\"\n\n\
          [[venue]]\nname = \"{VENUE}\"\nnodes = [{}]\npolicy = \"policy.toml\"\n\n\
          [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
-         [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n",
+         [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n\n\
+         [[principal]]\nid = \"spiffe://veil/role/ml/ml-team\"\n",
         list.join(", ")
     );
     let path = dir.join("aggregator.toml");

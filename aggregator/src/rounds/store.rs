@@ -162,6 +162,7 @@ pub struct Rounds {
     pool: SqlitePool,
     delta: f64,
     lock: Mutex<()>,
+    charging: Option<super::Charging>,
 }
 
 impl Rounds {
@@ -172,7 +173,17 @@ impl Rounds {
             pool,
             delta,
             lock: Mutex::new(()),
+            charging: None,
         }
+    }
+
+    /// Charges venue ledgers for rounds (see [`super::charge_round_ledgers`]):
+    /// an update is refused when its venue's day budget cannot cover it, and
+    /// publication charges every participating venue in the same
+    /// transaction, with its audit entries.
+    pub fn with_charging(mut self, charging: super::Charging) -> Self {
+        self.charging = Some(charging);
+        self
     }
 
     /// The pool.
@@ -406,6 +417,19 @@ impl Rounds {
             Ok(v) => v,
             Err(reason) => return Ok(SubmitOutcome::Refused(reason)),
         };
+        if let Some(c) = &self.charging {
+            let before: i64 = sqlx::query_scalar("-- Rounds::submit()\nSELECT COUNT(*) FROM round_participants WHERE round_id = ? AND venue = ?")
+                .bind(round_id)
+                .bind(venue)
+                .fetch_one(&self.pool)
+                .await?;
+            let before = u32::try_from(before).unwrap_or(u32::MAX);
+            if let Err(reason) = c.affordable(&self.pool, &round, venue, before, now).await? {
+                return Ok(SubmitOutcome::Refused(format!(
+                    "the venue's privacy budget cannot cover this update: {reason}"
+                )));
+            }
+        }
         let sum: Option<Vec<u8>> = sqlx::query_scalar(
             "-- Rounds::submit()\nSELECT update_sum FROM rounds WHERE round_id = ?",
         )
@@ -446,8 +470,10 @@ impl Rounds {
     }
 
     /// Closes an open round now: publishes version v+1 when it has at least
-    /// `min_nodes` participants, else fails it. Returns the round and the
-    /// participating venues.
+    /// `min_nodes` participants, else fails it. With charging, publication
+    /// and the venues' ledger charges commit together, and a refused charge
+    /// fails the round instead. Returns the round and the participating
+    /// venues, one entry per accepted update.
     pub async fn close(
         &self,
         round_id: &str,
@@ -461,7 +487,7 @@ impl Rounds {
                 round.state
             )));
         }
-        let venues: Vec<String> = sqlx::query_scalar("-- Rounds::close()\nSELECT DISTINCT venue FROM round_participants WHERE round_id = ? ORDER BY venue")
+        let venues: Vec<String> = sqlx::query_scalar("-- Rounds::close()\nSELECT venue FROM round_participants WHERE round_id = ? ORDER BY venue")
             .bind(round_id)
             .fetch_all(&self.pool)
             .await?;
@@ -547,7 +573,29 @@ impl Rounds {
             "published version {version} from {} participants",
             round.participants
         );
+        // The audit lock before the database transaction, as every writer
+        // of the audit log takes them.
+        let mut atx = match &self.charging {
+            Some(c) => Some(c.audit.begin().await),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
+        if let (Some(c), Some(a)) = (&self.charging, atx.as_mut()) {
+            let charged =
+                super::charge_round_ledgers(&mut tx, a, &c.policies, &round, &venues, now).await?;
+            if let Err(refusal) = charged {
+                tx.rollback().await?;
+                drop(atx);
+                let reason = format!("ledger refused the charge ({refusal}): no new version");
+                sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
+                    .bind(now)
+                    .bind(&reason)
+                    .bind(round_id)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok((self.round(round_id).await?, venues));
+            }
+        }
         sqlx::query("-- Rounds::close()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&round.model)
             .bind(i64::from(version))
@@ -564,6 +612,9 @@ impl Rounds {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if let Some(a) = atx {
+            a.committed();
+        }
         Ok((self.round(round_id).await?, venues))
     }
 

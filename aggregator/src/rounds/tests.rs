@@ -142,3 +142,125 @@ async fn a_round_publishes_the_average_with_a_card() {
     assert_eq!(card["participants"], 2);
     assert!(card["epsilon"].as_f64().unwrap() > 0.0);
 }
+
+fn policy_with_budget(epsilon_per_day: f64) -> veil_privacy::policy::LoadedPolicy {
+    let text = include_str!("../../../policies/arena.toml").replace(
+        "epsilon_per_day = 2500.0",
+        &format!("epsilon_per_day = {epsilon_per_day:?}"),
+    );
+    veil_privacy::policy::LoadedPolicy::parse(&text).unwrap()
+}
+
+async fn charging_rounds(budgets: &[(&str, f64)]) -> (tempfile::TempDir, Rounds, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let storage = Storage::open(&url).await.unwrap();
+    let signer = veil_privacy::audit::CheckpointSigner::generate("test-audit").unwrap();
+    let audit = AuditLog::load(storage.pool(), signer, 1000).await.unwrap();
+    let policies = crate::policy::Policies::from_loaded(
+        budgets
+            .iter()
+            .map(|(v, b)| ((*v).to_owned(), policy_with_budget(*b))),
+    );
+    let r = Rounds::new(storage.pool().clone(), 1e-6).with_charging(Charging { policies, audit });
+    r.import_model("m", &model_bytes(0.5), None, 0)
+        .await
+        .unwrap();
+    (dir, r, storage)
+}
+
+fn charged_params(min_nodes: u32) -> OpenParams {
+    // node rho = m / (2 z^2) = 0.25 per update with m = 2, z = 2.
+    OpenParams {
+        noise_multiplier: 2.0,
+        ..params(min_nodes)
+    }
+}
+
+#[tokio::test]
+async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
+    let (_d, r, storage) = charging_rounds(&[("v1", 100.0), ("v2", 4.5)]).await;
+    let day = crate::ledger::day_of(10);
+    let round = r.open(&charged_params(2), 0).await.unwrap();
+    for v in ["v1", "v2"] {
+        let out = r
+            .submit(&round.round_id, v, "n", &update(&[0.1; 8]), 10)
+            .await
+            .unwrap();
+        assert!(matches!(out, SubmitOutcome::Accepted { .. }), "{out:?}");
+    }
+    let row = close_and_record(&r, None, &round.round_id, 20)
+        .await
+        .unwrap();
+    assert_eq!(row.state, "published");
+    for v in ["v1", "v2"] {
+        let rep = crate::ledger::report(storage.pool(), v, &day, None)
+            .await
+            .unwrap();
+        assert_eq!(rep.lines.len(), 1, "{rep:?}");
+        let (metric, purpose, eps, rho) = &rep.lines[0];
+        assert_eq!(metric, "model:m");
+        assert_eq!(purpose, TRAINING_PURPOSE);
+        assert_eq!(*eps, 0.0);
+        assert!((rho - 0.25).abs() < 1e-12, "{rho}");
+        assert!(
+            rep.spent_epsilon > 3.0 && rep.spent_epsilon < 4.5,
+            "{rep:?}"
+        );
+    }
+    let charges: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE entry LIKE '%\"action\":\"round.charge\"%'",
+    )
+    .fetch_one(storage.pool())
+    .await
+    .unwrap();
+    assert_eq!(charges, 2);
+
+    // v2's budget (4.5) cannot cover an update of rho 1 / (2 * 1^2) = 0.5
+    // more (0.75 in all is over 6 at delta 1e-6): its update is refused,
+    // v1's is accepted.
+    let p = OpenParams {
+        noise_multiplier: 1.0,
+        ..params(1)
+    };
+    let round = r.open(&p, 100).await.unwrap();
+    match r
+        .submit(&round.round_id, "v2", "n", &update(&[0.1; 8]), 110)
+        .await
+        .unwrap()
+    {
+        SubmitOutcome::Refused(reason) => assert!(reason.contains("budget"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // An unknown venue has no policy: refused (fail closed).
+    assert!(matches!(
+        r.submit(&round.round_id, "v9", "n", &update(&[0.1; 8]), 110)
+            .await
+            .unwrap(),
+        SubmitOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        r.submit(&round.round_id, "v1", "n", &update(&[0.1; 8]), 110)
+            .await
+            .unwrap(),
+        SubmitOutcome::Accepted { .. }
+    ));
+    // v1's day budget is spent elsewhere (as by leases) before the round
+    // closes: the charge is refused, so the round fails and publishes
+    // nothing, and nothing is charged.
+    sqlx::query("UPDATE ledger_days SET rho = rho + 60.0 WHERE venue = 'v1'")
+        .execute(storage.pool())
+        .await
+        .unwrap();
+    let row = close_and_record(&r, None, &round.round_id, 120)
+        .await
+        .unwrap();
+    assert_eq!(row.state, "failed");
+    assert!(row.reason.contains("ledger refused"), "{}", row.reason);
+    assert_eq!(r.latest("m").await.unwrap(), 2);
+    let rep = crate::ledger::report(storage.pool(), "v1", &day, None)
+        .await
+        .unwrap();
+    let model_line = rep.lines.iter().find(|l| l.0 == "model:m").unwrap();
+    assert!((model_line.3 - 0.25).abs() < 1e-12, "{rep:?}");
+}

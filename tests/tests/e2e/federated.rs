@@ -131,3 +131,145 @@ async fn federated_rounds_across_three_venues_improve_the_forecaster() {
         FORECASTER_SPEC.parameters()
     );
 }
+
+/// A round over the real aggregator: the `ml` role opens it, both registered
+/// nodes participate over mTLS, the deadline ticker publishes it and charges
+/// the venue's ledger, `ml` pulls the version; other identities are refused.
+#[tokio::test]
+async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
+    use tonic::Code;
+    use veil_proto::{
+        ListModelsRequest, ListOpenRoundsRequest, OpenRoundRequest, PullModelRequest,
+        federated_client::FederatedClient,
+    };
+    use veil_tests::{TestEnv, VENUE};
+
+    let env = TestEnv::start().await;
+    let initial = embedded_weights(FORECASTER_SPEC.name).unwrap();
+    Rounds::new(env.storage.pool().clone(), 1e-6)
+        .import_model(FORECASTER_SPEC.name, initial, None, 0)
+        .await
+        .unwrap();
+    let client = |ch| FederatedClient::new(ch).max_decoding_message_size(64 << 20);
+    let mut ml = client(env.channel(Some("ml")).await.unwrap());
+    let mut organizer = client(env.channel(Some("organizer")).await.unwrap());
+    let mut node1 = client(env.channel(Some("node-1")).await.unwrap());
+
+    // Role rules: only ml opens rounds and pulls models; only nodes list
+    // open rounds.
+    let open = OpenRoundRequest {
+        model: FORECASTER_SPEC.name.into(),
+        min_nodes: 2,
+        clip_norm: 0.5,
+        noise_multiplier: 1.0,
+        local_steps: 5,
+        learning_rate: 0.1,
+        deadline_s: 8,
+    };
+    for c in [&mut organizer, &mut node1] {
+        let e = c.open_round(open.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    let pull = PullModelRequest {
+        model: FORECASTER_SPEC.name.into(),
+        version: 0,
+    };
+    for c in [&mut organizer, &mut node1] {
+        let e = c.pull_model(pull.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    let e = ml
+        .list_open_rounds(ListOpenRoundsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Local data first, so the round's deadline covers training only.
+    let data: Vec<Dataset> = (0..2)
+        .map(|i| forecast_dataset_from(sim_config(VenueKind::Arena, 40 + i, 30, 600)).unwrap())
+        .collect();
+    let round = ml.open_round(open.clone()).await.unwrap().into_inner();
+    assert_eq!(round.base_version, 1);
+    for (node, d) in ["node-1", "node-2"].into_iter().zip(data) {
+        let out = federated::participate(env.channel(Some(node)).await.unwrap(), d, 10)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].accepted, "{node}: {out:?}");
+    }
+
+    // The ticker closes the round at its deadline and publishes version 2.
+    let mut versions = Vec::new();
+    for _ in 0..40 {
+        versions = ml
+            .list_models(ListModelsRequest {
+                model: FORECASTER_SPEC.name.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .versions;
+        if versions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(versions.len(), 2, "round not published in time");
+
+    let art = ml.pull_model(pull).await.unwrap().into_inner();
+    assert_eq!(art.version, 2);
+    let st = safetensors::SafeTensors::deserialize(&art.safetensors).unwrap();
+    let params: usize = st
+        .tensors()
+        .iter()
+        .map(|(_, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32);
+            t.shape().iter().product::<usize>()
+        })
+        .sum();
+    assert_eq!(params, FORECASTER_SPEC.parameters());
+    let card: serde_json::Value = serde_json::from_str(&art.card_json).unwrap();
+    for key in [
+        "model",
+        "version",
+        "parent",
+        "rounds",
+        "participants",
+        "clip_norm",
+        "noise_multiplier",
+        "epsilon",
+        "delta",
+        "metric",
+    ] {
+        assert!(card.get(key).is_some(), "model card lacks {key}: {card}");
+    }
+    assert_eq!(card["model"], FORECASTER_SPEC.name);
+    assert_eq!(card["version"], 2);
+    assert_eq!(card["parent"], 1);
+    assert_eq!(card["participants"], 2);
+    assert_eq!(card["rounds"], 1);
+    let rho = 1.0 / (2.0 * 1.0 * 1.0);
+    assert!((cks_epsilon(rho, 1e-6) - card["epsilon"].as_f64().unwrap()).abs() < 0.01);
+
+    // The venue's ledger was charged: two updates of rho m / (2 z^2) = 1.
+    let day = veil_aggregator::ledger::day_of(veil_aggregator::state::now_ms());
+    let rep = veil_aggregator::ledger::report(env.storage.pool(), VENUE, &day, None)
+        .await
+        .unwrap();
+    let line = rep
+        .lines
+        .iter()
+        .find(|l| l.0 == format!("model:{}", FORECASTER_SPEC.name))
+        .unwrap_or_else(|| panic!("no model line in {rep:?}"));
+    assert_eq!(line.1, rounds::TRAINING_PURPOSE);
+    assert!((line.3 - 2.0).abs() < 1e-9, "{rep:?}");
+    assert!(rep.spent_epsilon > 0.0);
+    let charges: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE entry LIKE '%\"action\":\"round.charge\"%'",
+    )
+    .fetch_one(env.storage.pool())
+    .await
+    .unwrap();
+    assert_eq!(charges, 1);
+    env.stop().await;
+}

@@ -394,6 +394,15 @@ async fn compliance_exports_over_grpc_and_others_are_refused() {
         consistency_proof: None,
     })
     .expect("the gRPC export verifies offline");
-    assert_eq!(v.size, 2, "policy.load + lease");
+    assert_eq!(v.size, 4, "policy.load + lease + two audited refusals");
+    let refusals = v
+        .entries
+        .iter()
+        .filter(|e| e.action == "auth" && e.decision == "deny")
+        .count();
+    assert_eq!(
+        refusals, 2,
+        "the node's and the organizer's refused calls are audited"
+    );
     env.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Veil end-to-end tests: real certificates, real sockets, real SQLite files,
 //! real binaries.
 
+mod bench_cli;
 mod binaries;
 mod federated;
 mod ingest;

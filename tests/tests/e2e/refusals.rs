@@ -62,6 +62,25 @@ async fn valid_certificate_with_unknown_identity_is_permission_denied() {
         err.message()
     );
     assert_eq!(env.storage.count_releases().await.expect("count"), 0);
+    // The refusal is an audit entry naming the refused identity.
+    let mut audited = false;
+    for _ in 0..50 {
+        let export = env
+            .audit
+            .export(env.storage.pool(), None, 0)
+            .await
+            .expect("export");
+        if export.entries_jsonl.lines().any(|l| {
+            l.contains("\"action\":\"auth\"")
+                && l.contains("\"decision\":\"deny\"")
+                && l.contains("spiffe://veil/venue/arena/node/node-3")
+        }) {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audited, "the refusal of node-3 is audited");
     env.stop().await;
 }
 

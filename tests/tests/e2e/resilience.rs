@@ -560,7 +560,7 @@ async fn corrupt_outbox_record_is_skipped_reported_and_the_rest_sent() {
     pool.close().await;
     let before = stored(&db, "node-1").await;
     agg.restart();
-    let cfg = node_toml(d, "node-1", &env.endpoint(), "empty.jsonl", &zones, "", "");
+    let cfg = node_toml(d, "node-1", &endpoint, "empty.jsonl", &zones, "", "");
     let report = finish(
         spawn_node(&cfg, Stdio::null()),
         Duration::from_secs(60),
@@ -648,7 +648,7 @@ async fn node_with_foreign_ca_certificate_exits_with_an_operator_error() {
 async fn node_binary_stops_promptly_on_sigterm_with_exit_0() {
     let env = TestEnv::start().await;
     let d = env.dir.path();
-    let (events, zones) = write_events(d, "events.jsonl", 5, 3);
+    let (events, zones) = write_events(d, "events.jsonl", 5, 10);
     let cfg = node_toml(d, "node-1", &env.endpoint(), "-", &zones, "", "");
     let mut child = spawn_node(&cfg, Stdio::piped());
     let mut stdin = child.stdin.take().expect("stdin");

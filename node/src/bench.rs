@@ -1,0 +1,459 @@
+//! `veil-node bench`: measures the node's own stages on this machine and
+//! prints a table, then one `name value unit` line per figure.
+//!
+//! Benchmarks never touch the network, a ledger or an outbox: the pipeline
+//! bench runs parse, validate, pseudonymise, window, bound, plan and
+//! privatize in one thread, under the repository's arena policy, with fake
+//! lease ids (no budget is charged because nothing leaves the process).
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    io::{BufRead, BufReader, BufWriter, Write},
+    time::{Duration, Instant},
+};
+
+use veil_privacy::{
+    Cost, DayKey, EventDay, Pseudonymizer, Rho,
+    policy::{LoadedPolicy, Signal},
+};
+
+use crate::{
+    config::Config,
+    event::parse_line,
+    release::{metric, plan_window, privatize},
+    simulate::{SimConfig, Simulation, VenueKind, ZoneRole},
+    window::{ClosedWindow, Windower},
+};
+
+/// The policy the pipeline bench releases under (the repository's arena policy).
+const ARENA_POLICY: &str = include_str!("../../policies/arena.toml");
+
+/// Lease id named by every charged release of the pipeline bench. No ledger
+/// is involved: the bench never uploads, so nothing is charged or spent.
+pub const FAKE_LEASE: &str = "bench-fake-lease";
+
+/// Errors of a bench run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad parameters.
+    #[error("{0}")]
+    Invalid(String),
+    /// Temporary file I/O.
+    #[error("bench i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A privacy-crate error (policy, pseudonyms, mechanisms).
+    #[error(transparent)]
+    Privacy(#[from] veil_privacy::PrivacyError),
+    /// The arena policy did not parse.
+    #[error("policy: {0}")]
+    Policy(#[from] veil_privacy::policy::PolicyError),
+    /// The simulator refused its parameters.
+    #[error("simulator: {0}")]
+    Sim(#[from] crate::simulate::SimError),
+    /// The bench node config did not parse.
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// Figure name (a contract: scripts compare runs by it).
+    pub name: &'static str,
+    /// Value.
+    pub value: f64,
+    /// Unit.
+    pub unit: &'static str,
+}
+
+/// A bench's report: a human-readable table, then the figures.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Title line.
+    pub title: String,
+    /// `(label, value)` rows of the table.
+    pub rows: Vec<(String, String)>,
+    /// The figures.
+    pub figures: Vec<Figure>,
+}
+
+impl Report {
+    /// The table, a blank line, then one `name value unit` line per figure.
+    pub fn render(&self) -> String {
+        let width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut s = format!("{}\n", self.title);
+        for (label, value) in &self.rows {
+            let _ = writeln!(s, "  {label:<width$}  {value}");
+        }
+        s.push('\n');
+        for f in &self.figures {
+            let _ = writeln!(s, "{} {} {}", f.name, fmt_value(f.value), f.unit);
+        }
+        s
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM` of
+/// `/proc/self/status`), MiB; 0 where unavailable.
+pub fn peak_rss_mib() -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0.0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Prints a progress line to stderr at most every two seconds.
+struct Progress {
+    what: &'static str,
+    total: u64,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Self {
+        Self {
+            what,
+            total,
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, done: u64) {
+        if self.last.elapsed() >= Duration::from_secs(2) {
+            self.last = Instant::now();
+            let pct = if self.total == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / self.total as f64
+            };
+            eprintln!("bench: {} {done}/{} ({pct:.0}%)", self.what, self.total);
+        }
+    }
+}
+
+/// The node config of the pipeline bench: every arena zone, one node,
+/// 1-minute windows with 30 s lateness, the default contribution bounds.
+/// The aggregator and outbox entries are placeholders that are never used.
+fn bench_config(sim: &Simulation) -> Result<Config, BenchError> {
+    let mut zones = String::new();
+    for z in sim.node_zones(0) {
+        let gate = z.role == ZoneRole::Gate;
+        let _ = write!(
+            zones,
+            "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}\n",
+            z.name,
+            u32::from(!gate)
+        );
+    }
+    let text = format!(
+        "venue = \"arena\"\nnode_id = \"node-1\"\n\n\
+         [aggregator]\nendpoint = \"https://127.0.0.1:1\"\n\
+         ca = \"unused.pem\"\ncert = \"unused.pem\"\nkey = \"unused.key\"\n\n\
+         [input]\npath = \"unused.jsonl\"\n\n\
+         [windows]\nlength = \"1m\"\nlateness = \"30s\"\n\n\
+         [outbox]\npath = \"unused.db\"\n{zones}"
+    );
+    Ok(Config::parse(&text, std::path::Path::new("bench.toml"))?)
+}
+
+/// What the timed part of the pipeline bench did.
+#[derive(Debug, Default)]
+struct PipelineCounts {
+    lines: u64,
+    invalid: u64,
+    windows: u64,
+    releases: u64,
+    charged: u64,
+}
+
+/// `veil-node bench pipeline --events N`: simulator events (written to a
+/// temporary file first, untimed) through parse, validate, pseudonyms,
+/// windows, contribution bounds, release planning and noise, in one thread.
+pub fn pipeline(events: u64) -> Result<Report, BenchError> {
+    if events == 0 {
+        return Err(BenchError::Invalid("--events must be at least 1".into()));
+    }
+    // Untimed: generate enough simulator lines, in consecutive 2-hour
+    // segments (new seed each), into a temporary file.
+    // A 2-hour arena segment is about a million lines; smaller runs use
+    // shorter segments (at least the simulator's 5 minutes).
+    let segment = Duration::from_secs((events / 8_000 + 5).min(120) * 60);
+    let start_ms: i64 = 1_780_333_200_000; // 2026-06-01T17:00:00Z
+    let mut file = tempfile::tempfile()?;
+    let mut written = 0u64;
+    let mut seed = 1u64;
+    let mut first: Option<Simulation> = None;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, &mut file);
+        let mut progress = Progress::new("generating events", events);
+        while written < events {
+            let offset = i64::try_from(seed - 1).unwrap_or(0) * 3 * 3600 * 1000;
+            let sim = Simulation::new(SimConfig::new(
+                VenueKind::Arena,
+                seed,
+                segment,
+                start_ms + offset,
+            ))?;
+            let stats = sim.write_events(0, &mut w)?;
+            if stats.lines() == 0 {
+                return Err(BenchError::Invalid("the simulator wrote no events".into()));
+            }
+            written += stats.lines();
+            seed += 1;
+            if first.is_none() {
+                first = Some(sim);
+            }
+            progress.tick(written);
+        }
+        w.flush()?;
+    }
+    let sim = first.ok_or_else(|| BenchError::Invalid("no simulation".into()))?;
+    let cfg = bench_config(&sim)?;
+    let policy = LoadedPolicy::parse(ARENA_POLICY)?;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+
+    let started = Instant::now();
+    let counts = run_pipeline(&cfg, &policy, &mut reader, events)?;
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let rss = peak_rss_mib();
+    let eps = counts.lines as f64 / elapsed;
+    Ok(Report {
+        title: "veil-node bench pipeline: parse + validate + pseudonymise + window + bound + plan + noise, one thread, no network".into(),
+        rows: vec![
+            ("policy".into(), "policies/arena.toml (embedded)".into()),
+            (
+                "leases".into(),
+                format!("fake id {FAKE_LEASE:?}: no ledger, nothing leaves the process"),
+            ),
+            ("events (lines) processed".into(), counts.lines.to_string()),
+            ("invalid lines (simulated)".into(), counts.invalid.to_string()),
+            ("windows closed".into(), counts.windows.to_string()),
+            (
+                "releases drawn".into(),
+                format!("{} ({} charged to the fake lease)", counts.releases, counts.charged),
+            ),
+            ("elapsed".into(), format!("{elapsed:.3} s")),
+            ("events per second".into(), format!("{eps:.0}")),
+            ("peak RSS (VmHWM)".into(), format!("{rss:.1} MiB")),
+        ],
+        figures: vec![
+            Figure {
+                name: "events_per_s",
+                value: eps,
+                unit: "events/s",
+            },
+            Figure {
+                name: "peak_rss_mib",
+                value: rss,
+                unit: "MiB",
+            },
+        ],
+    })
+}
+
+fn run_pipeline(
+    cfg: &Config,
+    policy: &LoadedPolicy,
+    reader: &mut impl BufRead,
+    limit: u64,
+) -> Result<PipelineCounts, BenchError> {
+    let limits = veil_privacy::ContributionLimits::new(
+        cfg.privacy.max_events_per_window,
+        cfg.privacy.max_zones_per_window,
+    )?;
+    let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
+    let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
+    let consent = policy
+        .metric(metric::APP_USERS)
+        .and_then(|m| m.purposes.first())
+        .and_then(|purpose| policy.consent_scope(Signal::App, purpose));
+    let mut windower = Windower::new(length_s, lateness_ms, &cfg.zones, limits, consent);
+    let master = Pseudonymizer::generate()?;
+    let mut keys: HashMap<EventDay, DayKey> = HashMap::new();
+    let mut counts = PipelineCounts::default();
+    let mut line = String::new();
+    let mut progress = Progress::new("pipeline events", limit);
+    while counts.lines < limit {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        counts.lines += 1;
+        match parse_line(line.trim_end_matches(['\n', '\r'])) {
+            Ok(ev) => {
+                let day = EventDay::from_unix_seconds(ev.ts_ms.div_euclid(1000), 0)?;
+                let key = match keys.entry(day) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(master.day_key(day)?),
+                };
+                windower.add(&ev, |id| key.pseudonym(id.as_bytes()));
+            }
+            Err(_) => counts.invalid += 1,
+        }
+        let closed = windower.drain_closed();
+        if !closed.is_empty() {
+            release(cfg, policy, &closed, &mut counts)?;
+        }
+        if counts.lines % 65_536 == 0 {
+            progress.tick(counts.lines);
+        }
+    }
+    let rest = windower.flush();
+    release(cfg, policy, &rest, &mut counts)?;
+    Ok(counts)
+}
+
+fn release(
+    cfg: &Config,
+    policy: &LoadedPolicy,
+    closed: &[ClosedWindow],
+    counts: &mut PipelineCounts,
+) -> Result<(), BenchError> {
+    for w in closed {
+        counts.windows += 1;
+        for p in plan_window(cfg, policy, w)? {
+            let lease = if matches!(p.cost, Cost::Free) {
+                ""
+            } else {
+                counts.charged += 1;
+                FAKE_LEASE
+            };
+            let r = privatize(&p, lease)?;
+            std::hint::black_box(&r);
+            counts.releases += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Noise mechanism of `veil-node bench noise`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseMechanism {
+    /// `noise_vec_discrete_gaussian` (rho-zCDP).
+    DiscreteGaussian,
+    /// `noise_vec_discrete_laplace` (epsilon-DP).
+    DiscreteLaplace,
+}
+
+impl std::str::FromStr for NoiseMechanism {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "discrete-gaussian" => Ok(Self::DiscreteGaussian),
+            "discrete-laplace" => Ok(Self::DiscreteLaplace),
+            other => Err(BenchError::Invalid(format!(
+                "unknown --mechanism {other:?}: use discrete-gaussian or discrete-laplace"
+            ))),
+        }
+    }
+}
+
+/// Values noised per call of the vector measurement (progress granularity).
+const NOISE_CHUNK: usize = 1 << 16;
+
+/// `veil-node bench noise --values N --mechanism M`: the production noise
+/// path (OpenDP vector measurements with its OpenSSL-backed exact samplers,
+/// `veil_privacy::noise_vec_*`), sensitivity 1, rho 0.5 / epsilon 1.
+pub fn noise(values: usize, mechanism: NoiseMechanism) -> Result<Report, BenchError> {
+    if values == 0 {
+        return Err(BenchError::Invalid("--values must be at least 1".into()));
+    }
+    let input: Vec<i64> = (0..values).map(|i| (i % 1000) as i64).collect();
+    let rho = Rho::new(0.5)?;
+    let eps = veil_privacy::Epsilon::new(1.0)?;
+    let mut progress = Progress::new("noise values", values as u64);
+    let mut checksum = 0i64;
+    let started = Instant::now();
+    let mut done = 0usize;
+    for chunk in input.chunks(NOISE_CHUNK) {
+        let out = match mechanism {
+            NoiseMechanism::DiscreteGaussian => {
+                veil_privacy::noise_vec_discrete_gaussian(chunk, 1, rho)?
+            }
+            NoiseMechanism::DiscreteLaplace => {
+                veil_privacy::noise_vec_discrete_laplace(chunk, 1, eps)?
+            }
+        };
+        checksum = checksum.wrapping_add(out.iter().fold(0i64, |a, v| a.wrapping_add(*v)));
+        done += chunk.len();
+        progress.tick(done as u64);
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    std::hint::black_box(checksum);
+    let per_s = values as f64 / elapsed;
+    let (name, param) = match mechanism {
+        NoiseMechanism::DiscreteGaussian => ("discrete-gaussian", "rho 0.5, sensitivity 1"),
+        NoiseMechanism::DiscreteLaplace => ("discrete-laplace", "epsilon 1, sensitivity 1"),
+    };
+    Ok(Report {
+        title: "veil-node bench noise: OpenDP exact samplers (OpenSSL secure RNG), one thread"
+            .into(),
+        rows: vec![
+            ("mechanism".into(), format!("{name} ({param})")),
+            ("values".into(), values.to_string()),
+            (
+                "calls".into(),
+                format!(
+                    "{} of up to {NOISE_CHUNK} values",
+                    values.div_ceil(NOISE_CHUNK)
+                ),
+            ),
+            ("elapsed".into(), format!("{elapsed:.3} s")),
+            ("values per second".into(), format!("{per_s:.0}")),
+            (
+                "1M-parameter update".into(),
+                format!("{:.2} s", 1e6 / per_s.max(1e-9)),
+            ),
+        ],
+        figures: vec![Figure {
+            name: "noise_values_per_s",
+            value: per_s,
+            unit: "values/s",
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_tiny_run_reports_figures() {
+        let r = pipeline(2_000).expect("pipeline");
+        let text = r.render();
+        assert!(text.contains("events_per_s "));
+        assert!(text.contains("peak_rss_mib "));
+    }
+
+    #[test]
+    fn noise_tiny_run_reports_figures() {
+        for m in [
+            NoiseMechanism::DiscreteGaussian,
+            NoiseMechanism::DiscreteLaplace,
+        ] {
+            let r = noise(100, m).expect("noise");
+            assert!(r.render().contains("noise_values_per_s "));
+        }
+    }
+}

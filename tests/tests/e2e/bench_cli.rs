@@ -1,0 +1,89 @@
+//! The bench commands of both binaries, at tiny sizes: each prints its
+//! table and then one parseable `name value unit` line per figure (and no
+//! ingest errors). Speed is never asserted here.
+
+use std::process::Command;
+
+use veil_tests::bin;
+
+/// Runs a binary and returns its stdout, asserting success.
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(bin(name))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the bench command");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}\nstdout:\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The value of figure `name` from its `name value unit` line.
+fn figure(stdout: &str, name: &str, unit: &str) -> f64 {
+    let line = stdout
+        .lines()
+        // Figure lines are not indented (table rows are).
+        .find(|l| !l.starts_with(' ') && l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"));
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "`{line}` is not `name value unit`");
+    assert_eq!(parts[2], unit, "unit of {name}");
+    let v: f64 = parts[1]
+        .parse()
+        .unwrap_or_else(|e| panic!("`{line}`: value does not parse: {e}"));
+    assert!(v.is_finite() && v >= 0.0, "`{line}`");
+    v
+}
+
+#[test]
+fn node_bench_pipeline_prints_figures() {
+    let out = run("veil-node", &["bench", "pipeline", "--events", "3000"]);
+    assert!(figure(&out, "events_per_s", "events/s") > 0.0);
+    assert!(figure(&out, "peak_rss_mib", "MiB") > 0.0);
+    assert!(out.contains("fake"), "says the lease ids are fake:\n{out}");
+}
+
+#[test]
+fn node_bench_noise_prints_figures() {
+    for m in ["discrete-gaussian", "discrete-laplace"] {
+        let out = run(
+            "veil-node",
+            &["bench", "noise", "--values", "500", "--mechanism", m],
+        );
+        assert!(figure(&out, "noise_values_per_s", "values/s") > 0.0);
+    }
+}
+
+#[test]
+fn aggregator_bench_ingest_prints_figures_without_errors() {
+    let out = run(
+        "veil-aggregator",
+        &[
+            "bench",
+            "ingest",
+            "--nodes",
+            "3",
+            "--duration",
+            "1",
+            "--batch",
+            "10",
+            "--db",
+            "sqlite",
+        ],
+    );
+    assert!(figure(&out, "releases_per_s", "releases/s") > 0.0);
+    figure(&out, "ack_p50_ms", "ms");
+    figure(&out, "ack_p99_ms", "ms");
+    assert_eq!(figure(&out, "errors", "count"), 0.0);
+}
+
+#[test]
+fn aggregator_bench_audit_prints_figures() {
+    let out = run("veil-aggregator", &["bench", "audit", "--entries", "300"]);
+    assert!(figure(&out, "audit_append_per_s", "entries/s") > 0.0);
+    assert!(figure(&out, "audit_verify_per_s", "entries/s") > 0.0);
+}
