@@ -70,8 +70,9 @@ impl Pseudonym {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
-    /// A pseudonym from raw bytes, for tests and fixtures elsewhere.
-    pub fn dangerous_from_bytes(bytes: [u8; 32]) -> Self {
+    /// A pseudonym from raw bytes, for this crate's tests only.
+    #[cfg(test)]
+    pub(crate) fn dangerous_from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 }
