@@ -13,15 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use veil_privacy::{
-    Cost, DayKey, EventDay, Pseudonymizer, Rho,
-    policy::{LoadedPolicy, Signal},
-};
+use veil_privacy::{Cost, DayKey, EventDay, Pseudonymizer, Rho, policy::LoadedPolicy};
 
 use crate::{
     config::Config,
     event::parse_line,
-    release::{metric, plan_window, privatize},
+    release::{plan_window, privatize},
     simulate::{SimConfig, Simulation, VenueKind, ZoneRole},
     window::{ClosedWindow, Windower},
 };
@@ -278,17 +275,7 @@ fn run_pipeline(
     reader: &mut impl BufRead,
     limit: u64,
 ) -> Result<PipelineCounts, BenchError> {
-    let limits = veil_privacy::ContributionLimits::new(
-        cfg.privacy.max_events_per_window,
-        cfg.privacy.max_zones_per_window,
-    )?;
-    let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
-    let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
-    let consent = policy
-        .metric(metric::APP_USERS)
-        .and_then(|m| m.purposes.first())
-        .and_then(|purpose| policy.consent_scope(Signal::App, purpose));
-    let mut windower = Windower::new(length_s, lateness_ms, &cfg.zones, limits, consent);
+    let mut windower = Windower::for_node(cfg, policy)?;
     let master = Pseudonymizer::generate()?;
     let mut keys: HashMap<EventDay, DayKey> = HashMap::new();
     let mut counts = PipelineCounts::default();

@@ -9,8 +9,7 @@ use tokio::{
 };
 use veil_privacy::{
     Cost,
-    bounds::ContributionLimits,
-    policy::{LoadedPolicy, Signal},
+    policy::LoadedPolicy,
     pseudonym::{DayKey, EventDay, Pseudonymizer},
 };
 use veil_proto::ingest_client::IngestClient;
@@ -20,7 +19,7 @@ use crate::{
     event::parse_line,
     lease::{LeaseError, LeaseStats, Leases},
     outbox::Outbox,
-    release::{metric, plan_window, privatize},
+    release::{plan_window, privatize},
     upload::{self, Backoff, UploadError, UploadStats},
     window::{WindowStats, Windower},
 };
@@ -285,19 +284,7 @@ async fn ingest(
         )
     };
     let mut lines = BufReader::with_capacity(1 << 16, reader).lines();
-    let limits = ContributionLimits::new(
-        cfg.privacy.max_events_per_window,
-        cfg.privacy.max_zones_per_window,
-    )?;
-    let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
-    let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
-    // App events count only with the consent the policy requires for the
-    // purpose app users are released for.
-    let consent = policy
-        .metric(metric::APP_USERS)
-        .and_then(|m| m.purposes.first())
-        .and_then(|purpose| policy.consent_scope(Signal::App, purpose));
-    let mut windower = Windower::new(length_s, lateness_ms, &cfg.zones, limits, consent);
+    let mut windower = Windower::for_node(cfg, policy)?;
     let mut pseudonyms = Pseudonyms {
         master: Pseudonymizer::generate()?,
         keys: HashMap::new(),

@@ -139,6 +139,32 @@ impl Windower {
         }
     }
 
+    /// The windower a node runs: window length, lateness and zones from
+    /// its config, contribution limits from its config, and the consent
+    /// scope the policy requires for the purpose app users are released for.
+    pub fn for_node(
+        cfg: &crate::config::Config,
+        policy: &veil_privacy::policy::LoadedPolicy,
+    ) -> Result<Self, veil_privacy::PrivacyError> {
+        let limits = ContributionLimits::new(
+            cfg.privacy.max_events_per_window,
+            cfg.privacy.max_zones_per_window,
+        )?;
+        let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
+        let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
+        let consent = policy
+            .metric(crate::release::metric::APP_USERS)
+            .and_then(|m| m.purposes.first())
+            .and_then(|purpose| policy.consent_scope(veil_privacy::policy::Signal::App, purpose));
+        Ok(Self::new(
+            length_s,
+            lateness_ms,
+            &cfg.zones,
+            limits,
+            consent,
+        ))
+    }
+
     /// What happened so far.
     pub fn stats(&self) -> WindowStats {
         self.stats
