@@ -135,9 +135,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             let gate = z.role == ZoneRole::Gate;
             writeln!(
                 zones,
-                "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}",
+                "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}\ncapacity = {}",
                 z.name,
-                if gate { 0 } else { 1 }
+                if gate { 0 } else { 1 },
+                z.capacity
             )?;
         }
         let path = dir.join(format!("{node}.toml"));
@@ -279,6 +280,34 @@ fn print_summary(
     );
     if let Some(bad) = reports.iter().flat_map(|r| r.first_invalid.first()).next() {
         println!("  e.g. line {}: {}", bad.line, bad.reason);
+    }
+
+    println!("\nOn-device inference (candle; audio classes released, forecasts kept on the node)");
+    println!(
+        "  {:<8} {:>8} {:>8} {:>10} {:>10} {:>14} {:>16}",
+        "node", "windows", "skipped", "p50 us", "p99 us", "audio releases", "local alerts"
+    );
+    for (i, r) in reports.iter().enumerate() {
+        let alerts: Vec<String> = r
+            .inference
+            .alerts_raised
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        println!(
+            "  node-{:<3} {:>8} {:>8} {:>10} {:>10} {:>14} {:>16}",
+            i + 1,
+            r.inference.windows,
+            r.inference.skipped,
+            r.inference.latency_p50_us,
+            r.inference.latency_p99_us,
+            r.inference.audio_releases,
+            if alerts.is_empty() {
+                "none".to_owned()
+            } else {
+                alerts.join(" ")
+            }
+        );
     }
 
     let mut per_metric: BTreeMap<&str, (u64, f64)> = BTreeMap::new();

@@ -65,6 +65,12 @@ pub struct Config {
     /// (zone, metric) pairs depends only on this list, never on the data.
     #[serde(rename = "zone")]
     pub zones: Vec<ZoneConfig>,
+    /// On-device inference (audio classes, occupancy forecasts, local alerts).
+    #[serde(default)]
+    pub inference: InferenceConfig,
+    /// Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -119,6 +125,70 @@ pub struct ZoneConfig {
     /// sensitivity of the zone's occupancy sum.
     #[serde(default)]
     pub cameras: u32,
+    /// Safe occupancy limit of the zone (people). When the on-device
+    /// forecaster predicts the zone will reach `inference.forecast_alert_ratio`
+    /// of it within 10 minutes, the node raises a local early warning.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+}
+
+/// On-device inference. Models, their inputs and their outputs stay on the
+/// node; only the audio-class counts leave it, as releases the venue's
+/// policy declares (non-personal; undeclared ones are not sent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Run the models on every closed window (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Closed windows waiting for inference, 1..=10000. When inference falls
+    /// this far behind, windows skip inference (counted, logged at WARN);
+    /// intake and DP releases never wait for it.
+    #[serde(default = "default_inference_queue")]
+    pub queue_windows: usize,
+    /// Early warning when forecast occupancy reaches this share of a zone's
+    /// `capacity`, in (0, 2] (default 0.9).
+    #[serde(default = "default_forecast_ratio")]
+    pub forecast_alert_ratio: f64,
+    /// Local alert when at least this many of a zone's audio frames in one
+    /// window are classified as clipping (default 5).
+    #[serde(default = "default_clipping_frames")]
+    pub clipping_alert_frames: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_inference_queue() -> usize {
+    64
+}
+fn default_forecast_ratio() -> f64 {
+    0.9
+}
+fn default_clipping_frames() -> u64 {
+    5
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue_windows: default_inference_queue(),
+            forecast_alert_ratio: default_forecast_ratio(),
+            clipping_alert_frames: default_clipping_frames(),
+        }
+    }
+}
+
+/// Prometheus text exposition (`GET /metrics`), plain HTTP. Off unless
+/// `listen` is set; bind it to loopback or a management network. Metrics
+/// carry operational counters only, never a released or raw value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9464".
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where events come from.
@@ -297,6 +367,19 @@ impl Config {
             if z.cameras > 64 {
                 return Err(invalid("zone.cameras", "must be in 0..=64"));
             }
+            if z.capacity == Some(0) {
+                return Err(invalid("zone.capacity", "must be > 0 when set"));
+            }
+        }
+        if cfg.inference.queue_windows == 0 || cfg.inference.queue_windows > 10_000 {
+            return Err(invalid("inference.queue_windows", "must be in 1..=10000"));
+        }
+        let ratio = cfg.inference.forecast_alert_ratio;
+        if !(ratio > 0.0 && ratio <= 2.0) {
+            return Err(invalid(
+                "inference.forecast_alert_ratio",
+                "must be in (0, 2]",
+            ));
         }
         if cfg.outbox.max_releases == 0 {
             return Err(invalid("outbox.max_releases", "must be > 0"));

@@ -16,6 +16,7 @@
 //! callers on an async runtime run it in `spawn_blocking` so ingest is never
 //! blocked.
 
+pub mod live;
 pub mod mlp;
 pub mod train;
 

@@ -266,7 +266,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     let report = report?;
     println!(
-        "lines {} invalid {} releases {} accepted {} duplicate {} rejected {} outbox_depth {} corrupt {} outbox_full_waits {}",
+        "lines {} invalid {} releases {} accepted {} duplicate {} rejected {} outbox_depth {} corrupt {} outbox_full_waits {} inference_windows {} inference_skipped {} inference_p50_us {} inference_p99_us {} local_alerts {}",
         report.lines,
         report.invalid_lines,
         report.releases,
@@ -275,7 +275,12 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         report.upload.rejected,
         report.outbox_depth,
         report.outbox_corrupt + report.upload.corrupt,
-        report.outbox_full_waits
+        report.outbox_full_waits,
+        report.inference.windows,
+        report.inference.skipped,
+        report.inference.latency_p50_us,
+        report.inference.latency_p99_us,
+        report.inference.alerts_raised.values().sum::<u64>()
     );
     for bad in &report.first_invalid {
         println!("invalid line {}: {}", bad.line, bad.reason);

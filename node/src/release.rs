@@ -31,6 +31,26 @@ pub mod metric {
     pub const CO2_PPM: &str = "co2_ppm";
     /// Mean temperature, degC.
     pub const TEMPERATURE_C: &str = "temperature_c";
+    /// Audio frames the on-device classifier labelled applause.
+    pub const AUDIO_APPLAUSE: &str = "audio_applause";
+    /// Audio frames labelled music.
+    pub const AUDIO_MUSIC: &str = "audio_music";
+    /// Audio frames labelled speech.
+    pub const AUDIO_SPEECH: &str = "audio_speech";
+    /// Audio frames labelled crowd noise.
+    pub const AUDIO_CROWD_NOISE: &str = "audio_crowd_noise";
+    /// Audio frames labelled clipping.
+    pub const AUDIO_CLIPPING: &str = "audio_clipping";
+
+    /// The audio-class metric of each classifier output, in
+    /// [`crate::inference::AUDIO_CLASSES`] order.
+    pub const AUDIO_CLASS_METRICS: [&str; 5] = [
+        AUDIO_APPLAUSE,
+        AUDIO_MUSIC,
+        AUDIO_SPEECH,
+        AUDIO_CROWD_NOISE,
+        AUDIO_CLIPPING,
+    ];
 }
 
 /// What a planned release will be computed from.
@@ -172,35 +192,67 @@ pub fn plan_window(
             mean(agg.temperature).map(Input::Measurement),
         ));
         for (name, input) in candidates {
-            let Some((cost, purpose, mechanism)) = cost_of(policy, name)? else {
-                continue;
-            };
             let Some(input) = input else { continue };
-            // A measurement is released only where the policy declares it
-            // non-personal; a count only under a DP mechanism.
-            let allowed = matches!(
-                (mechanism, input),
-                (PolicyMechanism::NonPersonal, Input::Measurement(_))
-                    | (
-                        PolicyMechanism::DiscreteLaplace | PolicyMechanism::DiscreteGaussian,
-                        Input::Count { .. }
-                    )
-            );
-            if !allowed {
-                continue;
+            if let Some(p) = admit(policy, name, input, &zone.name, w.start_ms, w.length_s)? {
+                out.push(p);
             }
-            out.push(Planned {
-                metric: name,
-                zone: zone.name.clone(),
-                window_start_ms: w.start_ms,
-                window_length_s: w.length_s,
-                purpose,
-                cost,
-                input,
-            });
         }
     }
     Ok(out)
+}
+
+/// Plans non-personal measurements of one zone and window that were
+/// derived on the node after the window closed (the on-device audio
+/// classifier's per-class frame counts). Only metrics the policy declares
+/// `non_personal` are planned; anything else is dropped (fail closed).
+pub fn plan_measurements(
+    policy: &LoadedPolicy,
+    zone: &str,
+    window_start_ms: i64,
+    window_length_s: u32,
+    values: &[(&'static str, f64)],
+) -> Result<Vec<Planned>, PrivacyError> {
+    let mut out = Vec::new();
+    for &(name, v) in values {
+        let input = Input::Measurement(v);
+        if let Some(p) = admit(policy, name, input, zone, window_start_ms, window_length_s)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The planned release of `name` from `input`, if the policy names the
+/// metric with a mechanism that fits the input: a measurement only where it
+/// is declared non-personal, a count only under a DP mechanism.
+fn admit(
+    policy: &LoadedPolicy,
+    name: &'static str,
+    input: Input,
+    zone: &str,
+    window_start_ms: i64,
+    window_length_s: u32,
+) -> Result<Option<Planned>, PrivacyError> {
+    let Some((cost, purpose, mechanism)) = cost_of(policy, name)? else {
+        return Ok(None);
+    };
+    let allowed = matches!(
+        (mechanism, input),
+        (PolicyMechanism::NonPersonal, Input::Measurement(_))
+            | (
+                PolicyMechanism::DiscreteLaplace | PolicyMechanism::DiscreteGaussian,
+                Input::Count { .. }
+            )
+    );
+    Ok(allowed.then(|| Planned {
+        metric: name,
+        zone: zone.to_owned(),
+        window_start_ms,
+        window_length_s,
+        purpose,
+        cost,
+        input,
+    }))
 }
 
 /// Draws the noise of one planned release whose cost `lease_id` charged.

@@ -17,7 +17,9 @@ use veil_proto::ingest_client::IngestClient;
 use crate::{
     config::Config,
     event::parse_line,
+    inference::live::{InferenceStats, Stage, WindowInput},
     lease::{LeaseError, LeaseStats, Leases},
+    metrics::{KindLabel, NodeMetrics},
     outbox::Outbox,
     release::{plan_window, privatize},
     upload::{self, Backoff, UploadError, UploadStats},
@@ -50,6 +52,12 @@ pub enum NodeError {
     /// The ledger refused a lease for a reason an operator must fix.
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// The metrics endpoint could not start.
+    #[error("metrics endpoint: {0}")]
+    Metrics(String),
+    /// The on-device models could not be loaded.
+    #[error("inference: {0}")]
+    Inference(#[from] crate::inference::InferenceError),
 }
 
 /// A rejected input line.
@@ -92,6 +100,8 @@ pub struct RunReport {
     pub outbox_corrupt: u64,
     /// Times intake paused because the outbox was at its cap.
     pub outbox_full_waits: u64,
+    /// On-device inference counters (zero when `[inference] enabled = false`).
+    pub inference: InferenceStats,
 }
 
 const MAX_REPORTED_BAD_LINES: usize = 20;
@@ -120,7 +130,8 @@ impl Pseudonyms {
     }
 }
 
-fn now_ms() -> i64 {
+/// Wall clock, Unix ms.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -134,7 +145,24 @@ pub async fn run(
     cfg: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunReport, NodeError> {
+    run_with_metrics(cfg, NodeMetrics::new(), shutdown).await
+}
+
+/// [`run`], counting into `metrics` (served on `[metrics] listen` if set).
+pub async fn run_with_metrics(
+    cfg: Config,
+    metrics: NodeMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunReport, NodeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_server = match cfg.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, metrics.clone(), std::future::pending())
+                .await
+                .map_err(|e| NodeError::Metrics(format!("binding {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let outbox = Outbox::open(
         &cfg.resolve(&cfg.outbox.path),
         &cfg.venue,
@@ -147,7 +175,17 @@ pub async fn run(
     let max_backoff = cfg.aggregator.max_backoff;
 
     let work = async {
-        let policy = fetch_policy(channel.clone(), stop_rx.clone(), max_backoff).await?;
+        let policy = Arc::new(fetch_policy(channel.clone(), stop_rx.clone(), max_backoff).await?);
+        let mut stage = if cfg.inference.enabled {
+            Some(Stage::start(
+                &cfg,
+                policy.clone(),
+                outbox.clone(),
+                metrics.clone(),
+            )?)
+        } else {
+            None
+        };
         let input_done = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let (done_tx, done_rx) = watch::channel(false);
@@ -159,28 +197,39 @@ pub async fn run(
             done_rx,
             stop_rx.clone(),
             max_backoff,
+            metrics.clone(),
         ));
         let mut uploader = uploader;
         let mut leases = Leases::new(channel.clone(), &policy.hash, cfg.privacy.lease_windows)
             .with_max_backoff(max_backoff);
-        let ingest = ingest(
-            &cfg,
-            &outbox,
-            &policy,
-            &mut leases,
-            wake.clone(),
-            stop_rx.clone(),
-        );
-        tokio::pin!(ingest);
-        // The uploader ends before intake only when it failed for good (or
-        // on shutdown): then intake stops too, rather than filling the
-        // outbox for an aggregator that refuses this node.
-        let (ingest, uploaded) = tokio::select! {
-            r = &mut ingest => (r, None),
-            u = &mut uploader => {
-                let _ = stop_tx.send(true);
-                (ingest.await, Some(u))
+        let (ingest, uploaded) = {
+            let ingest = ingest(
+                &cfg,
+                &outbox,
+                &policy,
+                &mut leases,
+                stage.as_mut(),
+                &metrics,
+                wake.clone(),
+                stop_rx.clone(),
+            );
+            tokio::pin!(ingest);
+            // The uploader ends before intake only when it failed for good
+            // (or on shutdown): then intake stops too, rather than filling
+            // the outbox for an aggregator that refuses this node.
+            tokio::select! {
+                r = &mut ingest => (r, None),
+                u = &mut uploader => {
+                    let _ = stop_tx.send(true);
+                    (ingest.await, Some(u))
+                }
             }
+        };
+        // The queued windows' audio releases reach the outbox before the
+        // uploader is told that input is done.
+        let inference = match stage {
+            Some(s) => s.finish().await,
+            None => InferenceStats::default(),
         };
         let _ = done_tx.send(true);
         wake.notify_one();
@@ -192,6 +241,15 @@ pub async fn run(
         .map_err(|e| UploadError::Transient(format!("uploader task failed: {e}")))?;
         let mut report = ingest?;
         report.upload = upload_result?;
+        // Audio-class releases went to the same outbox.
+        report.releases += inference.audio_releases;
+        for (m, n) in &inference.releases_by_metric {
+            *report
+                .releases_by_metric
+                .entry((*m).to_owned())
+                .or_default() += n;
+        }
+        report.inference = inference;
         Ok::<RunReport, NodeError>(report)
     };
     tokio::pin!(work);
@@ -213,7 +271,11 @@ pub async fn run(
     let mut report = result?;
     report.outbox_corrupt = corrupt_at_start;
     report.outbox_depth = outbox.depth().await?;
+    metrics.outbox_depth.set(report.outbox_depth as i64);
     outbox.close().await;
+    if let Some(h) = metrics_server {
+        h.abort();
+    }
     Ok(report)
 }
 
@@ -262,11 +324,14 @@ async fn fetch_policy(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     cfg: &Config,
     outbox: &Outbox,
     policy: &LoadedPolicy,
     leases: &mut Leases,
+    mut stage: Option<&mut Stage>,
+    metrics: &NodeMetrics,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
 ) -> Result<RunReport, NodeError> {
@@ -316,6 +381,7 @@ async fn ingest(
             }
         };
         report.lines += 1;
+        metrics.lines.inc();
         if line.trim().is_empty() {
             continue;
         }
@@ -326,6 +392,7 @@ async fn ingest(
             }
             Err(e) => {
                 report.invalid_lines += 1;
+                metrics.invalid_lines.inc();
                 // The first lines are logged one by one, then every 1000th, so
                 // a broken sensor cannot flood the log.
                 if report.invalid_lines <= MAX_REPORTED_BAD_LINES as u64
@@ -342,8 +409,9 @@ async fn ingest(
                 continue;
             }
         }
-        let closed = windower.drain_closed();
+        let mut closed = windower.drain_closed();
         if !closed.is_empty() {
+            submit_inference(cfg, stage.as_deref_mut(), &mut closed);
             release_all(
                 cfg,
                 outbox,
@@ -351,6 +419,7 @@ async fn ingest(
                 leases,
                 closed,
                 &mut report,
+                metrics,
                 &stop,
                 &wake,
             )
@@ -359,14 +428,40 @@ async fn ingest(
         }
     }
     if !*stop.borrow() {
-        let rest = windower.flush();
-        release_all(cfg, outbox, policy, leases, rest, &mut report, &stop, &wake).await?;
+        let mut rest = windower.flush();
+        submit_inference(cfg, stage, &mut rest);
+        release_all(
+            cfg,
+            outbox,
+            policy,
+            leases,
+            rest,
+            &mut report,
+            metrics,
+            &stop,
+            &wake,
+        )
+        .await?;
         wake.notify_one();
     }
     report.windows = windower.stats();
     report.leases = leases.stats;
     report.policy_hash = policy.hash.clone();
     Ok(report)
+}
+
+/// Hands the closed windows' model inputs to the inference stage (never
+/// waits: a full queue skips inference for the window).
+fn submit_inference(
+    cfg: &Config,
+    stage: Option<&mut Stage>,
+    closed: &mut [crate::window::ClosedWindow],
+) {
+    if let Some(stage) = stage {
+        for w in closed {
+            stage.submit(WindowInput::take_from(cfg, w));
+        }
+    }
 }
 
 /// Waits until the outbox has room for `n` more releases. At the cap,
@@ -424,6 +519,7 @@ async fn release_all(
     leases: &mut Leases,
     windows: Vec<crate::window::ClosedWindow>,
     report: &mut RunReport,
+    metrics: &NodeMetrics,
     stop: &watch::Receiver<bool>,
     wake: &Notify,
 ) -> Result<(), NodeError> {
@@ -447,6 +543,7 @@ async fn release_all(
             }
         }
         let mut lease_ids = std::collections::HashMap::new();
+        let exhausted_before = leases.stats.exhausted_releases;
         for ((metric, purpose), (cost, n)) in groups {
             match leases.take(metric, purpose, &day, cost, n, stop).await {
                 Ok(id) => {
@@ -476,9 +573,14 @@ async fn release_all(
                 .entry(r.metric.to_owned())
                 .or_default() += 1;
             report.epsilon_spent += r.value.cost().epsilon();
+            metrics.add_releases(r.metric, 1);
         }
         report.releases += outbox.push(&releases, &policy.hash, now_ms()).await?;
         report.windows_released += 1;
+        metrics.windows_released.inc();
+        metrics
+            .budget_exhausted
+            .inc_by(leases.stats.exhausted_releases - exhausted_before);
     }
     Ok(())
 }
@@ -491,6 +593,7 @@ fn utc_day(ms: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload_loop(
     mut client: IngestClient<tonic::transport::Channel>,
     outbox: Outbox,
@@ -499,11 +602,50 @@ async fn upload_loop(
     mut input_done: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
     max_backoff: Duration,
+    metrics: NodeMetrics,
 ) -> Result<UploadStats, UploadError> {
     let mut stats = UploadStats::default();
     let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     loop {
-        match upload::drain_batch(&mut client, &outbox, batch, &mut stats).await {
+        let before = stats;
+        let started = std::time::Instant::now();
+        let result = upload::drain_batch(&mut client, &outbox, batch, &mut stats).await;
+        if stats.calls > before.calls && result.is_ok() {
+            metrics.observe_ack(started.elapsed());
+        }
+        for (kind, n) in [
+            ("accepted", stats.accepted - before.accepted),
+            ("duplicate", stats.duplicate - before.duplicate),
+            ("rejected", stats.rejected - before.rejected),
+        ] {
+            if n > 0 {
+                metrics
+                    .uploaded
+                    .get_or_create(&KindLabel { kind })
+                    .inc_by(n);
+            }
+        }
+        match &result {
+            Err(UploadError::Transient(_)) => {
+                metrics
+                    .upload_failures
+                    .get_or_create(&KindLabel { kind: "transient" })
+                    .inc();
+            }
+            Err(_) => {
+                metrics
+                    .upload_failures
+                    .get_or_create(&KindLabel { kind: "refused" })
+                    .inc();
+            }
+            Ok(n) if *n > 0 => {
+                metrics
+                    .outbox_depth
+                    .set(i64::try_from(outbox.depth().await?).unwrap_or(i64::MAX));
+            }
+            Ok(_) => {}
+        }
+        match result {
             Ok(0) => {
                 if *input_done.borrow() && outbox.depth().await? == 0 {
                     return Ok(stats);

@@ -16,10 +16,16 @@ use veil_privacy::{
 use crate::{
     config::ZoneConfig,
     event::{Body, Direction, ValidEvent},
+    inference::AudioFeatures,
 };
 
 /// Peak dB at or above which an audio frame counts as clipping.
 pub const CLIPPING_PEAK_DB: f64 = 120.0;
+
+/// Audio frames per zone and window kept for the on-device classifier
+/// (one per second for an hour); further frames still count towards the
+/// sound level and clipping aggregates but are not classified.
+pub const MAX_CLASSIFIED_FRAMES: usize = 3600;
 
 /// Exact (pre-noise) aggregates of one zone in one window. Never leaves the
 /// node; `release` turns it into DP releases.
@@ -39,6 +45,9 @@ pub struct ZoneAggregate {
     pub sound: (f64, u64),
     /// Audio frames at or above [`CLIPPING_PEAK_DB`].
     pub clipping_frames: u64,
+    /// Audio frame features for the on-device classifier (at most
+    /// [`MAX_CLASSIFIED_FRAMES`]); they never leave the node.
+    pub audio_frames: Vec<AudioFeatures>,
     /// Sum and count of CO2 readings (ppm).
     pub co2: (f64, u64),
     /// Sum and count of temperature readings (degC).
@@ -91,6 +100,8 @@ pub struct WindowStats {
     pub extra_camera: u64,
     /// Events dropped by contribution bounds.
     pub bounded_out: u64,
+    /// Audio frames beyond [`MAX_CLASSIFIED_FRAMES`] (aggregated, not classified).
+    pub unclassified_frames: u64,
 }
 
 /// Assigns events to tumbling windows.
@@ -264,12 +275,20 @@ impl Windower {
                 agg.app_users.insert(p);
             }
             Body::Audio {
-                level_db, peak_db, ..
+                level_db,
+                peak_db,
+                bands,
             } => {
                 agg.sound.0 += level_db;
                 agg.sound.1 += 1;
                 if *peak_db >= CLIPPING_PEAK_DB {
                     agg.clipping_frames += 1;
+                }
+                if agg.audio_frames.len() < MAX_CLASSIFIED_FRAMES {
+                    agg.audio_frames
+                        .push(AudioFeatures::new(*level_db, *peak_db, bands));
+                } else {
+                    self.stats.unclassified_frames += 1;
                 }
             }
             Body::Environment {

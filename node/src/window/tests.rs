@@ -9,11 +9,13 @@ fn zones() -> Vec<ZoneConfig> {
             name: "gate-a".into(),
             gate: true,
             cameras: 0,
+            capacity: None,
         },
         ZoneConfig {
             name: "floor".into(),
             gate: false,
             cameras: 1,
+            capacity: None,
         },
     ]
 }

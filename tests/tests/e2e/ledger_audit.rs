@@ -2,7 +2,7 @@
 //! decision is enforced, charged and audited, and the export verifies
 //! offline with the pinned key.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use veil_proto::{
     AckStatus, Mechanism, PrivacyCost, SubmitReleasesRequest, ingest_client::IngestClient,
@@ -366,34 +366,43 @@ async fn compliance_exports_over_grpc_and_others_are_refused() {
         .vkey;
     let pinned = std::fs::read_to_string(env.pki.join("audit.vkey")).expect("vkey file");
     assert_eq!(vkey, pinned.trim());
-    let mut stream = client
-        .export(ExportRequest {
-            from_seq: 0,
-            to_seq: 0,
-        })
-        .await
-        .expect("export")
-        .into_inner();
-    let mut lines = Vec::new();
-    let mut note = None;
-    while let Some(chunk) = stream.message().await.expect("chunk") {
-        lines.extend(chunk.entries);
-        if let Some(cp) = chunk.checkpoint {
-            note = Some(cp.note);
+    // Refusals reach the log through a bounded background sink: export
+    // until both are in (or give up after a generous deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let mut stream = client
+            .export(ExportRequest {
+                from_seq: 0,
+                to_seq: 0,
+            })
+            .await
+            .expect("export")
+            .into_inner();
+        let mut lines = Vec::new();
+        let mut note = None;
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            lines.extend(chunk.entries);
+            if let Some(cp) = chunk.checkpoint {
+                note = Some(cp.note);
+            }
         }
-    }
-    let entries = format!("{}\n", lines.join("\n"));
-    let note = note.expect("checkpoint on the last chunk");
-    let v = veil_privacy::audit::verify_export(veil_privacy::audit::ExportInput {
-        entries_jsonl: &entries,
-        checkpoint: &note,
-        proofs_json: None,
-        vkey: pinned.trim(),
-        origin: "veil-audit",
-        previous_checkpoint: None,
-        consistency_proof: None,
-    })
-    .expect("the gRPC export verifies offline");
+        let entries = format!("{}\n", lines.join("\n"));
+        let note = note.expect("checkpoint on the last chunk");
+        let v = veil_privacy::audit::verify_export(veil_privacy::audit::ExportInput {
+            entries_jsonl: &entries,
+            checkpoint: &note,
+            proofs_json: None,
+            vkey: pinned.trim(),
+            origin: "veil-audit",
+            previous_checkpoint: None,
+            consistency_proof: None,
+        })
+        .expect("the gRPC export verifies offline");
+        if v.size >= 4 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(v.size, 4, "policy.load + lease + two audited refusals");
     let refusals = v
         .entries

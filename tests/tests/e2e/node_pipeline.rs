@@ -44,14 +44,16 @@ async fn simulated_node_releases_arrive_and_malformed_lines_are_counted() {
         let gate = z.role == veil_node::simulate::ZoneRole::Gate;
         write!(
             zones,
-            "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}\n",
+            "\n[[zone]]\nname = \"{}\"\ngate = {gate}\ncameras = {}\ncapacity = {}\n",
             z.name,
-            u32::from(!gate)
+            u32::from(!gate),
+            z.capacity
         )
         .expect("fmt");
     }
     let cfg = node_config(&env, "node-1", "events.jsonl", &zones);
-    let report = veil_node::run(cfg, std::future::pending())
+    let metrics = veil_node::metrics::NodeMetrics::new();
+    let report = veil_node::run::run_with_metrics(cfg, metrics.clone(), std::future::pending())
         .await
         .expect("node run");
 
@@ -82,10 +84,38 @@ async fn simulated_node_releases_arrive_and_malformed_lines_are_counted() {
             .any(|r| r.metric == "occupancy" && r.zone == "floor")
     );
     assert!(stored.iter().any(|r| r.metric == "ingress"));
+    // On-device inference ran on every closed window, and its audio-class
+    // counts (declared non-personal by the policy) were released.
+    assert!(report.inference.windows >= 19, "{:?}", report.inference);
+    assert_eq!(report.inference.skipped, 0);
+    assert_eq!(report.inference.failures, 0);
+    assert!(report.inference.latency_p99_us > 0);
+    let audio = stored
+        .iter()
+        .filter(|r| r.metric.starts_with("audio_"))
+        .count() as u64;
+    assert!(audio > 0);
+    assert_eq!(audio, report.inference.audio_releases);
+    // The live crowd in music and applause scenes: music frames are found.
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.metric == "audio_music" && r.value > 0.0)
+    );
+    // Operational metrics count what happened, never a value.
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!("veil_node_input_lines_total {}", report.lines)),
+        "{text}"
+    );
+    assert!(text.contains("veil_node_uploaded_releases_total{kind=\"accepted\"}"));
+    assert!(text.contains("veil_node_inference_latency_seconds_count"));
     // Non-personal metrics are released as such, counts with DP noise.
     for r in &stored {
         match r.metric.as_str() {
-            "co2_ppm" | "sound_level_db" | "temperature_c" | "clipping_frames" => {
+            "co2_ppm" | "sound_level_db" | "temperature_c" | "clipping_frames"
+            | "audio_applause" | "audio_music" | "audio_speech" | "audio_crowd_noise"
+            | "audio_clipping" => {
                 assert_eq!(r.mechanism, "MECHANISM_NON_PERSONAL");
                 assert_eq!(r.epsilon, 0.0);
             }
