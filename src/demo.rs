@@ -36,7 +36,15 @@ pub struct DemoArgs {
 const VENUE: &str = "arena";
 /// The arena policy shipped in `policies/`.
 const POLICY: &str = include_str!("../policies/arena.toml");
-const START: &str = "2026-06-01T17:00:00Z";
+/// The show starts at 17:00 UTC yesterday: recent enough for the
+/// aggregator's window-age limit whatever the date, and a whole past day.
+fn show_start() -> time::OffsetDateTime {
+    let yesterday = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
+    yesterday
+        .with_hms(17, 0, 0)
+        .unwrap_or(time::PrimitiveDateTime::MIN)
+        .assume_utc()
+}
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -55,6 +63,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = match &args.out {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            // A previous run's database would mix two runs' releases and
+            // ledgers: the demo only writes into an empty directory.
+            if std::fs::read_dir(d)?.next().is_some() {
+                anyhow::bail!(
+                    "--out {}: the directory is not empty (a previous demo?); remove it or choose a new one",
+                    d.display()
+                );
+            }
             d.canonicalize()?
         }
         None => {
@@ -77,7 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     // 2. Simulated events, one file per node, and ground truth.
-    let start = time::OffsetDateTime::parse(START, &time::format_description::well_known::Rfc3339)?;
+    let start = show_start();
     let mut sim_cfg = SimConfig::new(
         VenueKind::Arena,
         args.seed,
