@@ -206,9 +206,25 @@ struct Counters {
 #[derive(Debug, Clone)]
 pub struct AlertHub {
     queue: Option<mpsc::Sender<Vec<StoredRelease>>>,
-    alerts: broadcast::Sender<AlertEvent>,
-    series: broadcast::Sender<SeriesPoint>,
+    // `None` once closed: every stream then ends (server shutdown).
+    alerts: Arc<std::sync::Mutex<Option<broadcast::Sender<AlertEvent>>>>,
+    series: Arc<std::sync::Mutex<Option<broadcast::Sender<SeriesPoint>>>>,
     counters: Arc<Counters>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the Option half-written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn subscribe<T: Clone>(
+    tx: &std::sync::Mutex<Option<broadcast::Sender<T>>>,
+) -> broadcast::Receiver<T> {
+    match locked(tx).as_ref() {
+        Some(tx) => tx.subscribe(),
+        // Closed: a receiver whose sender is gone ends at once.
+        None => broadcast::channel(1).1,
+    }
 }
 
 /// The receiving end of the hub's queue, for [`run`].
@@ -225,8 +241,8 @@ impl AlertHub {
         (
             Self {
                 queue: cfg.enabled.then_some(tx),
-                alerts,
-                series,
+                alerts: Arc::new(std::sync::Mutex::new(Some(alerts))),
+                series: Arc::new(std::sync::Mutex::new(Some(series))),
                 counters: Arc::default(),
             },
             HubReceiver(rx),
@@ -251,12 +267,27 @@ impl AlertHub {
     /// A receiver of alert events. On `RecvError::Lagged(n)` call
     /// [`AlertHub::record_lag`] (or use [`AlertHub::alert_stream`]).
     pub fn subscribe_alerts(&self) -> broadcast::Receiver<AlertEvent> {
-        self.alerts.subscribe()
+        subscribe(&self.alerts)
     }
 
     /// A receiver of combined series points as releases commit.
     pub fn subscribe_series(&self) -> broadcast::Receiver<SeriesPoint> {
-        self.series.subscribe()
+        subscribe(&self.series)
+    }
+
+    /// Ends every live stream (server shutdown: open streams would otherwise
+    /// keep a graceful shutdown waiting forever).
+    pub fn close(&self) {
+        locked(&self.alerts).take();
+        locked(&self.series).take();
+    }
+
+    /// Publishes a series point.
+    pub fn publish_point(&self, p: SeriesPoint) {
+        if let Some(tx) = locked(&self.series).as_ref() {
+            // No subscriber is not an error.
+            let _ = tx.send(p);
+        }
     }
 
     /// Alert events as a stream; skipped items are counted as lag.
@@ -282,8 +313,10 @@ impl AlertHub {
             EventKind::Acknowledged => &self.counters.acknowledged,
         };
         c.fetch_add(1, Ordering::Relaxed);
-        // No subscriber is not an error.
-        let _ = self.alerts.send(ev);
+        if let Some(tx) = locked(&self.alerts).as_ref() {
+            // No subscriber is not an error.
+            let _ = tx.send(ev);
+        }
     }
 
     /// Counters so far.
@@ -337,7 +370,7 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
                 continue;
             };
             let out = engine.observe(&Observation::from_release(r, suppress_below), now_ms());
-            let _ = state.alerts.series.send(out.point);
+            state.alerts.publish_point(out.point);
             for ev in out.events {
                 let ev = match store_transition(&state.storage, &state.audit, &ev).await {
                     Ok(Some(stored)) => AlertEvent {

@@ -302,7 +302,14 @@ impl Bound {
                 veil_proto::federated_server::FederatedServer::new(federated)
                     .max_decoding_message_size(64 << 20),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), {
+                // Issue 9: live streams end at shutdown, or they would hold it up.
+                let hub = st.alerts.clone();
+                async move {
+                    shutdown.await;
+                    hub.close();
+                }
+            })
             .await?;
         rounds_ticker.abort();
         refusal_auditor.abort();
