@@ -372,6 +372,13 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
             let out = engine.observe(&Observation::from_release(r, suppress_below), now_ms());
             state.alerts.publish_point(out.point);
             for ev in out.events {
+                // A raise is published before it is stored: the store waits
+                // for the audit log's writer lock, which ingest holds for a
+                // whole batch, and an organizer should not wait for that.
+                let early = ev.kind == EventKind::Raised;
+                if early {
+                    state.alerts.publish_alert(ev.clone());
+                }
                 let ev = match store_transition(&state.storage, &state.audit, &ev).await {
                     Ok(Some(stored)) => AlertEvent {
                         kind: ev.kind,
@@ -395,7 +402,9 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
                     event = ev.kind.as_str(),
                     "Alert."
                 );
-                state.alerts.publish_alert(ev);
+                if !early {
+                    state.alerts.publish_alert(ev);
+                }
             }
         }
     }

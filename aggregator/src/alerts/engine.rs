@@ -14,13 +14,15 @@
 //! Closed windows enter the baseline winsorized to `m +- k * sqrt(v + n)`.
 //! `v` already holds the noise of past windows; adding `n` keeps noise alone
 //! from paging even when the baseline happened to look calm. A drop is only
-//! judged once the window has as many releases as the previous one (a
-//! partly reported window looks low). Suppressed values never page.
+//! judged once the window has as many releases as any kept window of the
+//! series (a partly reported window looks low). Suppressed values never page.
 //!
 //! # Rules
 //! Every condition of a rule must hold at the same window; a missing metric
-//! makes the rule undecided (no change). A rule alert resolves when the rule
-//! is known false at a later window.
+//! makes the rule undecided (no change), and so does a condition that is
+//! false on a partly reported window (fewer releases than the most any kept
+//! window of that series has). A rule alert resolves when the rule is known
+//! false at a later window.
 //!
 //! # Dedup
 //! One open alert per (venue, zone, source, metric); evaluations of windows
@@ -107,6 +109,22 @@ struct Series {
     windows: BTreeMap<i64, Combiner>,
     base: Ewma,
     folded_upto: Option<i64>,
+}
+
+impl Series {
+    /// Whether window `w` has as many releases as any window kept: nodes
+    /// report a window at different times, and a partly reported window
+    /// looks low (a node that stops reporting delays clears until its last
+    /// windows leave the kept history).
+    fn complete(&self, w: i64) -> bool {
+        let most = self
+            .windows
+            .values()
+            .map(Combiner::releases)
+            .max()
+            .unwrap_or(0);
+        self.windows.get(&w).is_some_and(|c| c.releases() >= most)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -339,11 +357,7 @@ impl Engine {
         let noise_var = c.noise_variance(combine);
         let sd = (s.base.var.max(0.0) + noise_var).sqrt();
         let dev = x - s.base.mean;
-        let complete = s
-            .windows
-            .range(..w)
-            .next_back()
-            .is_none_or(|(_, prev)| c.releases() >= prev.releases());
+        let complete = s.complete(w);
         let beyond = |d: f64| d > a.sigmas * sd && d >= a.min_delta && d > 0.0;
         if point.suppressed {
             return if complete {
@@ -374,7 +388,8 @@ impl Engine {
         }
     }
 
-    fn value_at(&self, o: &Observation, metric: &str, w: i64) -> Option<(f64, f64)> {
+    /// (value, noise variance, complete) of `metric` at window `w`.
+    fn value_at(&self, o: &Observation, metric: &str, w: i64) -> Option<(f64, f64, bool)> {
         let s = self.series.get(&SeriesKey {
             venue: o.venue.clone(),
             metric: metric.to_owned(),
@@ -383,7 +398,7 @@ impl Engine {
         })?;
         let c = s.windows.get(&w)?;
         let combine = Combine::of(metric);
-        Some((c.value(combine), c.noise_variance(combine)))
+        Some((c.value(combine), c.noise_variance(combine), s.complete(w)))
     }
 
     fn rule_verdict(&self, r: &Rule, o: &Observation, w: i64) -> Verdict {
@@ -393,11 +408,17 @@ impl Engine {
             let now = self.value_at(o, c.metric(), w);
             let holds = match (c, now) {
                 (_, None) => None,
-                (Condition::Above(_, l), Some((v, _))) => Some(v > *l),
-                (Condition::Below(_, l), Some((v, _))) => Some(v < *l),
-                (Condition::Rising(m, k), Some((v, var))) => self
+                (Condition::Above(_, l), Some((v, _, _))) => Some(v > *l),
+                (Condition::Below(_, l), Some((v, _, _))) => Some(v < *l),
+                (Condition::Rising(m, k), Some((v, var, _))) => self
                     .value_at(o, m, w - i64::from(*k) * len_ms)
-                    .map(|(v0, var0)| v - v0 > 1.959_963_984_540_054 * (var + var0).sqrt()),
+                    .map(|(v0, var0, _)| v - v0 > 1.959_963_984_540_054 * (var + var0).sqrt()),
+            };
+            // A partly reported window cannot prove a condition false.
+            let complete = now.is_some_and(|n| n.2);
+            let holds = match holds {
+                Some(false) if !complete => None,
+                h => h,
             };
             match holds {
                 Some(false) => return Verdict::Clear,
