@@ -181,7 +181,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // 4. Aggregator + nodes over real mTLS on loopback.
     let rt = tokio::runtime::Runtime::new()?;
-    let (releases, reports) = rt.block_on(async {
+    let (releases, reports, alerts) = rt.block_on(async {
         let agg_cfg = veil_aggregator::Config::load(&agg_cfg_path)?;
         let bound = veil_aggregator::bind(agg_cfg).await?;
         let addr = bound.local_addr();
@@ -200,9 +200,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             reports.push(t.await??);
         }
         let releases = storage.releases_for_venue(VENUE).await?;
+        // Issue 9: the alert task works off the ack path; let it drain.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let alerts = veil_aggregator::alerts::list(&storage, VENUE, 0, 0, 1000).await?;
         let _ = stop_tx.send(());
         server.await??;
-        anyhow::Ok((releases, reports))
+        anyhow::Ok((releases, reports, alerts))
     })?;
 
     // Federated round over the same nodes (issue 6).
@@ -239,6 +242,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 5. Summary.
     println!("  [5/5] done in {:.1} s\n", started.elapsed().as_secs_f64());
     print_summary(&releases, &reports, &truth);
+    print_alerts(&alerts, releases.first().map_or(0, |r| r.window_start_ms));
     println!("\nPrivacy budget (the aggregator's ledger, composed under zCDP)");
     for line in budget.lines().filter(|l| !l.starts_with("budget_")) {
         println!("  {line}");
@@ -401,5 +405,27 @@ fn print_summary(
                 r.scale
             );
         }
+    }
+}
+
+/// Alerts the aggregator raised during the run (anomaly detection on the
+/// combined DP series; no rules are configured in the demo).
+fn print_alerts(alerts: &[veil_aggregator::alerts::AlertRecord], first_window_ms: i64) {
+    println!(
+        "\nAlerts raised on the aggregator during the run: {} (3-sigma over the DP noise and a rolling baseline)",
+        alerts.len()
+    );
+    let mut sorted: Vec<_> = alerts.iter().collect();
+    sorted.sort_by_key(|a| (a.window_start_ms, a.zone.clone()));
+    for a in sorted.iter().take(8) {
+        println!(
+            "  minute {:>3}  {:<13} {:<10} {:<9} {}  ({})",
+            (a.window_start_ms - first_window_ms) / 60_000,
+            a.zone,
+            a.metric,
+            a.state.as_str(),
+            a.severity,
+            a.detail
+        );
     }
 }

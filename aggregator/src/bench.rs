@@ -88,7 +88,16 @@ const BENCH_POLICY: &str = "version = 1\nname = \"veil-aggregator bench ingest\"
 [budget]\nepsilon_per_day = 100000.0\ndelta = 1e-6\n\n\
 [retention]\nreleases_days = 1\n\n\
 [[metric]]\nname = \"occupancy\"\nsignal = \"camera\"\npurposes = [\"crowd_safety\"]\n\
-mechanism = \"discrete_laplace\"\nepsilon = 0.001\nreaders = [\"compliance\"]\n";
+mechanism = \"discrete_laplace\"\nepsilon = 0.001\nreaders = [\"organizer\", \"compliance\"]\n";
+
+/// Bench alert rule: fires when a zone's value first goes above
+/// [`ALERT_ABOVE`] (the release numbered `i % 500 == 451` of a zone; every
+/// node has zones of its own) and resolves when the values wrap to 0, so
+/// alerts keep coming under load. The latency clock starts at the ack of the
+/// call that carried that release.
+const ALERT_ABOVE: f64 = 450.0;
+/// The value whose release raises a bench alert.
+const ALERT_VALUE: f64 = 451.0;
 
 /// Parameters of `bench ingest`.
 #[derive(Debug, Clone)]
@@ -149,7 +158,9 @@ async fn acquire(channel: &Channel, policy_hash: &str) -> anyhow::Result<String>
 /// Release number `i` (0-based) of `node`: a distinct (zone, window) per
 /// number, so every key is new.
 fn bench_release(node: &str, i: u64, lease_id: &str, policy_hash: &str) -> Release {
-    let zone = format!("z{}", i / WINDOWS_PER_DAY);
+    // Zones per node, so each alert series has one node and the bench
+    // alert is raised by exactly one release.
+    let zone = format!("{node}-z{}", i / WINDOWS_PER_DAY);
     let start_ms = i64::try_from((i % WINDOWS_PER_DAY) * 60_000).unwrap_or(0);
     Release {
         idempotency_key: format!("{VENUE}/{node}/occupancy/{zone}/{start_ms}/0"),
@@ -178,7 +189,11 @@ struct Client {
     channel: Channel,
     lease: String,
     policy_hash: String,
+    /// (zone, window) of alert-raising releases -> when the first ack of one arrived.
+    acks: AckTimes,
 }
+
+type AckTimes = Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), Instant>>>;
 
 async fn run_client(c: Client, batch: usize, deadline: Instant) -> ClientResult {
     let mut out = ClientResult::default();
@@ -205,11 +220,27 @@ async fn run_client(c: Client, batch: usize, deadline: Instant) -> ClientResult 
         let releases: Vec<Release> = (next..next + n)
             .map(|i| bench_release(&c.node, i, &lease, &c.policy_hash))
             .collect();
+        let raising: Vec<(String, i64)> = releases
+            .iter()
+            .filter(|r| r.value == ALERT_VALUE)
+            .map(|r| (r.zone.clone(), r.window.map_or(0, |w| w.start_ms)))
+            .collect();
         let sent = Instant::now();
         let resp = ingest
             .submit_releases(SubmitReleasesRequest { releases })
             .await;
+        let acked = Instant::now();
         out.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+        if resp.is_ok() && !raising.is_empty() {
+            let mut acks = c
+                .acks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for k in raising {
+                let at = acks.entry(k).or_insert(acked);
+                *at = (*at).max(acked);
+            }
+        }
         match resp {
             Ok(r) => {
                 for ack in r.into_inner().acks {
@@ -256,7 +287,11 @@ fn write_config(dir: &Path, nodes: &[String]) -> anyhow::Result<std::path::PathB
          [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 1000\n\n\
          [ingest]\nmax_window_age = \"100y\"\n\n\
          [[venue]]\nname = \"{VENUE}\"\nnodes = [{}]\npolicy = \"policy.toml\"\n\n\
-         [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n",
+         [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
+         [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n\n\
+         [alerts.anomaly]\nenabled = false\n\n\
+         [[alerts.rules]]\nname = \"bench-high\"\nseverity = \"info\"\n\
+         runbook = \"Bench rule: nothing to do.\"\nmetric = \"occupancy\"\nabove = {ALERT_ABOVE:?}\n",
         list.join(", ")
     );
     let path = dir.join("aggregator.toml");
@@ -299,6 +334,29 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     }));
     let endpoint = format!("https://127.0.0.1:{}", addr.port());
 
+    // Alert latency: an organizer watches the alert stream over mTLS.
+    let (ep, tls) = tls_channel(&endpoint, &layout.dir, "organizer")?;
+    let org = ep.tls_config(tls)?.connect().await?;
+    let mut alert_stream = veil_proto::query_client::QueryClient::new(org)
+        .watch_alerts(veil_proto::WatchAlertsRequest {
+            venue: VENUE.into(),
+        })
+        .await?
+        .into_inner();
+    let watcher = tokio::spawn(async move {
+        let mut seen: Vec<((String, i64), Instant)> = Vec::new();
+        while let Ok(Some(a)) = alert_stream.message().await {
+            if a.event == "raised" {
+                seen.push((
+                    (a.zone.clone(), a.window.map_or(0, |w| w.start_ms)),
+                    Instant::now(),
+                ));
+            }
+        }
+        seen
+    });
+    let acks: AckTimes = Arc::default();
+
     eprintln!("bench: connecting {} mTLS clients and leasing", p.nodes);
     let mut clients = Vec::with_capacity(layout.nodes.len());
     for node in &layout.nodes {
@@ -315,6 +373,7 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             channel,
             lease,
             policy_hash,
+            acks: acks.clone(),
         });
     }
 
@@ -353,8 +412,29 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     ticker.abort();
     let stored = storage.count_releases().await?;
+    // Let the alert task drain what was committed last.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(());
     server.await??;
+    let seen = watcher.await?;
+    let mut alert_ms: Vec<f64> = {
+        let acks = acks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter()
+            .filter_map(|(k, at)| {
+                let ack = acks.get(k)?;
+                Some(if at >= ack {
+                    at.duration_since(*ack).as_secs_f64() * 1000.0
+                } else {
+                    -(ack.duration_since(*at).as_secs_f64() * 1000.0)
+                })
+            })
+            .collect()
+    };
+    alert_ms.sort_by(f64::total_cmp);
+    let alert_p50 = percentile(&alert_ms, 50.0);
+    let alert_p99 = percentile(&alert_ms, 99.0);
 
     total.latencies_ms.sort_by(f64::total_cmp);
     let p50 = percentile(&total.latencies_ms, 50.0);
@@ -382,6 +462,14 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
         ("releases per second".into(), format!("{per_s:.0}")),
         ("call latency p50".into(), format!("{p50:.2} ms")),
         ("call latency p99".into(), format!("{p99:.2} ms")),
+        (
+            "alerts on the stream (matched to an ack)".into(),
+            format!("{} of {}", alert_ms.len(), seen.len()),
+        ),
+        (
+            "alert latency after ack p50 / p99".into(),
+            format!("{alert_p50:.2} / {alert_p99:.2} ms (negative: the alert came before the ack)"),
+        ),
     ];
     if let Some(e) = &total.first_error {
         rows.push(("first error".into(), e.clone()));
@@ -403,6 +491,16 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             Figure {
                 name: "ack_p99_ms",
                 value: p99,
+                unit: "ms",
+            },
+            Figure {
+                name: "alert_latency_p50_ms",
+                value: alert_p50,
+                unit: "ms",
+            },
+            Figure {
+                name: "alert_latency_p99_ms",
+                value: alert_p99,
                 unit: "ms",
             },
             Figure {

@@ -65,6 +65,9 @@ pub struct Config {
     /// Federated rounds (model card delta, scheduled rounds).
     #[serde(default)]
     pub rounds: crate::rounds::RoundsConfig,
+    /// Organizer alerts: anomaly detection and rules (issue 9).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -230,6 +233,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Err(reason) = cfg.alerts.check() {
+            return Err(invalid("alerts", &reason));
         }
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));

@@ -5,6 +5,7 @@
 //! only, validates every release, and stores it durably before acknowledging.
 //! It never receives raw events or identifiers.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod pki;
 pub mod policy;
+pub mod query;
 pub mod rounds;
 pub mod server;
 pub mod state;

@@ -18,6 +18,9 @@ pub struct State {
     pub audit: AuditLog,
     /// Ingest limits.
     pub limits: IngestConfig,
+    /// Organizer alerts and live series (issue 9): committed releases in,
+    /// alert events and series points out.
+    pub alerts: crate::alerts::AlertHub,
 }
 
 /// Current wall-clock time, Unix ms.

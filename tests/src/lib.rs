@@ -86,6 +86,12 @@ impl TestEnv {
 
     /// Like [`TestEnv::start`] with another policy for the venue.
     pub async fn start_with_policy(policy: &str) -> Self {
+        Self::start_with(policy, "").await
+    }
+
+    /// Like [`TestEnv::start`] with a policy and extra aggregator TOML
+    /// (inserted before `[tls]`, e.g. an `[alerts]` section).
+    pub async fn start_with(policy: &str, extra: &str) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
@@ -95,7 +101,7 @@ impl TestEnv {
             &["node-1", "node-2"],
             "127.0.0.1:0",
             policy,
-            "",
+            extra,
         );
         let cfg = veil_aggregator::Config::load(&cfg_path).expect("config");
         let bound = veil_aggregator::bind(cfg).await.expect("bind");

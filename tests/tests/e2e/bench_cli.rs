@@ -78,6 +78,8 @@ fn aggregator_bench_ingest_prints_figures_without_errors() {
     assert!(figure(&out, "releases_per_s", "releases/s") > 0.0);
     figure(&out, "ack_p50_ms", "ms");
     figure(&out, "ack_p99_ms", "ms");
+    figure(&out, "alert_latency_p50_ms", "ms");
+    figure(&out, "alert_latency_p99_ms", "ms");
     assert_eq!(figure(&out, "errors", "count"), 0.0);
 }
 
