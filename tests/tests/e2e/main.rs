@@ -1,4 +1,5 @@
-//! Veil end-to-end tests: real certificates, real sockets, real SQLite files,
+//! Veil end-to-end tests: real certificates, real sockets, real SQLite files
+//! (or PostgreSQL databases with `VEIL_TEST_DATABASE_URL`),
 //! real binaries.
 
 mod bench_cli;
@@ -8,4 +9,5 @@ mod ingest;
 mod ledger_audit;
 mod node_pipeline;
 mod refusals;
+mod replicas;
 mod resilience;
