@@ -428,6 +428,8 @@ async fn store_transition(
     let now = now_ms();
     let mut atx = audit.begin().await;
     let mut tx = storage.pool().begin().await?;
+    // The audit lock before any row (the lock order every writer keeps).
+    atx.lock(&mut tx).await?;
     let (act, reason) = match ev.kind {
         EventKind::Raised => {
             sqlx::query(
@@ -503,7 +505,7 @@ macro_rules! columns {
     };
 }
 
-fn row_to_alert(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord, sqlx::Error> {
+fn row_to_alert(row: &sqlx::any::AnyRow) -> Result<AlertRecord, sqlx::Error> {
     let state: String = row.try_get("state")?;
     Ok(AlertRecord {
         alert_id: row.try_get("alert_id")?,
@@ -530,7 +532,7 @@ fn row_to_alert(row: &sqlx::sqlite::SqliteRow) -> Result<AlertRecord, sqlx::Erro
 }
 
 async fn fetch(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     venue: &str,
     alert_id: &str,
 ) -> Result<Option<AlertRecord>, sqlx::Error> {
@@ -624,6 +626,7 @@ pub async fn acknowledge(
     let now = now_ms();
     let mut atx = state.audit.begin().await;
     let mut tx = state.storage.pool().begin().await?;
+    atx.lock(&mut tx).await?;
     let changed = sqlx::query(
         "-- acknowledge()\nUPDATE alerts SET acked_by = $3, acked_ms = $4 \
          WHERE alert_id = $1 AND venue = $2 AND acked_by = ''",

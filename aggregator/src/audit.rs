@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::storage::Backend;
 use tokio::sync::{Mutex, MutexGuard};
 use veil_privacy::audit::{
     AuditEntry, Checkpoint, CheckpointSigner, Hash, InclusionProof, MerkleTree, check_consistent,
@@ -110,7 +112,39 @@ impl std::fmt::Debug for AuditLog {
 pub struct AuditTx<'a> {
     guard: MutexGuard<'a, Inner>,
     start: u64,
+    synced: bool,
     done: bool,
+}
+
+/// PostgreSQL advisory lock key ("veilaudt") held by every transaction that
+/// appends to the audit log, on whatever replica.
+const AUDIT_LOCK_KEY: i64 = 0x7665_696c_6175_6474;
+
+/// Extends `tree` with the stored entries it lacks (appended by another
+/// replica or process), checking the sequence has no gap.
+async fn catch_up(tree: &mut MerkleTree, conn: &mut AnyConnection) -> Result<(), AuditLogError> {
+    let from = tree.len();
+    let rows = sqlx::query(
+        "-- catch_up()\nSELECT seq, leaf_hash FROM audit_log WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(i64::try_from(from).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let expected = tree.len();
+        if u64::try_from(seq).ok() != Some(expected) {
+            return Err(AuditLogError::Corrupt(format!(
+                "sequence gap: expected {expected}, found {seq}"
+            )));
+        }
+        let bytes: Vec<u8> = row.try_get("leaf_hash")?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            AuditLogError::Corrupt(format!("entry {seq}: leaf hash is not 32 bytes"))
+        })?;
+        tree.push(Hash(arr));
+    }
+    Ok(())
 }
 
 /// The SPIFFE id the aggregator uses for its own entries.
@@ -120,28 +154,14 @@ impl AuditLog {
     /// Loads the tree from the database and checks it against the latest
     /// stored checkpoint.
     pub async fn load(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         signer: CheckpointSigner,
         checkpoint_every: u64,
     ) -> Result<Self, AuditLogError> {
-        let rows =
-            sqlx::query("-- AuditLog::load()\nSELECT seq, leaf_hash FROM audit_log ORDER BY seq")
-                .fetch_all(pool)
-                .await?;
         let mut tree = MerkleTree::new();
-        for (i, row) in rows.iter().enumerate() {
-            let seq: i64 = row.try_get("seq")?;
-            if seq != i as i64 {
-                return Err(AuditLogError::Corrupt(format!(
-                    "sequence gap: expected {i}, found {seq}"
-                )));
-            }
-            let bytes: Vec<u8> = row.try_get("leaf_hash")?;
-            let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-                AuditLogError::Corrupt(format!("entry {seq}: leaf hash is not 32 bytes"))
-            })?;
-            tree.push(Hash(arr));
-        }
+        let mut conn = pool.acquire().await?;
+        catch_up(&mut tree, &mut conn).await?;
+        drop(conn);
         let mut last = latest_checkpoint(pool).await?;
         if let Some(cp) = last.as_mut() {
             cp.origin = signer.name().to_owned();
@@ -188,6 +208,7 @@ impl AuditLog {
         AuditTx {
             guard,
             start,
+            synced: false,
             done: false,
         }
     }
@@ -201,7 +222,7 @@ impl AuditLog {
     /// size), after checking it is consistent with the previous checkpoint.
     pub async fn checkpoint(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         now_ms: i64,
     ) -> Result<(Checkpoint, String), AuditLogError> {
         let mut inner = self.inner.lock().await;
@@ -211,15 +232,39 @@ impl AuditLog {
     async fn checkpoint_locked(
         &self,
         inner: &mut Inner,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         now_ms: i64,
     ) -> Result<(Checkpoint, String), AuditLogError> {
+        // Other replicas (or a CLI process) may have appended and signed
+        // since: sign over the shared log, never over a stale prefix, and
+        // check against the latest checkpoint whoever signed it.
+        let mut conn = pool.acquire().await?;
+        catch_up(&mut inner.tree, &mut conn).await?;
+        drop(conn);
+        if let Some(mut stored) = latest_checkpoint(pool).await?
+            && inner.last.as_ref().is_none_or(|l| stored.size > l.size)
+        {
+            stored.origin = self.origin.clone();
+            if stored.size > inner.tree.len()
+                || inner
+                    .tree
+                    .root_at(stored.size)
+                    .map_err(|e| AuditLogError::Corrupt(e.to_string()))?
+                    != stored.root
+            {
+                return Err(AuditLogError::Corrupt(format!(
+                    "stored checkpoint of size {} does not match the stored entries",
+                    stored.size
+                )));
+            }
+            inner.last = Some(stored);
+        }
         let size = inner.tree.len();
         if let Some(last) = &inner.last
             && last.size == size
         {
             let note: String =
-                sqlx::query_scalar("-- checkpoint()\nSELECT note FROM checkpoints WHERE size = ?")
+                sqlx::query_scalar("-- checkpoint()\nSELECT note FROM checkpoints WHERE size = $1")
                     .bind(i64::try_from(size).unwrap_or(i64::MAX))
                     .fetch_one(pool)
                     .await?;
@@ -238,7 +283,7 @@ impl AuditLog {
             check_consistent(last, &new, &proof)?;
         }
         let note = self.signer.sign_checkpoint(&new)?;
-        sqlx::query("-- checkpoint()\nINSERT OR IGNORE INTO checkpoints (size, root, note, created_ms) VALUES (?, ?, ?, ?)")
+        sqlx::query("-- checkpoint()\nINSERT INTO checkpoints (size, root, note, created_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
             .bind(i64::try_from(size).unwrap_or(i64::MAX))
             .bind(new.root.as_bytes().to_vec())
             .bind(&note)
@@ -250,11 +295,7 @@ impl AuditLog {
     }
 
     /// Signs a checkpoint if `checkpoint_every` entries accumulated since the last.
-    pub async fn maybe_checkpoint(
-        &self,
-        pool: &SqlitePool,
-        now_ms: i64,
-    ) -> Result<(), AuditLogError> {
+    pub async fn maybe_checkpoint(&self, pool: &AnyPool, now_ms: i64) -> Result<(), AuditLogError> {
         let mut inner = self.inner.lock().await;
         let last = inner.last.as_ref().map_or(0, |c| c.size);
         if inner.tree.len() >= last + self.checkpoint_every {
@@ -267,7 +308,7 @@ impl AuditLog {
     /// a fresh checkpoint; a partial export carries inclusion proofs.
     pub async fn export(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         range: Option<(u64, u64)>,
         now_ms: i64,
     ) -> Result<Export, AuditLogError> {
@@ -285,7 +326,7 @@ impl AuditLog {
                 (a, b + 1, !(a == 0 && b + 1 == size))
             }
         };
-        let rows = sqlx::query("-- AuditLog::export()\nSELECT entry FROM audit_log WHERE seq >= ? AND seq < ? ORDER BY seq")
+        let rows = sqlx::query("-- AuditLog::export()\nSELECT entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq")
             .bind(i64::try_from(from).unwrap_or(i64::MAX))
             .bind(i64::try_from(to).unwrap_or(i64::MAX))
             .fetch_all(pool)
@@ -356,7 +397,7 @@ impl Export {
     }
 }
 
-async fn latest_checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>, AuditLogError> {
+async fn latest_checkpoint(pool: &AnyPool) -> Result<Option<Checkpoint>, AuditLogError> {
     let row = sqlx::query(
         "-- latest_checkpoint()\nSELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1",
     )
@@ -379,10 +420,11 @@ impl AuditTx<'_> {
     /// Appends one entry inside `tx`; returns its sequence number.
     pub async fn append(
         &mut self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         e: NewEntry,
         now_ms: i64,
     ) -> Result<u64, AuditLogError> {
+        self.lock(tx).await?;
         let seq = self.guard.tree.len();
         let entry = AuditEntry {
             seq,
@@ -400,7 +442,7 @@ impl AuditTx<'_> {
         let line = entry.to_canonical_json()?;
         let leaf = entry.leaf_hash()?;
         sqlx::query(
-            "-- AuditTx::append()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES (?, ?, ?)",
+            "-- AuditTx::append()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)",
         )
         .bind(i64::try_from(seq).unwrap_or(i64::MAX))
         .bind(&line)
@@ -409,6 +451,41 @@ impl AuditTx<'_> {
         .await?;
         self.guard.tree.push(leaf);
         Ok(seq)
+    }
+
+    /// Takes the database side of the writer lock inside `tx` and brings
+    /// the in-memory tree up to date with entries other replicas (or
+    /// processes) committed. Idempotent; [`AuditTx::append`] calls it.
+    ///
+    /// Concurrency: on PostgreSQL every transaction that appends holds the
+    /// transaction-scoped advisory lock [`AUDIT_LOCK_KEY`] from here until
+    /// it commits or rolls back, so appends from all replicas form one
+    /// linear, gap-free sequence: the holder reads every committed entry
+    /// (READ COMMITTED sees all commits that released the lock before),
+    /// extends its tree and appends at the true end. Callers that also
+    /// lock rows (ledger, leases, rounds) call this first, right after
+    /// `BEGIN`, so the lock order is always audit lock then rows and
+    /// replicas cannot deadlock. On SQLite the database write lock plays
+    /// this part (one writer at a time); the catch-up still matters when a
+    /// CLI command appended while the server runs.
+    pub async fn lock(&mut self, tx: &mut AnyConnection) -> Result<(), AuditLogError> {
+        if self.synced {
+            return Ok(());
+        }
+        if Backend::of(tx) == Backend::Postgres {
+            sqlx::query("-- AuditTx::lock()\nSELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let before = self.guard.tree.len();
+        catch_up(&mut self.guard.tree, tx).await?;
+        if self.guard.tree.len() != before {
+            // Entries of other writers are committed: never roll them back.
+            self.start = self.guard.tree.len();
+        }
+        self.synced = true;
+        Ok(())
     }
 
     /// The database transaction committed: keep the appended leaves.

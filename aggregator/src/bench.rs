@@ -108,8 +108,13 @@ pub struct IngestParams {
     pub duration: Duration,
     /// Releases per SubmitReleases call.
     pub batch: usize,
-    /// Database: only "sqlite" (a temporary file).
+    /// Database: "sqlite" (a temporary file) or a PostgreSQL server URL
+    /// `postgres://USER@HOST:PORT/DB`, on which a temporary database
+    /// `veil_bench_*` is created for the run and dropped afterwards.
     pub db: String,
+    /// In-process aggregator replicas sharing the database (PostgreSQL
+    /// only); node clients are spread round-robin over them.
+    pub replicas: u32,
 }
 
 #[derive(Debug, Default)]
@@ -278,11 +283,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Writes the bench aggregator config (`listen` on an ephemeral loopback
 /// port) and policy into `dir`; the PKI must be in `dir/pki`.
-fn write_config(dir: &Path, nodes: &[String]) -> anyhow::Result<std::path::PathBuf> {
+fn write_config(
+    dir: &Path,
+    nodes: &[String],
+    database: &str,
+    max_connections: u32,
+) -> anyhow::Result<std::path::PathBuf> {
     std::fs::write(dir.join("policy.toml"), BENCH_POLICY)?;
     let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://aggregator.db\"\n\n\
+        "listen = \"127.0.0.1:0\"\n\n[storage]\nurl = \"{database}\"\nmax_connections = {max_connections}\n\n\
          [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
          [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 1000\n\n\
          [ingest]\nmax_window_age = \"100y\"\n\n\
@@ -305,11 +315,15 @@ fn write_config(dir: &Path, nodes: &[String]) -> anyhow::Result<std::path::PathB
 /// the duration ends. Latency is per SubmitReleases call (every release of
 /// a call is acked after its transaction commits).
 pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
-    if p.db != "sqlite" {
+    let postgres = p.db.starts_with("postgres://") || p.db.starts_with("postgresql://");
+    if p.db != "sqlite" && !postgres {
         anyhow::bail!(
-            "--db {:?} is not supported: this aggregator stores in SQLite only (use --db sqlite)",
+            "--db {:?} is not supported: use --db sqlite (a temporary file) or --db postgres://USER@HOST:PORT/DB",
             p.db
         );
+    }
+    if p.replicas == 0 || (p.replicas > 1 && !postgres) {
+        anyhow::bail!("--replicas must be 1, or more only with --db postgres://...");
     }
     if p.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
@@ -323,19 +337,34 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
         p.nodes
     );
     let layout = pki::init(&dir.path().join("pki"), VENUE, p.nodes)?;
-    let cfg_path = write_config(dir.path(), &layout.nodes)?;
-    let cfg = crate::Config::load(&cfg_path)?;
-    let bound = crate::bind(cfg).await?;
-    let addr = bound.local_addr();
-    let storage = bound.storage().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bound.serve(async {
-        let _ = stop_rx.await;
-    }));
-    let endpoint = format!("https://127.0.0.1:{}", addr.port());
+    let temp_db = if postgres {
+        Some(TempPgDatabase::create(&p.db).await?)
+    } else {
+        None
+    };
+    let database = temp_db
+        .as_ref()
+        .map_or_else(|| "sqlite://aggregator.db".to_owned(), |t| t.url.clone());
+    let cfg_path = write_config(dir.path(), &layout.nodes, &database, 16)?;
+    let mut servers = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut storage = None;
+    for _ in 0..p.replicas {
+        let cfg = crate::Config::load(&cfg_path)?;
+        let bound = crate::bind(cfg).await?;
+        endpoints.push(format!("https://127.0.0.1:{}", bound.local_addr().port()));
+        storage.get_or_insert_with(|| bound.storage().clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(bound.serve(async {
+            let _ = stop_rx.await;
+        }));
+        servers.push((stop_tx, server));
+    }
+    let storage = storage.context("no replica started")?;
+    let addr = endpoints.join(", ");
 
     // Alert latency: an organizer watches the alert stream over mTLS.
-    let (ep, tls) = tls_channel(&endpoint, &layout.dir, "organizer")?;
+    let (ep, tls) = tls_channel(&endpoints[0], &layout.dir, "organizer")?;
     let org = ep.tls_config(tls)?.connect().await?;
     let mut alert_stream = veil_proto::query_client::QueryClient::new(org)
         .watch_alerts(veil_proto::WatchAlertsRequest {
@@ -359,8 +388,8 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
 
     eprintln!("bench: connecting {} mTLS clients and leasing", p.nodes);
     let mut clients = Vec::with_capacity(layout.nodes.len());
-    for node in &layout.nodes {
-        let (ep, tls) = tls_channel(&endpoint, &layout.dir, node)?;
+    for (i, node) in layout.nodes.iter().enumerate() {
+        let (ep, tls) = tls_channel(&endpoints[i % endpoints.len()], &layout.dir, node)?;
         let channel = ep.tls_config(tls)?.connect().await?;
         let policy_hash = PolicyClient::new(channel.clone())
             .get_policy(veil_proto::GetPolicyRequest {})
@@ -414,8 +443,13 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let stored = storage.count_releases().await?;
     // Let the alert task drain what was committed last.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop_tx.send(());
-    server.await??;
+    for (stop_tx, server) in servers {
+        let _ = stop_tx.send(());
+        server.await??;
+    }
+    if let Some(t) = temp_db {
+        t.drop_database().await?;
+    }
     let seen = watcher.await?;
     let mut alert_ms: Vec<f64> = {
         let acks = acks
@@ -443,11 +477,18 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let mut rows = vec![
         (
             "aggregator".into(),
-            format!("in-process, 127.0.0.1:{}, temporary dev PKI", addr.port()),
+            format!(
+                "{} in-process replica(s) ({addr}), temporary dev PKI",
+                p.replicas
+            ),
         ),
         (
             "database".into(),
-            "SQLite (WAL, synchronous FULL), one transaction per batch".into(),
+            if postgres {
+                "PostgreSQL (temporary database), one transaction per batch".into()
+            } else {
+                "SQLite (WAL, synchronous FULL), one transaction per batch".into()
+            },
         ),
         (
             "node clients".into(),
@@ -510,6 +551,59 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             },
         ],
     })
+}
+
+/// A database made for one bench run on a PostgreSQL server, dropped after.
+struct TempPgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TempPgDatabase {
+    async fn create(server: &str) -> anyhow::Result<Self> {
+        use sqlx::{Connection as _, Executor as _};
+        let name = format!(
+            "veil_bench_{}_{}",
+            std::process::id(),
+            crate::state::now_ms()
+        );
+        let mut conn = sqlx::PgConnection::connect(server)
+            .await
+            .with_context(|| format!("connecting to {}", crate::storage::redact_url(server)))?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .context("creating the bench database")?;
+        conn.close().await?;
+        let (base, query) = match server.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (server, String::new()),
+        };
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[scheme_end..].find('/') {
+            Some(i) => &base[..scheme_end + i],
+            None => base,
+        };
+        eprintln!("bench: created temporary database {name}");
+        Ok(Self {
+            admin: server.to_owned(),
+            url: format!("{base}/{name}{query}"),
+            name,
+        })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        use sqlx::{Connection as _, Executor as _};
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .await
+        .context("dropping the bench database")?;
+        conn.close().await?;
+        Ok(())
+    }
 }
 
 /// Audit entries per database transaction in `bench audit` (as ingest

@@ -34,7 +34,7 @@ pub async fn budget_show(
     let policy = policies.get(venue).ok_or_else(|| {
         anyhow::anyhow!("venue {venue:?} is not in {}", config.base_dir.display())
     })?;
-    let storage = Storage::open(&config.database_url()).await?;
+    let storage = Storage::open_with(&config.storage_options()).await?;
     let r = ledger::report(storage.pool(), venue, &day, Some(policy)).await?;
     storage.close().await;
     let mut s = String::new();
@@ -71,7 +71,7 @@ pub async fn audit_export(
     out: &Path,
     range: Option<(u64, u64)>,
 ) -> anyhow::Result<String> {
-    let storage = Storage::open(&config.database_url()).await?;
+    let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = crate::server::open_audit(config, &storage).await?;
     let export = audit
         .export(storage.pool(), range, crate::state::now_ms())

@@ -46,8 +46,13 @@ pub enum ConfigError {
 pub struct Config {
     /// gRPC listen address, e.g. "127.0.0.1:7443" (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Database URL: "sqlite://PATH" (created if missing).
-    pub database: String,
+    /// Database URL: "sqlite://PATH" (created if missing) or
+    /// "postgres://...". Shorthand for `[storage] url`; give one of the two.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Database URL and pool settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// TLS material.
     pub tls: TlsConfig,
     /// Venues and their nodes. A node certificate whose venue/node is not
@@ -71,6 +76,60 @@ pub struct Config {
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[storage]`: where the aggregator keeps its state and how it talks to it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// "sqlite://PATH" (relative to the config file) or
+    /// "postgres://USER[:PASSWORD]@HOST[:PORT]/DB" (several replicas may
+    /// share one PostgreSQL database).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Most pooled database connections (default 8).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before failing
+    /// with Unavailable (humantime, default "5s").
+    #[serde(default = "default_acquire_timeout", with = "humantime_duration")]
+    pub acquire_timeout: std::time::Duration,
+    /// Longest one statement, lock waits included, may run (humantime,
+    /// default "10s"): PostgreSQL `statement_timeout`, SQLite `busy_timeout`.
+    #[serde(default = "default_statement_timeout", with = "humantime_duration")]
+    pub statement_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("url", &self.url.as_deref().map(crate::storage::redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_acquire_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+fn default_statement_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: default_max_connections(),
+            acquire_timeout: default_acquire_timeout(),
+            statement_timeout: default_statement_timeout(),
+        }
+    }
 }
 
 /// Server TLS files (PEM).
@@ -206,10 +265,32 @@ impl Config {
             key: key.into(),
             reason: reason.into(),
         };
-        if !cfg.database.starts_with("sqlite:") && !cfg.database.starts_with("postgres") {
+        let (key, url) = match (&cfg.database, &cfg.storage.url) {
+            (Some(u), None) => ("database", u),
+            (None, Some(u)) => ("storage.url", u),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "database",
+                    "give the database URL once: `database` or `[storage] url`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "storage.url",
+                    "missing: set `[storage] url` (or `database`) to sqlite://PATH or postgres://...",
+                ));
+            }
+        };
+        if crate::storage::Backend::of_url(url).is_err() {
+            return Err(invalid(key, "must start with sqlite:// or postgres://"));
+        }
+        if cfg.storage.max_connections == 0 || cfg.storage.max_connections > 1000 {
+            return Err(invalid("storage.max_connections", "must be in 1..=1000"));
+        }
+        if cfg.storage.acquire_timeout.is_zero() || cfg.storage.statement_timeout.is_zero() {
             return Err(invalid(
-                "database",
-                "must start with sqlite:// or postgres://",
+                "storage",
+                "acquire_timeout and statement_timeout must be positive",
             ));
         }
         for v in &cfg.venues {
@@ -254,12 +335,27 @@ impl Config {
 
     /// The database URL with a relative SQLite path resolved.
     pub fn database_url(&self) -> String {
-        if let Some(rest) = self.database.strip_prefix("sqlite://") {
+        let url = self
+            .database
+            .as_deref()
+            .or(self.storage.url.as_deref())
+            .unwrap_or_default();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
             let p = Path::new(rest);
             if p.is_relative() {
                 return format!("sqlite://{}", self.base_dir.join(p).display());
             }
         }
-        self.database.clone()
+        url.to_owned()
+    }
+
+    /// How to open the database: [`Config::database_url`] and `[storage]`.
+    pub fn storage_options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            url: self.database_url(),
+            max_connections: self.storage.max_connections,
+            acquire_timeout: self.storage.acquire_timeout,
+            statement_timeout: self.storage.statement_timeout,
+        }
     }
 }

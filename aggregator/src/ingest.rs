@@ -285,6 +285,9 @@ impl ingest_server::Ingest for IngestService {
         let result = async {
             let mut audit = st.audit.begin().await;
             let mut tx = st.storage.pool().begin().await?;
+            // The audit lock first (see `AuditTx::lock`): lease rows are
+            // locked after it, in every transaction, on every replica.
+            audit.lock(&mut tx).await?;
             for (r, ack) in releases.iter().zip(acks.iter_mut()) {
                 let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
                     let cost = check_policy(&s, &policy)?;

@@ -4,7 +4,9 @@
 //! charged durably when granted, so no noisy value is ever computed with
 //! budget that was not charged.
 
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::storage::Backend;
 use veil_privacy::{
     Cost, Epsilon, Rho,
     accounting::Composition,
@@ -108,14 +110,14 @@ fn same_cost(a: Cost, b: Cost) -> bool {
 }
 
 async fn day_composition(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     venue: &str,
     day: &str,
     policy: &LoadedPolicy,
 ) -> Result<(Composition, f64, f64), LedgerError> {
     let b = &policy.policy.budget;
     sqlx::query(
-        "-- day_composition()\nINSERT OR IGNORE INTO ledger_days (venue, day, budget_epsilon, delta) VALUES (?, ?, ?, ?)",
+        "-- day_composition()\nINSERT INTO ledger_days (venue, day, budget_epsilon, delta) VALUES ($1, $2, $3, $4) ON CONFLICT (venue, day) DO NOTHING",
     )
     .bind(venue)
     .bind(day)
@@ -123,13 +125,28 @@ async fn day_composition(
     .bind(b.delta)
     .execute(&mut *tx)
     .await?;
-    let row = sqlx::query(
-        "-- day_composition()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = ? AND day = ?",
-    )
-    .bind(venue)
-    .bind(day)
-    .fetch_one(&mut *tx)
-    .await?;
+    // Concurrency: the day's composition is read, extended in Rust and
+    // written back, so two charges must never interleave. On PostgreSQL
+    // (several replicas) `FOR UPDATE` locks the (venue, day) row until the
+    // transaction ends: a concurrent charge on any replica waits here and
+    // then reads the committed total (READ COMMITTED re-reads the locked
+    // row), so the budget check always sees every earlier charge. Row
+    // locks rather than SERIALIZABLE-with-retry keep the charge exact
+    // without a retry loop around a transaction that also writes the
+    // audit log. On SQLite the single writer lock does the same.
+    let select = match Backend::of(tx) {
+        Backend::Sqlite => {
+            "-- day_composition()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = $1 AND day = $2"
+        }
+        Backend::Postgres => {
+            "-- day_composition()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = $1 AND day = $2 FOR UPDATE"
+        }
+    };
+    let row = sqlx::query(select)
+        .bind(venue)
+        .bind(day)
+        .fetch_one(&mut *tx)
+        .await?;
     let comp = Composition::from_parts(
         row.try_get("pure_epsilon")?,
         row.try_get("pure_as_rho")?,
@@ -142,7 +159,7 @@ async fn day_composition(
 
 /// Charges and records a lease inside `tx` (the caller audits and commits).
 pub async fn acquire(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     req: &LeaseRequest,
     policy: &LoadedPolicy,
     lease_id: String,
@@ -192,7 +209,7 @@ pub async fn acquire(
         )));
     }
     sqlx::query(
-        "-- acquire()\nUPDATE ledger_days SET pure_epsilon = ?, pure_as_rho = ?, rho = ? WHERE venue = ? AND day = ?",
+        "-- acquire()\nUPDATE ledger_days SET pure_epsilon = $1, pure_as_rho = $2, rho = $3 WHERE venue = $4 AND day = $5",
     )
     .bind(after.pure_epsilon())
     .bind(after.pure_as_rho())
@@ -204,8 +221,8 @@ pub async fn acquire(
     let n = f64::from(req.releases);
     let (eps, rho) = (cost.epsilon() * n, cost.rho() * n);
     sqlx::query(
-        "-- acquire()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES (?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = epsilon + excluded.epsilon, rho = rho + excluded.rho",
+        "-- acquire()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = ledger_lines.epsilon + excluded.epsilon, rho = ledger_lines.rho + excluded.rho",
     )
     .bind(&req.venue)
     .bind(&req.day)
@@ -217,7 +234,7 @@ pub async fn acquire(
     .await?;
     sqlx::query(
         "-- acquire()\nINSERT INTO leases (lease_id, venue, node, day, metric, purpose, epsilon, rho, releases, used, policy_hash, created_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
     )
     .bind(&lease_id)
     .bind(&req.venue)
@@ -251,7 +268,7 @@ pub async fn acquire(
 /// the day's delta, may not exceed the budget, else [`LedgerError::Exhausted`]
 /// and nothing is written. The returned lease id is `direct:<metric>`.
 pub async fn charge_direct(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     venue: &str,
     day: &str,
     metric: &str,
@@ -282,7 +299,7 @@ pub async fn charge_direct(
         )));
     }
     sqlx::query(
-        "-- charge_direct()\nUPDATE ledger_days SET pure_epsilon = ?, pure_as_rho = ?, rho = ? WHERE venue = ? AND day = ?",
+        "-- charge_direct()\nUPDATE ledger_days SET pure_epsilon = $1, pure_as_rho = $2, rho = $3 WHERE venue = $4 AND day = $5",
     )
     .bind(after.pure_epsilon())
     .bind(after.pure_as_rho())
@@ -292,8 +309,8 @@ pub async fn charge_direct(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "-- charge_direct()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES (?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = epsilon + excluded.epsilon, rho = rho + excluded.rho",
+        "-- charge_direct()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (venue, day, metric, purpose) DO UPDATE SET epsilon = ledger_lines.epsilon + excluded.epsilon, rho = ledger_lines.rho + excluded.rho",
     )
     .bind(venue)
     .bind(day)
@@ -316,7 +333,7 @@ pub async fn charge_direct(
 /// release left. Returns a refusal reason otherwise.
 #[allow(clippy::too_many_arguments)]
 pub async fn use_lease(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     lease_id: &str,
     venue: &str,
     node: &str,
@@ -326,7 +343,7 @@ pub async fn use_lease(
     cost: Cost,
 ) -> Result<Result<(), String>, LedgerError> {
     let row = sqlx::query(
-        "-- use_lease()\nSELECT venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id = ?",
+        "-- use_lease()\nSELECT venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id = $1",
     )
     .bind(lease_id)
     .fetch_optional(&mut *tx)
@@ -360,10 +377,18 @@ pub async fn use_lease(
     if used >= releases {
         return Ok(Err(format!("the lease's {releases} releases are used up")));
     }
-    sqlx::query("-- use_lease()\nUPDATE leases SET used = used + 1 WHERE lease_id = ?")
-        .bind(lease_id)
-        .execute(&mut *tx)
-        .await?;
+    // Conditional, so that two replicas using the last release of a lease
+    // at once cannot both succeed (the second update waits for the first
+    // and then finds the lease used up).
+    let done = sqlx::query(
+        "-- use_lease()\nUPDATE leases SET used = used + 1 WHERE lease_id = $1 AND used < releases",
+    )
+    .bind(lease_id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(Err(format!("the lease's {releases} releases are used up")));
+    }
     Ok(Ok(()))
 }
 
@@ -389,13 +414,13 @@ pub struct BudgetReport {
 /// The budget report of `venue` on `day`; `policy` supplies the budget when
 /// nothing was spent yet.
 pub async fn report(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     venue: &str,
     day: &str,
     policy: Option<&LoadedPolicy>,
 ) -> Result<BudgetReport, LedgerError> {
     let row = sqlx::query(
-        "-- report()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = ? AND day = ?",
+        "-- report()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = $1 AND day = $2",
     )
     .bind(venue)
     .bind(day)
@@ -421,7 +446,7 @@ pub async fn report(
     };
     let spent = comp.epsilon_at(delta)?;
     let lines = sqlx::query(
-        "-- report()\nSELECT metric, purpose, epsilon, rho FROM ledger_lines WHERE venue = ? AND day = ? ORDER BY metric, purpose",
+        "-- report()\nSELECT metric, purpose, epsilon, rho FROM ledger_lines WHERE venue = $1 AND day = $2 ORDER BY metric, purpose",
     )
     .bind(venue)
     .bind(day)
@@ -509,6 +534,13 @@ impl veil_proto::ledger_server::Ledger for LedgerService {
             .begin()
             .await
             .map_err(|_| tonic::Status::unavailable("ledger database unavailable"))?;
+        // The audit lock before the ledger row lock (see `AuditTx::lock`).
+        if let Err(e) = audit.lock(&mut tx).await {
+            tracing::error!(error = %e, "Ledger transaction failed; no lease granted.");
+            return Err(tonic::Status::unavailable(
+                "ledger unavailable; no lease granted, retry",
+            ));
+        }
         let outcome = acquire(&mut tx, &req, &policy, lease_id, now).await;
         let entry = match &outcome {
             Ok(g) => NewEntry {

@@ -164,9 +164,13 @@ enum BenchCommand {
         /// Releases per SubmitReleases call.
         #[arg(long, default_value_t = 100)]
         batch: usize,
-        /// Database (only "sqlite": a temporary file).
+        /// Database: "sqlite" (a temporary file) or a PostgreSQL server
+        /// URL, on which a temporary database is created and dropped.
         #[arg(long, default_value = "sqlite")]
         db: String,
+        /// Aggregator replicas sharing the database (PostgreSQL only).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
     },
     /// Audit-log append and offline verification throughput.
     Audit {
@@ -333,6 +337,7 @@ fn main() -> ExitCode {
                     duration,
                     batch,
                     db,
+                    replicas,
                 },
         } => bench(veil_aggregator::bench::ingest(
             veil_aggregator::bench::IngestParams {
@@ -340,6 +345,7 @@ fn main() -> ExitCode {
                 duration: std::time::Duration::from_secs(duration),
                 batch,
                 db,
+                replicas,
             },
         )),
         Command::Bench {

@@ -400,7 +400,7 @@ pub async fn series(
     .bind(i64::from(page_size) + 1)
     .fetch_all(storage.pool())
     .await?;
-    let cursor = |row: &sqlx::sqlite::SqliteRow| -> Result<Cursor, sqlx::Error> {
+    let cursor = |row: &sqlx::any::AnyRow| -> Result<Cursor, sqlx::Error> {
         Ok((
             row.try_get("zone")?,
             row.try_get("window_start_ms")?,
@@ -456,7 +456,7 @@ fn combine_rows(
     venue: &str,
     metric: &str,
     suppress_below: f64,
-    rows: &[sqlx::sqlite::SqliteRow],
+    rows: &[sqlx::any::AnyRow],
 ) -> Result<Vec<SeriesPoint>, QueryError> {
     let mut cache = Error95Cache::default();
     let mut points = Vec::new();

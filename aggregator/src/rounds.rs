@@ -23,7 +23,7 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use tonic::{Request, Response, Status};
 use veil_proto::{
     FetchGlobalModelRequest, ListModelsRequest, ListModelsResponse, ListOpenRoundsRequest,
@@ -168,7 +168,7 @@ impl Charging {
     /// publication normally succeeds.
     pub async fn affordable(
         &self,
-        pool: &sqlx::SqlitePool,
+        pool: &sqlx::AnyPool,
         round: &RoundRow,
         venue: &str,
         accepted_before: u32,
@@ -222,7 +222,7 @@ fn ledger_outcome(
 /// cannot cover the charge: the caller rolls back and fails the round (no
 /// version is published, nothing is charged).
 pub async fn charge_round_ledgers(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     atx: &mut AuditTx<'_>,
     policies: &Policies,
     round: &RoundRow,
@@ -282,7 +282,12 @@ pub async fn close_due(
 ) -> Result<Vec<RoundRow>, RoundError> {
     let mut out = Vec::new();
     for id in rounds.due(now).await? {
-        out.push(close_and_record(rounds, audit, &id, now).await?);
+        match close_and_record(rounds, audit, &id, now).await {
+            Ok(row) => out.push(row),
+            // Another replica closed it first.
+            Err(RoundError::Closed(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

@@ -114,7 +114,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         .client_ca_root(Certificate::from_pem(ca))
         .client_auth_optional(false);
     let policies = Policies::load(&config).map_err(ServerError::Policy)?;
-    let storage = Storage::open(&config.database_url()).await?;
+    let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = open_audit(&config, &storage).await?;
     // Record which policy versions are in force from now on.
     {

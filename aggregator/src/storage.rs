@@ -1,14 +1,22 @@
-//! Durable storage of accepted releases (SQLite through sqlx).
+//! Durable storage of accepted releases, on SQLite (the embedded default)
+//! or PostgreSQL (several aggregator replicas on one database), through
+//! sqlx's `Any` driver so that every query has one code path.
 //!
 //! The database only ever holds DP releases and policy-declared non-personal
 //! values; never a raw event or an identifier. Every batch is one
 //! transaction, and nothing is acknowledged before it commits.
+//!
+//! SQL is written once for both dialects: `$N` placeholders (SQLite accepts
+//! them too), `ON CONFLICT ... DO NOTHING` instead of `INSERT OR IGNORE`,
+//! qualified columns in upserts, and only the types both drivers map
+//! (BIGINT, DOUBLE PRECISION/REAL, TEXT, BYTEA/BLOB). Where a statement must
+//! differ (row locks, the audit lock), [`Backend::of`] picks it.
 
-use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::{
-    Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    AnyConnection, AnyPool, Executor as _, Row,
+    any::{AnyPoolOptions, AnyRow},
 };
 
 /// Storage errors.
@@ -17,13 +25,121 @@ pub enum StorageError {
     /// Database error.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// Migration error, including an unknown (newer) schema version.
+    /// Migration error.
     #[error("schema migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database holds a schema version this binary does not know.
+    #[error(
+        "database schema version {found} is unknown to this veil-aggregator (it knows up to {known}): \
+         the database was migrated by a newer release; run that release or restore a backup"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Highest version this binary has.
+        known: i64,
+    },
     /// The database is not in the durability mode Veil requires.
     #[error("database durability check failed: {0}")]
     Durability(String),
+    /// The storage URL or settings are not usable.
+    #[error("storage config: {0}")]
+    Config(String),
 }
+
+/// Which database a pool or connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file (one process).
+    Sqlite,
+    /// PostgreSQL server (possibly several replicas).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url` (`sqlite:` or `postgres:`/`postgresql:`).
+    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StorageError::Config(
+                "database URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// The backend of an open connection.
+    pub fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name() == "PostgreSQL" {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// How to open the database (`[storage]` in the config).
+#[derive(Clone)]
+pub struct StorageOptions {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    pub url: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// How long a request waits for a connection (including connecting)
+    /// before it fails with Unavailable.
+    pub acquire_timeout: Duration,
+    /// Longest a single statement (including waiting for a lock) may run:
+    /// PostgreSQL `statement_timeout`, SQLite `busy_timeout`.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageOptions")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***` (for logs and `Debug`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some(v) => v,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl StorageOptions {
+    /// `url` with the default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Highest schema version in `migrator`.
+fn known_version(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A validated release ready to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,35 +194,128 @@ pub enum StoreOutcome {
 /// The aggregator's database.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Storage {
-    /// Opens (creating if needed) the SQLite database at `url`, sets WAL +
-    /// synchronous FULL, checks they took effect, and runs migrations.
-    /// Refuses a database whose schema is newer than this binary knows.
+    /// Opens `url` with the default pool settings (see [`Storage::open_with`]).
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
+        Self::open_with(&StorageOptions::new(url)).await
+    }
+
+    /// Opens the database and runs migrations. SQLite: creates the file if
+    /// missing, sets WAL + synchronous FULL and checks they took effect.
+    /// PostgreSQL: every connection gets the statement timeout. Refuses a
+    /// database whose schema is newer than this binary knows, before
+    /// touching it.
+    pub async fn open_with(opts: &StorageOptions) -> Result<Self, StorageError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(&opts.url)?;
+        if opts.max_connections == 0 {
+            return Err(StorageError::Config(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        let timeout_ms = u64::try_from(opts.statement_timeout.as_millis()).unwrap_or(u64::MAX);
+        let url = match backend {
+            Backend::Sqlite if !opts.url.contains('?') => format!("{}?mode=rwc", opts.url),
+            _ => opts.url.clone(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match Backend::of(conn) {
+                        Backend::Sqlite => {
+                            conn.execute("-- after_connect()\nPRAGMA journal_mode = WAL")
+                                .await?;
+                            conn.execute("-- after_connect()\nPRAGMA synchronous = FULL")
+                                .await?;
+                            conn.execute("-- after_connect()\nPRAGMA foreign_keys = ON")
+                                .await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "-- after_connect()\nPRAGMA busy_timeout = {timeout_ms}"
+                            )))
+                            .await?;
+                        }
+                        Backend::Postgres => {
+                            // A statement (or a lock wait) that runs longer
+                            // fails instead of hanging the request; a
+                            // transaction left idle (a replica stalled
+                            // mid-batch) is ended so its locks go.
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "-- after_connect()\nSET statement_timeout = {timeout_ms}"
+                            )))
+                            .await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "-- after_connect()\nSET idle_in_transaction_session_timeout = {}",
+                                timeout_ms.saturating_mul(3)
+                            )))
+                            .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
-        let storage = Self { pool };
-        storage.check_durability().await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&storage.pool)
+        let storage = Self { pool, backend };
+        let migrator = match backend {
+            Backend::Sqlite => {
+                storage.check_durability().await?;
+                &SQLITE_MIGRATIONS
+            }
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        storage
+            .check_schema_version(known_version(migrator))
             .await?;
+        migrator.run(&storage.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => StorageError::SchemaTooNew {
+                found: v,
+                known: known_version(migrator),
+            },
+            other => StorageError::Migrate(other),
+        })?;
         Ok(storage)
     }
 
-    async fn check_durability(&self) -> Result<(), StorageError> {
-        let mode: String = sqlx::query_scalar("-- check_durability()\nPRAGMA journal_mode")
+    /// Refuses a database migrated by a newer release.
+    async fn check_schema_version(&self, known: i64) -> Result<(), StorageError> {
+        let exists: bool = match self.backend {
+            Backend::Sqlite => sqlx::query_scalar::<_, i64>(
+                "-- check_schema_version()\nSELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
             .fetch_one(&self.pool)
+            .await?
+                > 0,
+            Backend::Postgres => sqlx::query_scalar::<_, i64>(
+                "-- check_schema_version()\nSELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            )
+            .fetch_one(&self.pool)
+            .await?
+                > 0,
+        };
+        if !exists {
+            return Ok(());
+        }
+        let found: Option<i64> = sqlx::query_scalar(
+            "-- check_schema_version()\nSELECT MAX(version) FROM _sqlx_migrations",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        match found {
+            Some(found) if found > known => Err(StorageError::SchemaTooNew { found, known }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn check_durability(&self) -> Result<(), StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        let mode: String = sqlx::query_scalar("-- check_durability()\nPRAGMA journal_mode")
+            .fetch_one(&mut *conn)
             .await?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StorageError::Durability(format!(
@@ -114,7 +323,7 @@ impl Storage {
             )));
         }
         let sync: i64 = sqlx::query_scalar("-- check_durability()\nPRAGMA synchronous")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
         if sync != 2 {
             return Err(StorageError::Durability(format!(
@@ -122,6 +331,11 @@ impl Storage {
             )));
         }
         Ok(())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Number of stored releases.
@@ -140,7 +354,7 @@ impl Storage {
         let rows = sqlx::query(
             "-- releases_for_venue()\nSELECT idempotency_key, content_sha256, venue, node, metric, zone, \
              window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
-             lease_id, sequence FROM releases WHERE venue = ? ORDER BY metric, zone, window_start_ms, node",
+             lease_id, sequence FROM releases WHERE venue = $1 ORDER BY metric, zone, window_start_ms, node",
         )
         .bind(venue)
         .fetch_all(&self.pool)
@@ -149,24 +363,52 @@ impl Storage {
     }
 
     /// The underlying pool (for the modules that share the transaction).
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Closes the pool (SQLite: flushing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether a database error means the database is unreachable or
+/// overloaded (retry later) rather than a bug or bad data.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            // PostgreSQL: 57014 statement timeout, 55P03 lock timeout,
+            // 57P01..57P03 shutdown/cannot connect now, 08* connection,
+            // 40001/40P01 serialization failure/deadlock (retry).
+            // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
+            let code = d.code().unwrap_or_default();
+            code.starts_with("08")
+                || code.starts_with("57")
+                || code == "55P03"
+                || code == "40001"
+                || code == "40P01"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
     }
 }
 
 /// Whether `r`'s idempotency key is already stored: `Duplicate` (same
 /// content), `Conflict` (different content) or `None`.
 pub async fn existing(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut AnyConnection,
     r: &StoredRelease,
 ) -> Result<Option<StoreOutcome>, sqlx::Error> {
     let existing: Option<String> = sqlx::query_scalar(
-        "-- existing()\nSELECT content_sha256 FROM releases WHERE idempotency_key = ?",
+        "-- existing()\nSELECT content_sha256 FROM releases WHERE idempotency_key = $1",
     )
     .bind(&r.idempotency_key)
     .fetch_optional(&mut *tx)
@@ -182,14 +424,15 @@ pub async fn existing(
 
 /// Inserts a new release inside `tx`.
 pub async fn insert(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut AnyConnection,
     r: &StoredRelease,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let done = sqlx::query(
         "-- insert()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
          window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
-         lease_id, sequence, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+         lease_id, sequence, received_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(&r.idempotency_key)
     .bind(&r.content_sha256)
@@ -211,10 +454,19 @@ pub async fn insert(
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 0 {
+        // Another replica stored this key after `existing` looked (writers
+        // are serialized by the audit lock, so this is a bug or a manual
+        // write): abort the batch; its retry finds the stored release.
+        return Err(sqlx::Error::Protocol(format!(
+            "idempotency key {:?} was stored concurrently",
+            r.idempotency_key
+        )));
+    }
     Ok(())
 }
 
-fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRelease, StorageError> {
+fn row_to_release(row: &AnyRow) -> Result<StoredRelease, StorageError> {
     Ok(StoredRelease {
         idempotency_key: row.try_get("idempotency_key")?,
         content_sha256: row.try_get("content_sha256")?,
@@ -234,4 +486,33 @@ fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRelease, Storag
         lease_id: row.try_get("lease_id")?,
         sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0),
     })
+}
+
+/// A fresh database for a unit test: a SQLite file in `dir`, or with
+/// `VEIL_TEST_DATABASE_URL=postgres://...` a new database on that server.
+#[cfg(test)]
+pub(crate) async fn open_test_storage(dir: &std::path::Path) -> Storage {
+    use sqlx::Connection as _;
+    let url = match std::env::var("VEIL_TEST_DATABASE_URL") {
+        Ok(server) if server.starts_with("postgres") => {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let name = format!(
+                "veil_unit_{}_{}_{}",
+                std::process::id(),
+                crate::state::now_ms(),
+                COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .expect("VEIL_TEST_DATABASE_URL");
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .expect("create database");
+            conn.close().await.expect("close");
+            let (base, _) = server.rsplit_once('/').expect("url has a database");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}", dir.join("a.db").display()),
+    };
+    Storage::open(&url).await.expect("open test storage")
 }

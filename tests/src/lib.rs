@@ -1,6 +1,11 @@
 //! Shared harness for Veil's end-to-end tests: a per-test dev PKI, an
 //! aggregator on 127.0.0.1:0 with a temporary SQLite file, and mTLS clients
 //! with any of the PKI's certificates (or none, or a foreign CA's).
+//!
+//! With `VEIL_TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB` set, every
+//! aggregator the harness configures gets a fresh database of its own
+//! (`CREATE DATABASE veil_test_<random>`) on that server instead, so the
+//! whole suite runs on PostgreSQL, tests still independent and parallel.
 
 use std::path::{Path, PathBuf};
 
@@ -61,8 +66,9 @@ pub fn write_aggregator_config_with(
 ) -> PathBuf {
     std::fs::write(dir.join("policy.toml"), policy).expect("write policy");
     let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    let database = test_database_url(dir);
     let text = format!(
-        "listen = \"{listen}\"\ndatabase = \"sqlite://aggregator.db\"\n{extra}\n\
+        "listen = \"{listen}\"\ndatabase = \"{database}\"\n{extra}\n\
          [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
          [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 50\n\n\
          [ingest]\nmax_window_age = \"100y\"\n\n\
@@ -75,6 +81,105 @@ pub fn write_aggregator_config_with(
     let path = dir.join("aggregator.toml");
     std::fs::write(&path, text).expect("write aggregator.toml");
     path
+}
+
+/// The PostgreSQL server URL the suite runs against, if any
+/// (`VEIL_TEST_DATABASE_URL`).
+pub fn postgres_url() -> Option<String> {
+    std::env::var("VEIL_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
+/// The aggregator database for a test directory: `sqlite://aggregator.db`
+/// (relative to the config), or with `VEIL_TEST_DATABASE_URL` a fresh
+/// PostgreSQL database made once per directory (its URL is kept in
+/// `dir/test-database-url`, so a rewritten config keeps its data).
+pub fn test_database_url(dir: &Path) -> String {
+    let Some(server) = postgres_url() else {
+        return "sqlite://aggregator.db".into();
+    };
+    let remembered = dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return url;
+    }
+    let url = create_database(&server);
+    std::fs::write(&remembered, &url).expect("remember database url");
+    url
+}
+
+/// Creates `veil_test_<random>` on the PostgreSQL server `server` and
+/// returns its URL (blocking; usable from sync and async code).
+pub fn create_database(server: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "veil_test_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = server.to_owned();
+    let db = name.clone();
+    std::thread::spawn(move || {
+        let server = admin;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use sqlx::{Connection as _, Executor as _};
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .unwrap_or_else(|e| panic!("VEIL_TEST_DATABASE_URL {server}: {e}"));
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .await
+                .expect("create test database");
+            conn.close().await.expect("close");
+        });
+    })
+    .join()
+    .expect("create database thread");
+    with_database(server, &name)
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// The database URL an aggregator config in `dir` uses, resolved.
+pub fn aggregator_database_url(config: &Path) -> String {
+    veil_aggregator::Config::load(config)
+        .expect("config")
+        .database_url()
+}
+
+/// A small pool on an aggregator database (SQLite or PostgreSQL) for tests
+/// that look at what was stored.
+pub async fn open_any(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
 impl TestEnv {
@@ -271,4 +376,144 @@ pub fn bin(name: &str) -> PathBuf {
         );
     });
     dir.join(name)
+}
+
+/// A throwaway PostgreSQL cluster of a test's own (for tests that stop or
+/// restart the server, which a shared server cannot allow): `initdb` in a
+/// temporary directory, a loopback port, trust auth. As root it runs as
+/// the `postgres` user (PostgreSQL refuses root). Stopped and deleted on drop.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_root: bool,
+}
+
+impl PgCluster {
+    /// The PostgreSQL binaries: `VEIL_TEST_PG_BIN`, else the newest
+    /// `/usr/lib/postgresql/*/bin` holding `initdb`.
+    pub fn bin_dir() -> Option<PathBuf> {
+        if let Ok(d) = std::env::var("VEIL_TEST_PG_BIN") {
+            let d = PathBuf::from(d);
+            return d.join("initdb").exists().then_some(d);
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .filter(|d| d.join("initdb").exists())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    }
+
+    /// Starts a fresh cluster, or `None` (with the reason) when PostgreSQL
+    /// is not installed.
+    pub fn start() -> Result<Self, String> {
+        let bin = Self::bin_dir().ok_or("no PostgreSQL binaries (initdb) found")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let as_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        if as_root {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("chown to the postgres user failed".into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let c = Self {
+            dir,
+            bin,
+            port,
+            as_root,
+        };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        )?;
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("server.log").display().to_string();
+        c.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &opts, "-w", "start"],
+        )?;
+        Ok(c)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("{tool}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The server URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut).
+    pub fn stop(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    /// (Re)starts it with the same options (`pg_ctl restart` reuses
+    /// them), whether it was running or stopped.
+    pub fn restart(&self) -> Result<(), String> {
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+        )
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }

@@ -11,7 +11,7 @@ use crate::{audit::NewEntry, config::Config, state::now_ms, storage::Storage};
 async fn open_store(
     cfg: &Config,
 ) -> Result<(Storage, Rounds), Box<dyn std::error::Error + Send + Sync>> {
-    let storage = Storage::open(&cfg.database_url()).await?;
+    let storage = Storage::open_with(&cfg.storage_options()).await?;
     let rounds = Rounds::new(storage.pool().clone(), cfg.rounds.delta);
     Ok((storage, rounds))
 }

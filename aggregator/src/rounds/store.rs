@@ -5,7 +5,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
+
+use crate::storage::Backend;
 use tokio::sync::Mutex;
 use veil_privacy::model_update::{ModelPrivacy, RoundPrivacy};
 use veil_proto::Round;
@@ -113,7 +115,7 @@ impl RoundRow {
         )?)
     }
 
-    fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+    fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
         let u = |v: i64| u32::try_from(v).unwrap_or(0);
         Ok(Self {
             round_id: r.try_get("round_id")?,
@@ -159,7 +161,7 @@ const SELECT_ROUND: &str = "SELECT round_id, model, base_version, min_nodes, cli
 /// The rounds and model store of one aggregator database.
 #[derive(Debug)]
 pub struct Rounds {
-    pool: SqlitePool,
+    pool: AnyPool,
     delta: f64,
     lock: Mutex<()>,
     charging: Option<super::Charging>,
@@ -168,7 +170,7 @@ pub struct Rounds {
 impl Rounds {
     /// Over the aggregator's pool (migration 0003 applied); model cards
     /// state epsilon at `delta`.
-    pub fn new(pool: SqlitePool, delta: f64) -> Self {
+    pub fn new(pool: AnyPool, delta: f64) -> Self {
         Self {
             pool,
             delta,
@@ -187,7 +189,7 @@ impl Rounds {
     }
 
     /// The pool.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -234,7 +236,7 @@ impl Rounds {
             "created_ms": now,
         });
         let mut tx = self.pool.begin().await?;
-        sqlx::query("-- Rounds::import_model()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES (?, ?, NULL, ?, ?, ?)")
+        sqlx::query("-- Rounds::import_model()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES ($1, $2, NULL, $3, $4, $5)")
             .bind(model)
             .bind(i64::from(version))
             .bind(weights)
@@ -243,7 +245,7 @@ impl Rounds {
             .execute(&mut *tx)
             .await?;
         if let Some(e) = eval {
-            sqlx::query("-- Rounds::import_model()\nINSERT INTO model_evals (model, eval) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET eval = excluded.eval")
+            sqlx::query("-- Rounds::import_model()\nINSERT INTO model_evals (model, eval) VALUES ($1, $2) ON CONFLICT (model) DO UPDATE SET eval = excluded.eval")
                 .bind(model)
                 .bind(e)
                 .execute(&mut *tx)
@@ -255,7 +257,7 @@ impl Rounds {
 
     async fn latest_opt(&self, model: &str) -> Result<Option<u32>, RoundError> {
         let v: Option<i64> = sqlx::query_scalar(
-            "-- Rounds::latest_opt()\nSELECT MAX(version) FROM model_versions WHERE model = ?",
+            "-- Rounds::latest_opt()\nSELECT MAX(version) FROM model_versions WHERE model = $1",
         )
         .bind(model)
         .fetch_one(&self.pool)
@@ -276,7 +278,7 @@ impl Rounds {
         model: &str,
         version: u32,
     ) -> Result<(Vec<u8>, String), RoundError> {
-        let row = sqlx::query("-- Rounds::version()\nSELECT weights, card_json FROM model_versions WHERE model = ? AND version = ?")
+        let row = sqlx::query("-- Rounds::version()\nSELECT weights, card_json FROM model_versions WHERE model = $1 AND version = $2")
             .bind(model)
             .bind(i64::from(version))
             .fetch_optional(&self.pool)
@@ -287,7 +289,7 @@ impl Rounds {
 
     /// (version, card JSON) of every version of `model`, oldest first.
     pub async fn versions(&self, model: &str) -> Result<Vec<(u32, String)>, RoundError> {
-        let rows = sqlx::query("-- Rounds::versions()\nSELECT version, card_json FROM model_versions WHERE model = ? ORDER BY version")
+        let rows = sqlx::query("-- Rounds::versions()\nSELECT version, card_json FROM model_versions WHERE model = $1 ORDER BY version")
             .bind(model)
             .fetch_all(&self.pool)
             .await?;
@@ -324,7 +326,7 @@ impl Rounds {
             .await?;
         let round_id = format!("{}-r{}", p.model, n + 1);
         let deadline_ms = now.saturating_add(i64::try_from(secs * 1000).unwrap_or(i64::MAX));
-        sqlx::query("-- Rounds::open()\nINSERT INTO rounds (round_id, model, base_version, min_nodes, clip_norm, noise_multiplier, local_steps, learning_rate, opened_ms, deadline_ms, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')")
+        sqlx::query("-- Rounds::open()\nINSERT INTO rounds (round_id, model, base_version, min_nodes, clip_norm, noise_multiplier, local_steps, learning_rate, opened_ms, deadline_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open')")
             .bind(&round_id)
             .bind(&p.model)
             .bind(i64::from(base))
@@ -343,7 +345,7 @@ impl Rounds {
     /// One round.
     pub async fn round(&self, round_id: &str) -> Result<RoundRow, RoundError> {
         let q = sqlx::AssertSqlSafe(format!(
-            "-- Rounds::round()\n{SELECT_ROUND} WHERE round_id = ?"
+            "-- Rounds::round()\n{SELECT_ROUND} WHERE round_id = $1"
         ));
         let row = sqlx::query(q)
             .bind(round_id)
@@ -361,7 +363,7 @@ impl Rounds {
         now: i64,
     ) -> Result<Vec<RoundRow>, RoundError> {
         let q = sqlx::AssertSqlSafe(format!(
-            "-- Rounds::open_for()\n{SELECT_ROUND} WHERE state = 'open' AND deadline_ms > ? AND round_id NOT IN (SELECT round_id FROM round_participants WHERE venue = ? AND node = ?) ORDER BY round_id"
+            "-- Rounds::open_for()\n{SELECT_ROUND} WHERE state = 'open' AND deadline_ms > $1 AND round_id NOT IN (SELECT round_id FROM round_participants WHERE venue = $2 AND node = $3) ORDER BY round_id"
         ));
         let rows = sqlx::query(q)
             .bind(now)
@@ -377,7 +379,7 @@ impl Rounds {
 
     /// Ids of open rounds whose deadline has passed.
     pub async fn due(&self, now: i64) -> Result<Vec<String>, RoundError> {
-        Ok(sqlx::query_scalar("-- Rounds::due()\nSELECT round_id FROM rounds WHERE state = 'open' AND deadline_ms <= ? ORDER BY round_id")
+        Ok(sqlx::query_scalar("-- Rounds::due()\nSELECT round_id FROM rounds WHERE state = 'open' AND deadline_ms <= $1 ORDER BY round_id")
             .bind(now)
             .fetch_all(&self.pool)
             .await?)
@@ -399,7 +401,7 @@ impl Rounds {
                 "round {round_id} is closed"
             )));
         }
-        let joined: Option<i64> = sqlx::query_scalar("-- Rounds::submit()\nSELECT 1 FROM round_participants WHERE round_id = ? AND venue = ? AND node = ?")
+        let joined: Option<i64> = sqlx::query_scalar("-- Rounds::submit()\nSELECT 1 FROM round_participants WHERE round_id = $1 AND venue = $2 AND node = $3")
             .bind(round_id)
             .bind(venue)
             .bind(node)
@@ -418,7 +420,7 @@ impl Rounds {
             Err(reason) => return Ok(SubmitOutcome::Refused(reason)),
         };
         if let Some(c) = &self.charging {
-            let before: i64 = sqlx::query_scalar("-- Rounds::submit()\nSELECT COUNT(*) FROM round_participants WHERE round_id = ? AND venue = ?")
+            let before: i64 = sqlx::query_scalar("-- Rounds::submit()\nSELECT COUNT(*) FROM round_participants WHERE round_id = $1 AND venue = $2")
                 .bind(round_id)
                 .bind(venue)
                 .fetch_one(&self.pool)
@@ -430,12 +432,29 @@ impl Rounds {
                 )));
             }
         }
-        let sum: Option<Vec<u8>> = sqlx::query_scalar(
-            "-- Rounds::submit()\nSELECT update_sum FROM rounds WHERE round_id = ?",
-        )
-        .bind(round_id)
-        .fetch_one(&self.pool)
-        .await?;
+        // Read-modify-write of the running sum under the round's row lock
+        // (PostgreSQL `FOR UPDATE`; SQLite's single writer otherwise), so
+        // updates accepted at once by several replicas all count.
+        let mut tx = self.pool.begin().await?;
+        let select = match Backend::of(&tx) {
+            Backend::Sqlite => {
+                "-- Rounds::submit()\nSELECT state, participants, update_sum FROM rounds WHERE round_id = $1"
+            }
+            Backend::Postgres => {
+                "-- Rounds::submit()\nSELECT state, participants, update_sum FROM rounds WHERE round_id = $1 FOR UPDATE"
+            }
+        };
+        let locked = sqlx::query(select)
+            .bind(round_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if locked.try_get::<String, _>("state")? != "open" {
+            return Ok(SubmitOutcome::Refused(format!(
+                "round {round_id} is closed"
+            )));
+        }
+        let sum: Option<Vec<u8>> = locked.try_get("update_sum")?;
+        let participants: i64 = locked.try_get("participants")?;
         let mut acc = match sum {
             Some(b) if b.len() == values.len() * 4 => b
                 .chunks_exact(4)
@@ -450,16 +469,17 @@ impl Rounds {
         };
         kernel::accumulate(&mut acc, &values);
         let bytes: Vec<u8> = acc.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let participants = round.participants.saturating_add(1);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("-- Rounds::submit()\nINSERT INTO round_participants (round_id, venue, node, received_ms) VALUES (?, ?, ?, ?)")
+        let participants = u32::try_from(participants)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        sqlx::query("-- Rounds::submit()\nINSERT INTO round_participants (round_id, venue, node, received_ms) VALUES ($1, $2, $3, $4)")
             .bind(round_id)
             .bind(venue)
             .bind(node)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("-- Rounds::submit()\nUPDATE rounds SET update_sum = ?, participants = ? WHERE round_id = ?")
+        sqlx::query("-- Rounds::submit()\nUPDATE rounds SET update_sum = $1, participants = $2 WHERE round_id = $3")
             .bind(bytes)
             .bind(i64::from(participants))
             .bind(round_id)
@@ -487,7 +507,7 @@ impl Rounds {
                 round.state
             )));
         }
-        let venues: Vec<String> = sqlx::query_scalar("-- Rounds::close()\nSELECT venue FROM round_participants WHERE round_id = ? ORDER BY venue")
+        let venues: Vec<String> = sqlx::query_scalar("-- Rounds::close()\nSELECT venue FROM round_participants WHERE round_id = $1 ORDER BY venue")
             .bind(round_id)
             .fetch_all(&self.pool)
             .await?;
@@ -496,18 +516,23 @@ impl Rounds {
                 "{} participants, fewer than the minimum {}: no new version",
                 round.participants, round.min_nodes
             );
-            sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
+            let failed = sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = $1, reason = $2, update_sum = NULL WHERE round_id = $3 AND state = 'open'")
                 .bind(now)
                 .bind(&reason)
                 .bind(round_id)
                 .execute(&self.pool)
                 .await?;
+            if failed.rows_affected() == 0 {
+                return Err(RoundError::Closed(format!(
+                    "round {round_id} was closed concurrently"
+                )));
+            }
             return Ok((self.round(round_id).await?, venues));
         }
         let (weights, parent_card) = self.version(&round.model, round.base_version).await?;
         let global = kernel::parse(&weights).map_err(RoundError::Corrupt)?;
         let sum: Option<Vec<u8>> = sqlx::query_scalar(
-            "-- Rounds::close()\nSELECT update_sum FROM rounds WHERE round_id = ?",
+            "-- Rounds::close()\nSELECT update_sum FROM rounds WHERE round_id = $1",
         )
         .bind(round_id)
         .fetch_one(&self.pool)
@@ -580,6 +605,28 @@ impl Rounds {
             None => None,
         };
         let mut tx = self.pool.begin().await?;
+        if let Some(a) = atx.as_mut() {
+            a.lock(&mut tx)
+                .await
+                .map_err(|e| RoundError::Audit(e.to_string()))?;
+        }
+        // Claim the round first: of several replicas closing it at once,
+        // one publishes; the others find it no longer open (or changed by
+        // an update accepted meanwhile) and roll back. The model_versions
+        // primary key is the second guard against a double publication.
+        let claimed = sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'published', closed_ms = $1, reason = $2, update_sum = NULL WHERE round_id = $3 AND state = 'open' AND participants = $4")
+            .bind(now)
+            .bind(&reason)
+            .bind(round_id)
+            .bind(i64::from(round.participants))
+            .execute(&mut *tx)
+            .await?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(RoundError::Closed(format!(
+                "round {round_id} was closed or changed concurrently"
+            )));
+        }
         if let (Some(c), Some(a)) = (&self.charging, atx.as_mut()) {
             let charged =
                 super::charge_round_ledgers(&mut tx, a, &c.policies, &round, &venues, now).await?;
@@ -587,7 +634,7 @@ impl Rounds {
                 tx.rollback().await?;
                 drop(atx);
                 let reason = format!("ledger refused the charge ({refusal}): no new version");
-                sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
+                sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'failed', closed_ms = $1, reason = $2, update_sum = NULL WHERE round_id = $3 AND state = 'open'")
                     .bind(now)
                     .bind(&reason)
                     .bind(round_id)
@@ -596,19 +643,13 @@ impl Rounds {
                 return Ok((self.round(round_id).await?, venues));
             }
         }
-        sqlx::query("-- Rounds::close()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("-- Rounds::close()\nINSERT INTO model_versions (model, version, parent, weights, card_json, created_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&round.model)
             .bind(i64::from(version))
             .bind(i64::from(round.base_version))
             .bind(&next_bytes)
             .bind(card.to_string())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("-- Rounds::close()\nUPDATE rounds SET state = 'published', closed_ms = ?, reason = ?, update_sum = NULL WHERE round_id = ?")
-            .bind(now)
-            .bind(&reason)
-            .bind(round_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -627,12 +668,13 @@ impl Rounds {
         _after: &[f32],
         after_bytes: &[u8],
     ) -> Option<serde_json::Value> {
-        let eval: Vec<u8> =
-            sqlx::query_scalar("-- Rounds::metric()\nSELECT eval FROM model_evals WHERE model = ?")
-                .bind(model)
-                .fetch_optional(&self.pool)
-                .await
-                .ok()??;
+        let eval: Vec<u8> = sqlx::query_scalar(
+            "-- Rounds::metric()\nSELECT eval FROM model_evals WHERE model = $1",
+        )
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await
+        .ok()??;
         let ev = kernel::parse(&eval).ok()?;
         let after = kernel::parse(after_bytes).ok()?;
         let (name, b) = kernel::evaluate(before, &ev).ok()?;

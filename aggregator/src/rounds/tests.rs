@@ -25,8 +25,7 @@ fn update(values: &[f32]) -> Vec<u8> {
 
 async fn rounds() -> (tempfile::TempDir, Rounds) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let storage = Storage::open(&url).await.unwrap();
+    let storage = crate::storage::open_test_storage(dir.path()).await;
     let r = Rounds::new(storage.pool().clone(), 1e-6);
     r.import_model("m", &model_bytes(0.5), None, 0)
         .await
@@ -153,8 +152,7 @@ fn policy_with_budget(epsilon_per_day: f64) -> veil_privacy::policy::LoadedPolic
 
 async fn charging_rounds(budgets: &[(&str, f64)]) -> (tempfile::TempDir, Rounds, Storage) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let storage = Storage::open(&url).await.unwrap();
+    let storage = crate::storage::open_test_storage(dir.path()).await;
     let signer = veil_privacy::audit::CheckpointSigner::generate("test-audit").unwrap();
     let audit = AuditLog::load(storage.pool(), signer, 1000).await.unwrap();
     let policies = crate::policy::Policies::from_loaded(

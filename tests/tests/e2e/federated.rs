@@ -37,7 +37,10 @@ fn held_out_mse(model_bytes: &[u8], data: &Dataset) -> f64 {
 #[tokio::test]
 async fn federated_rounds_across_three_venues_improve_the_forecaster() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("agg.db").display());
+    let url = match veil_tests::postgres_url() {
+        Some(server) => veil_tests::create_database(&server),
+        None => format!("sqlite://{}", dir.path().join("agg.db").display()),
+    };
     let storage = veil_aggregator::storage::Storage::open(&url).await.unwrap();
     let store = Rounds::new(storage.pool().clone(), 1e-6);
     let initial = embedded_weights(FORECASTER_SPEC.name).unwrap();

@@ -1,4 +1,5 @@
-//! Veil end-to-end tests: real certificates, real sockets, real SQLite files,
+//! Veil end-to-end tests: real certificates, real sockets, real SQLite files
+//! (or PostgreSQL databases with `VEIL_TEST_DATABASE_URL`),
 //! real binaries.
 
 mod alert_detection;
@@ -10,4 +11,5 @@ mod ledger_audit;
 mod node_pipeline;
 mod query_alerts;
 mod refusals;
+mod replicas;
 mod resilience;

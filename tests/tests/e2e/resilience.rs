@@ -19,7 +19,10 @@ use sqlx::{
 };
 use veil_node::simulate::{SimConfig, Simulation, VenueKind, ZoneRole};
 use veil_proto::{AckStatus, SubmitReleasesRequest, ingest_client::IngestClient};
-use veil_tests::{TestEnv, VENUE, bin, lease, release_with_lease, write_aggregator_config};
+use veil_tests::{
+    TestEnv, VENUE, aggregator_database_url, bin, lease, open_any, release_with_lease,
+    write_aggregator_config,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -191,11 +194,12 @@ async fn open_db(path: &Path) -> SqlitePool {
         .expect("open db")
 }
 
-/// (idempotency key, sequence) of `node`'s stored releases, in insertion order.
-async fn stored(db: &Path, node: &str) -> Vec<(String, i64)> {
-    let pool = open_db(db).await;
+/// (idempotency key, sequence) of `node`'s stored releases, in insertion
+/// order; `db` is the aggregator's database URL (SQLite or PostgreSQL).
+async fn stored(db: &str, node: &str) -> Vec<(String, i64)> {
+    let pool = open_any(db).await;
     let rows =
-        sqlx::query("SELECT idempotency_key, sequence FROM releases WHERE node = ? ORDER BY rowid")
+        sqlx::query("SELECT idempotency_key, sequence FROM releases WHERE node = $1 ORDER BY id")
             .bind(node)
             .fetch_all(&pool)
             .await
@@ -266,7 +270,7 @@ async fn aggregator_sigkilled_repeatedly_while_nodes_upload_stores_every_release
     let d = dir.path();
     let nodes = ["node-1", "node-2", "node-3"];
     let (cfg, endpoint) = aggregator_setup(d, &nodes);
-    let db = d.join("aggregator.db");
+    let db = aggregator_database_url(&d.join("aggregator.toml"));
     let mut agg = Agg::start(&cfg);
     let mut children = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -331,7 +335,7 @@ async fn aggregator_sigkilled_repeatedly_while_nodes_upload_stores_every_release
     }
     assert!(committed.len() as u64 <= total);
     // The release's own audit entry exists once per stored release.
-    let pool = open_db(&db).await;
+    let pool = open_any(&db).await;
     let entries: Vec<String> = sqlx::query_scalar("SELECT entry FROM audit_log")
         .fetch_all(&pool)
         .await
@@ -380,7 +384,7 @@ async fn node_sigkilled_while_draining_restarts_with_nothing_lost_or_doubled() {
     .await;
     child.kill().expect("SIGKILL node");
     child.wait().expect("reap");
-    let db = d.join("aggregator.db");
+    let db = aggregator_database_url(&d.join("aggregator.toml"));
     let before = stored(&db, "node-1").await;
     let pending = outbox_keys(&outbox).await;
     assert!(!pending.is_empty(), "killed while draining");
@@ -426,7 +430,7 @@ async fn aggregator_outage_backlog_drains_in_order_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (cfg, endpoint) = aggregator_setup(d, &["node-1", "node-2"]);
-    let db = d.join("aggregator.db");
+    let db = aggregator_database_url(&d.join("aggregator.toml"));
     let mut agg = Agg::start(&cfg);
     let (events, zones) = write_events(d, "events.jsonl", 9, 10);
     let text = std::fs::read_to_string(&events).expect("events");
@@ -508,7 +512,7 @@ async fn corrupt_outbox_record_is_skipped_reported_and_the_rest_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (acfg, endpoint) = aggregator_setup(d, &["node-1", "node-2"]);
-    let db = d.join("aggregator.db");
+    let db = aggregator_database_url(&d.join("aggregator.toml"));
     let mut agg = Agg::start(&acfg);
     let (_, zones) = write_events(d, "events.jsonl", 3, 5);
     std::fs::write(d.join("empty.jsonl"), "").expect("empty");
