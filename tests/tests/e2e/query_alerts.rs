@@ -201,15 +201,23 @@ async fn series_combine_two_nodes_and_alerts_reach_the_stream() {
     assert_eq!(p.metric, "occupancy");
 
     // Stored, listed, acknowledged (once) and audited.
-    let listed = query
-        .list_alerts(ListAlertsRequest {
-            venue: "arena".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .alerts;
+    // A raise is published before it is stored: wait for the row.
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        listed = query
+            .list_alerts(ListAlertsRequest {
+                venue: "arena".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .alerts;
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "raised");
     let acked = query
