@@ -65,6 +65,17 @@ pub struct Config {
     /// Federated rounds (model card delta, scheduled rounds).
     #[serde(default)]
     pub rounds: crate::rounds::RoundsConfig,
+    // --- Organizer surface, web half (issue 9) ---
+    /// Organizer dashboard: its own HTTPS listener (absent: not served).
+    #[serde(default)]
+    pub dashboard: Option<crate::dashboard::DashboardConfig>,
+    /// Prometheus `/metrics` on a plain-HTTP listener (absent: not served).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// Limits the post-event report measures against.
+    #[serde(default)]
+    pub report: crate::report::ReportConfig,
+    // --- end issue 9 web half ---
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -231,6 +242,12 @@ impl Config {
                 }
             }
         }
+        if let Some(d) = &cfg.dashboard {
+            d.check().map_err(|(key, reason)| invalid(key, &reason))?;
+        }
+        cfg.report
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));
         }

@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Organizer dashboard tokens (issue 9).
+    Token {
+        #[command(subcommand)]
+        command: veil_aggregator::dashboard::cli::TokenCommand,
+    },
+    /// Post-event report as one self-contained HTML file (issue 9).
+    Report(veil_aggregator::report::ReportArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -315,6 +322,12 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             }
         },
+        Command::Token { command } => with_config(&command.config().to_owned(), |cfg| async move {
+            veil_aggregator::dashboard::cli::run(&cfg, command).await
+        }),
+        Command::Report(args) => with_config(&args.config.clone(), |cfg| async move {
+            veil_aggregator::report::run(&cfg, args).await
+        }),
         Command::Rounds { command } => rounds_command(command),
         Command::Model { command } => model_command(command),
         Command::Bench {

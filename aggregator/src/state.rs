@@ -18,6 +18,8 @@ pub struct State {
     pub audit: AuditLog,
     /// Ingest limits.
     pub limits: IngestConfig,
+    /// Prometheus metrics (issue 9).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Current wall-clock time, Unix ms.

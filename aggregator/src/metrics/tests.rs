@@ -1,0 +1,38 @@
+use super::*;
+
+#[test]
+fn exposition_names_every_family_and_no_values_of_data() {
+    let m = Metrics::new();
+    let acks = vec![
+        veil_proto::ReleaseAck {
+            idempotency_key: "arena/n1/occupancy/floor/0/0".into(),
+            status: veil_proto::AckStatus::Accepted as i32,
+            reason: String::new(),
+        },
+        veil_proto::ReleaseAck {
+            idempotency_key: "arena/n1/occupancy/floor/60000/0".into(),
+            status: veil_proto::AckStatus::Invalid as i32,
+            reason: "window not aligned".into(),
+        },
+    ];
+    m.record_acks(&acks, std::time::Duration::from_millis(3));
+    m.alert("raised", "critical");
+    m.alert("raised", "made-up severity from a config typo");
+    m.auth_refused("dashboard");
+    m.stream_lagged.inc_by(5);
+    let text = m.encode();
+    for name in [
+        "veil_aggregator_releases_accepted_total 1",
+        "veil_aggregator_releases_refused_total{reason=\"invalid\"} 1",
+        "veil_aggregator_ack_latency_seconds_count 1",
+        "veil_aggregator_alerts_total{event=\"raised\",severity=\"critical\"} 1",
+        "veil_aggregator_alerts_total{event=\"raised\",severity=\"other\"} 1",
+        "veil_aggregator_auth_refusals_total{reason=\"dashboard\"} 1",
+        "veil_aggregator_stream_lagged_events_total 5",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    // Keys and reasons (which could carry zone names or values) never appear.
+    assert!(!text.contains("floor"));
+    assert!(!text.contains("aligned"));
+}
