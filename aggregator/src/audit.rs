@@ -26,6 +26,12 @@ pub mod action {
     pub const AUTH: &str = "auth";
     /// An audit export was made.
     pub const EXPORT: &str = "audit.export";
+    /// An organizer alert was raised (rule, zone, window; never values).
+    pub const ALERT_RAISE: &str = "alert.raise";
+    /// An organizer alert was resolved.
+    pub const ALERT_RESOLVE: &str = "alert.resolve";
+    /// An organizer acknowledged an alert.
+    pub const ALERT_ACK: &str = "alert.ack";
 }
 
 /// Audit errors.

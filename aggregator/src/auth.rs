@@ -117,6 +117,18 @@ impl Registry {
         }
     }
 
+    /// Refuses (audited) unless `id` may see `venue`.
+    pub fn require_venue(&self, id: &Identity, venue: &str) -> Result<(), Status> {
+        if self.may_see_venue(id, venue) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                id.spiffe(),
+                Status::permission_denied(format!("{id} may not see venue {venue:?}")),
+            ))
+        }
+    }
+
     /// Whether a role principal may see `venue`.
     pub fn may_see_venue(&self, id: &Identity, venue: &str) -> bool {
         match id {

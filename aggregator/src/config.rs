@@ -76,6 +76,9 @@ pub struct Config {
     #[serde(default)]
     pub report: crate::report::ReportConfig,
     // --- end issue 9 web half ---
+    /// Organizer alerts: anomaly detection and rules (issue 9).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -248,6 +251,9 @@ impl Config {
         cfg.report
             .check()
             .map_err(|(key, reason)| invalid(key, &reason))?;
+        if let Err(reason) = cfg.alerts.check() {
+            return Err(invalid("alerts", &reason));
+        }
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));
         }

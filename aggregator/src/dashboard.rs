@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod live;
 pub mod tokens;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -275,11 +276,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/logout", post(logout))
         .route("/api/session", get(api::session))
         .route("/api/budget", get(api::budget))
-        // PENDING .route("/api/zones", get(api::zones))
-        // PENDING .route("/api/series", get(api::series))
-        // PENDING .route("/api/alerts", get(api::alerts))
-        // PENDING .route("/api/alerts/{id}/ack", post(api::acknowledge))
-        // PENDING .route("/api/stream", get(live::stream))
+        .route("/api/zones", get(api::zones))
+        .route("/api/series", get(api::series))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/alerts/{id}/ack", post(api::acknowledge))
+        .route("/api/stream", get(live::stream))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(ctx)
 }

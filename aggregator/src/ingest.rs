@@ -33,7 +33,7 @@ pub struct IngestService {
     pub(crate) state: Arc<State>,
 }
 
-fn valid_metric(s: &str) -> bool {
+pub(crate) fn valid_metric(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -281,6 +281,8 @@ impl ingest_server::Ingest for IngestService {
             })
             .collect();
 
+        // Issue 9: releases committed by this batch, handed to the alert task.
+        let mut committed: Vec<crate::storage::StoredRelease> = Vec::new();
         let result = async {
             let mut audit = st.audit.begin().await;
             let mut tx = st.storage.pool().begin().await?;
@@ -375,6 +377,7 @@ impl ingest_server::Ingest for IngestService {
                     )
                     .await?;
                 ack.status = AckStatus::Accepted as i32;
+                committed.push(stored);
             }
             tx.commit().await?;
             audit.committed();
@@ -387,6 +390,8 @@ impl ingest_server::Ingest for IngestService {
                 "storage failed; nothing from this batch was stored, retry",
             ));
         }
+        // Issue 9: after commit, off the ack path; never waits.
+        st.alerts.offer(committed);
         if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now).await {
             tracing::error!(error = %e, "Signing an audit checkpoint failed.");
         }

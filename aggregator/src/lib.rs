@@ -5,6 +5,7 @@
 //! only, validates every release, and stores it durably before acknowledging.
 //! It never receives raw events or identifiers.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod query;
 pub mod report;
 pub mod rounds;
 pub mod server;

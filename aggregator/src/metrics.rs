@@ -65,8 +65,6 @@ pub struct VenueLabel {
 pub struct AlertLabel {
     /// `raised`, `resolved` or `acknowledged`.
     pub event: &'static str,
-    /// Alert severity (from the rule config; bounded by it).
-    pub severity: &'static str,
 }
 
 /// The aggregator's metrics; cheap to clone (shared handles).
@@ -87,6 +85,10 @@ pub struct Metrics {
     pub alerts: Family<AlertLabel, Counter>,
     /// Stream events a lagging consumer skipped.
     pub stream_lagged: Counter,
+    /// Committed batches that skipped alert evaluation (queue full).
+    pub alert_queue_dropped: Counter,
+    /// Serialises [`Metrics::sync_hub`] so concurrent scrapes add each delta once.
+    hub_sync: Arc<std::sync::Mutex<()>>,
     /// Dashboard API requests by outcome (`ok`, `unauthorized`, `forbidden`, `bad_request`, `error`).
     pub dashboard_requests: Family<ReasonLabel, Counter>,
 }
@@ -121,6 +123,8 @@ impl Metrics {
             budget_left: Family::default(),
             alerts: Family::default(),
             stream_lagged: Counter::default(),
+            alert_queue_dropped: Counter::default(),
+            hub_sync: Arc::default(),
             dashboard_requests: Family::default(),
         };
         r.register(
@@ -157,6 +161,11 @@ impl Metrics {
             name::STREAM_LAGGED,
             "Stream events skipped because a consumer (browser or gRPC watcher) lagged",
             m.stream_lagged.clone(),
+        );
+        r.register(
+            "alert_queue_dropped_batches",
+            "Committed batches that skipped alert evaluation because the alert queue was full",
+            m.alert_queue_dropped.clone(),
         );
         r.register(
             name::DASHBOARD_REQUESTS,
@@ -206,18 +215,27 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an alert lifecycle event; unknown severities are folded into
-    /// `other` so a config typo cannot grow the label set without bound.
-    pub fn alert(&self, event: &'static str, severity: &str) {
-        let severity = match severity {
-            "critical" => "critical",
-            "warning" => "warning",
-            "info" => "info",
-            _ => "other",
+    /// Brings the alert and stream counters up to the hub's (monotonic)
+    /// counts; called on scrape.
+    pub fn sync_hub(&self, s: &crate::alerts::HubStats) {
+        let Ok(_guard) = self.hub_sync.lock() else {
+            return;
         };
-        self.alerts
-            .get_or_create(&AlertLabel { event, severity })
-            .inc();
+        let up = |c: &Counter, to: u64| {
+            let now = c.get();
+            if to > now {
+                c.inc_by(to - now);
+            }
+        };
+        for (event, n) in [
+            ("raised", s.raised),
+            ("resolved", s.resolved),
+            ("acknowledged", s.acknowledged),
+        ] {
+            up(&self.alerts.get_or_create(&AlertLabel { event }), n);
+        }
+        up(&self.stream_lagged, s.lagged_items);
+        up(&self.alert_queue_dropped, s.dropped_batches);
     }
 
     /// The text exposition.
@@ -261,6 +279,7 @@ pub async fn serve(
             let st = state.clone();
             async move {
                 refresh_budget(&st).await;
+                st.metrics.sync_hub(&st.alerts.stats());
                 (
                     [(
                         header::CONTENT_TYPE,

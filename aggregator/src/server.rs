@@ -55,6 +55,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The `[alerts]` config is invalid.
+    #[error("alerts: {0}")]
+    Alerts(String),
     /// Binding the listener failed.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -79,6 +82,12 @@ pub struct Bound {
     state: Arc<State>,
     refusals: tokio::sync::mpsc::Receiver<crate::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
+    // Issue 9: the alert task's inputs.
+    alert_task: (
+        crate::alerts::HubReceiver,
+        Vec<crate::alerts::config::Rule>,
+        crate::alerts::AlertsConfig,
+    ),
     /// Organizer surface (issue 9): dashboard and metrics listeners.
     web: WebListeners,
 }
@@ -182,7 +191,11 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     };
     let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
     let registry = Registry::from_config(&config).with_refusal_sink(refusal_tx);
+    // Issue 9: organizer alerts.
+    let rules = config.alerts.check().map_err(ServerError::Alerts)?;
+    let (alerts, alert_rx) = crate::alerts::AlertHub::new(&config.alerts);
     Ok(Bound {
+        alert_task: (alert_rx, rules, config.alerts.clone()),
         listener,
         addr,
         tls,
@@ -196,6 +209,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
             audit,
             limits: config.ingest.clone(),
             metrics: crate::metrics::Metrics::new(),
+            alerts,
         }),
     })
 }
@@ -260,11 +274,6 @@ impl Bound {
         self.web.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The shared state (dashboard, tests).
-    pub fn state(&self) -> &Arc<State> {
-        &self.state
-    }
-
     /// The storage handle.
     pub fn storage(&self) -> &Storage {
         &self.state.storage
@@ -275,12 +284,21 @@ impl Bound {
         &self.state.audit
     }
 
+    /// The shared state (the web dashboard serves from it).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight calls and
     /// closes the database.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let st = self.state.clone();
         let refusal_auditor = tokio::spawn(audit_refusals(st.clone(), self.refusals));
+        // Issue 9: the alert task and the organizer Query service.
+        let (alert_rx, rules, alerts_cfg) = self.alert_task;
+        let alert_task = tokio::spawn(crate::alerts::run(st.clone(), rules, alerts_cfg, alert_rx));
+        let query = crate::query::service::QueryService::new(st.clone());
         let ingest = IngestService { state: st.clone() };
         let policy = PolicyService { state: st.clone() };
         let ledger = LedgerService { state: st.clone() };
@@ -329,6 +347,7 @@ impl Bound {
             .add_service(PolicyServer::new(policy))
             .add_service(LedgerServer::new(ledger))
             .add_service(AuditServer::new(audit))
+            .add_service(veil_proto::query_server::QueryServer::new(query))
             .add_service(
                 veil_proto::federated_server::FederatedServer::new(federated)
                     .max_decoding_message_size(64 << 20),
@@ -340,6 +359,7 @@ impl Bound {
         }
         rounds_ticker.abort();
         refusal_auditor.abort();
+        alert_task.abort();
         // A final checkpoint covers everything acknowledged.
         if let Err(e) = st.audit.checkpoint(st.storage.pool(), now_ms()).await {
             tracing::error!(error = %e, "Final audit checkpoint failed.");

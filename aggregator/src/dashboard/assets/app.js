@@ -89,7 +89,7 @@ async function loadAll() {
   try {
     const [zones, alerts] = await Promise.all([api(q("/api/zones")), api(q("/api/alerts"))]);
     S.zones = zones.zones; S.metrics = zones.metrics; S.latestMs = zones.latest_ms || 0;
-    S.alerts = new Map(alerts.alerts.map((a) => [a.id, a]));
+    S.alerts = new Map(alerts.alerts.map((a) => [a.alert_id, a]));
     if (!S.zone || !S.zones.some((z) => z.zone === S.zone)) S.zone = S.zones.length ? S.zones[0].zone : null;
     if (!S.metrics.includes(S.metric)) S.metric = S.metrics[0] || "occupancy";
     S.day = dayOf(S.latestMs || Date.now());
@@ -234,7 +234,7 @@ function renderAlerts() {
 
 function renderAlert(a) {
   const li = el("li", `alert ${a.severity} ${a.state}` + (a.fresh ? " fresh" : ""));
-  li.dataset.id = a.id;
+  li.dataset.id = a.alert_id;
   const top = el("div", "top");
   top.append(el("span", "title", `${a.zone} · ${a.source === "anomaly" ? "anomaly in " + a.metric : a.source}`),
     el("span", `pill ${a.state === "resolved" ? "resolved" : a.severity}`, a.state === "resolved" ? "resolved" : a.severity));
@@ -252,8 +252,8 @@ function renderAlert(a) {
     b.onclick = async () => {
       b.disabled = true;
       try {
-        const r = await api(q(`/api/alerts/${encodeURIComponent(a.id)}/ack`), { method: "POST", headers: { "X-Veil-Request": "1" } });
-        S.alerts.set(r.id, r); renderAlerts();
+        const r = await api(q(`/api/alerts/${encodeURIComponent(a.alert_id)}/ack`), { method: "POST", headers: { "X-Veil-Request": "1" } });
+        S.alerts.set(r.alert_id, r); renderAlerts();
       } catch (e) {
         if (e instanceof Unauthorized) showLogin(e.message); else { b.disabled = false; b.textContent = "Retry (" + e.message + ")"; }
       }
@@ -311,7 +311,7 @@ function connect() {
   es.addEventListener("alert", (ev) => {
     const a = JSON.parse(ev.data);
     a.fresh = true;
-    S.alerts.set(a.id, a);
+    S.alerts.set(a.alert_id, a);
     renderAlerts(); renderHeat();
     if (a.zone === S.zone) renderChart();
   });

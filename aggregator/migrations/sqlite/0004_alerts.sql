@@ -1,0 +1,26 @@
+-- Organizer alerts (issue 9): post-processing of stored DP releases only.
+-- Rows hold the rule, zone, windows and lifecycle; never a raw value of a
+-- suppressed metric and never anything a node did not release.
+-- Portable subset (SQLite and PostgreSQL): INTEGER/REAL/TEXT, partial index.
+CREATE TABLE alerts (
+    alert_id          TEXT    PRIMARY KEY,
+    venue             TEXT    NOT NULL,
+    zone              TEXT    NOT NULL,
+    metric            TEXT    NOT NULL,
+    source            TEXT    NOT NULL,
+    severity          TEXT    NOT NULL,
+    state             TEXT    NOT NULL CHECK (state IN ('raised', 'resolved')),
+    window_start_ms   INTEGER NOT NULL,
+    window_len_s      INTEGER NOT NULL,
+    last_window_ms    INTEGER NOT NULL,
+    runbook           TEXT    NOT NULL,
+    detail            TEXT    NOT NULL,
+    raised_ms         INTEGER NOT NULL,
+    resolved_ms       INTEGER NOT NULL DEFAULT 0,
+    acked_by          TEXT    NOT NULL DEFAULT '',
+    acked_ms          INTEGER NOT NULL DEFAULT 0
+);
+-- At most one open alert per (venue, zone, source, metric): deduplication
+-- while a condition persists survives restarts.
+CREATE UNIQUE INDEX alerts_open ON alerts (venue, zone, source, metric) WHERE state = 'raised';
+CREATE INDEX alerts_venue_time ON alerts (venue, raised_ms);
