@@ -3,6 +3,7 @@
 
 mod bench_cli;
 mod binaries;
+mod dashboard;
 mod federated;
 mod ingest;
 mod ledger_audit;

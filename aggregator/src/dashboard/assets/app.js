@@ -85,7 +85,12 @@ async function start() {
   await loadAll();
 }
 
-async function loadAll() {
+// The live stream opens shortly after the first load (and reloads the state
+// once open, so nothing released in between is missed). Headless browsers
+// that wait for the network to go idle can read the loaded page before it.
+const STREAM_DELAY_MS = 1500;
+
+async function loadAll(fromStream) {
   try {
     const [zones, alerts] = await Promise.all([api(q("/api/zones")), api(q("/api/alerts"))]);
     S.zones = zones.zones; S.metrics = zones.metrics; S.latestMs = zones.latest_ms || 0;
@@ -95,7 +100,7 @@ async function loadAll() {
     S.day = dayOf(S.latestMs || Date.now());
     renderHeat(); renderAlerts(); renderTabs(); updateAsOf();
     await Promise.all([loadSeries(), loadBudget()]);
-    connect();
+    if (!fromStream) { if (S.es) { S.es.close(); S.es = null; } setTimeout(connect, STREAM_DELAY_MS); }
   } catch (e) {
     if (e instanceof Unauthorized) showLogin(e.message); else setLive("down", "error: " + e.message);
   }
@@ -275,14 +280,14 @@ function setLive(state, text) {
 
 function scheduleReload() {
   if (S.reloadTimer) return;
-  S.reloadTimer = setTimeout(() => { S.reloadTimer = null; loadAll(); }, 500);
+  S.reloadTimer = setTimeout(() => { S.reloadTimer = null; loadAll(true); }, 500);
 }
 
 function connect() {
   if (S.es) S.es.close();
   const es = new EventSource(q("/api/stream"));
   S.es = es;
-  es.addEventListener("open", () => setLive("live", "live"));
+  es.addEventListener("open", () => { setLive("live", "live"); scheduleReload(); });
   es.addEventListener("error", () => {
     setLive("down", "reconnecting");
     // A 401 on reconnect shows as an error too: check the session.
