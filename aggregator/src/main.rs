@@ -322,9 +322,12 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             }
         },
-        Command::Token { command } => with_config(&command.config().to_owned(), |cfg| async move {
-            veil_aggregator::dashboard::cli::run(&cfg, command).await
-        }),
+        Command::Token { command } => {
+            let path = command.config().to_path_buf();
+            with_config(&path, |cfg| async move {
+                veil_aggregator::dashboard::cli::run(&cfg, command).await
+            })
+        }
         Command::Report(args) => with_config(&args.config.clone(), |cfg| async move {
             veil_aggregator::report::run(&cfg, args).await
         }),
