@@ -31,6 +31,10 @@ pub struct DemoArgs {
     /// Attendees (default: the arena's).
     #[arg(long)]
     attendees: Option<u32>,
+    /// After the run, keep the aggregator (gRPC, dashboard, /metrics)
+    /// serving the demo's database until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
 }
 
 const VENUE: &str = "arena";
@@ -125,6 +129,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("policy.toml"), POLICY)?;
     std::fs::copy(dir.join("pki/audit.vkey"), dir.join("audit.vkey"))?;
     let port = free_port()?;
+    let dash_port = free_port()?;
+    let metrics_port = free_port()?;
     let agg_cfg_path = dir.join("aggregator.toml");
     let node_names: Vec<String> = pki.nodes.iter().map(|n| format!("\"{n}\"")).collect();
     std::fs::write(
@@ -138,9 +144,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
              [[venue]]\nname = \"{VENUE}\"\nnodes = [{nodes}]\npolicy = \"policy.toml\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/ml/ml-team\"\n\n\
-             [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n",
+             [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n\n\
+             {web}",
             cfg = toml_path(&agg_cfg_path),
             nodes = node_names.join(", "),
+            web = crate::demo_web::config_toml(&sim, dash_port, metrics_port),
         ),
     )?;
     let mut node_cfgs = Vec::new();
@@ -181,16 +189,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // 4. Aggregator + nodes over real mTLS on loopback.
     let rt = tokio::runtime::Runtime::new()?;
-    let (releases, reports, alerts) = rt.block_on(async {
+    let (releases, reports, alerts, dashboard) = rt.block_on(async {
         let agg_cfg = veil_aggregator::Config::load(&agg_cfg_path)?;
         let bound = veil_aggregator::bind(agg_cfg).await?;
         let addr = bound.local_addr();
         let storage = bound.storage().clone();
+        let bound_state = bound.state().clone();
+        let dashboard = bound.dashboard_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(bound.serve(async {
             let _ = stop_rx.await;
         }));
         println!("  [4/5] aggregator listening on https://{addr} (mTLS, SQLite aggregator.db); running nodes...");
+        let token = crate::demo_web::issue_token(&bound_state, VENUE).await?;
+        if let Some(d) = dashboard {
+            println!("        organizer dashboard (live while the nodes upload): https://{d}/?token={token}");
+        }
+        println!("        dashboard token (12 h, stored hashed): {token}");
         let mut tasks = Vec::new();
         for cfg in node_cfgs {
             tasks.push(tokio::spawn(veil_node::run(cfg, std::future::pending())));
@@ -205,7 +220,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let alerts = veil_aggregator::alerts::list(&storage, VENUE, 0, 0, 1000).await?;
         let _ = stop_tx.send(());
         server.await??;
-        anyhow::Ok((releases, reports, alerts))
+        anyhow::Ok((releases, reports, alerts, dashboard))
     })?;
 
     // Federated round over the same nodes (issue 6).
@@ -239,6 +254,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(&day),
     ))?;
 
+    // Post-event report (issue 9), from the database the demo filled.
+    let report_msg = rt.block_on(veil_aggregator::report::run(
+        &agg_cfg,
+        veil_aggregator::report::ReportArgs {
+            config: agg_cfg_path.clone(),
+            venue: VENUE.into(),
+            day: day.clone(),
+            out: dir.join("report.html"),
+            format: "html".into(),
+        },
+    ))?;
+
     // 5. Summary.
     println!("  [5/5] done in {:.1} s\n", started.elapsed().as_secs_f64());
     print_summary(&releases, &reports, &truth);
@@ -256,6 +283,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for line in verified.lines() {
         println!("  {line}");
     }
+    println!("\nOrganizer surface");
+    println!("  {report_msg}");
+    if args.serve {
+        return crate::demo_web::serve(&rt, &agg_cfg_path, VENUE);
+    }
+    println!(
+        "  the dashboard was served at https://{} while the nodes uploaded; `--serve` keeps it up",
+        dashboard.map_or_else(|| "-".into(), |a| a.to_string())
+    );
     if args.out.is_some() {
         println!("\nEverything is kept in {}.", dir.display());
         println!(

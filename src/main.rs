@@ -4,6 +4,7 @@
 
 mod demo;
 mod demo_federated;
+mod demo_web;
 
 use std::process::ExitCode;
 

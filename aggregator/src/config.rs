@@ -70,6 +70,17 @@ pub struct Config {
     /// Federated rounds (model card delta, scheduled rounds).
     #[serde(default)]
     pub rounds: crate::rounds::RoundsConfig,
+    // --- Organizer surface, web half (issue 9) ---
+    /// Organizer dashboard: its own HTTPS listener (absent: not served).
+    #[serde(default)]
+    pub dashboard: Option<crate::dashboard::DashboardConfig>,
+    /// Prometheus `/metrics` on a plain-HTTP listener (absent: not served).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// Limits the post-event report measures against.
+    #[serde(default)]
+    pub report: crate::report::ReportConfig,
+    // --- end issue 9 web half ---
     /// Organizer alerts: anomaly detection and rules (issue 9).
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
@@ -315,6 +326,12 @@ impl Config {
                 }
             }
         }
+        if let Some(d) = &cfg.dashboard {
+            d.check().map_err(|(key, reason)| invalid(key, &reason))?;
+        }
+        cfg.report
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
         if let Err(reason) = cfg.alerts.check() {
             return Err(invalid("alerts", &reason));
         }

@@ -253,6 +253,7 @@ impl ingest_server::Ingest for IngestService {
         request: Request<SubmitReleasesRequest>,
     ) -> Result<Response<SubmitReleasesResponse>, Status> {
         let st = &self.state;
+        let started = std::time::Instant::now();
         let (venue, node) = st.registry.require_node(&request)?;
         let releases = request.into_inner().releases;
         if releases.is_empty() || releases.len() > st.limits.max_batch {
@@ -397,6 +398,7 @@ impl ingest_server::Ingest for IngestService {
         if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now).await {
             tracing::error!(error = %e, "Signing an audit checkpoint failed.");
         }
+        st.metrics.record_acks(&acks, started.elapsed());
         Ok(Response::new(SubmitReleasesResponse { acks }))
     }
 }

@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Organizer dashboard tokens (issue 9).
+    Token {
+        #[command(subcommand)]
+        command: veil_aggregator::dashboard::cli::TokenCommand,
+    },
+    /// Post-event report as one self-contained HTML file (issue 9).
+    Report(veil_aggregator::report::ReportArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -319,6 +326,15 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             }
         },
+        Command::Token { command } => {
+            let path = command.config().to_path_buf();
+            with_config(&path, |cfg| async move {
+                veil_aggregator::dashboard::cli::run(&cfg, command).await
+            })
+        }
+        Command::Report(args) => with_config(&args.config.clone(), |cfg| async move {
+            veil_aggregator::report::run(&cfg, args).await
+        }),
         Command::Rounds { command } => rounds_command(command),
         Command::Model { command } => model_command(command),
         Command::Bench {

@@ -66,6 +66,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The dashboard could not start (issue 9).
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -85,6 +88,15 @@ pub struct Bound {
         Vec<crate::alerts::config::Rule>,
         crate::alerts::AlertsConfig,
     ),
+    /// Organizer surface (issue 9): dashboard and metrics listeners.
+    web: WebListeners,
+}
+
+/// The dashboard (HTTPS) and metrics (HTTP) listeners, when configured.
+#[derive(Default)]
+struct WebListeners {
+    dashboard: Option<crate::dashboard::DashboardBound>,
+    metrics: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -159,6 +171,24 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         addr: config.listen,
         source,
     })?;
+    // Organizer surface (issue 9): bind before serving so a port conflict fails start-up.
+    let web = WebListeners {
+        dashboard: match &config.dashboard {
+            Some(d) => Some(crate::dashboard::bind(&config, d).await?),
+            None => None,
+        },
+        metrics: match &config.metrics {
+            Some(m) => Some(
+                crate::metrics::bind(m)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: m.listen,
+                        source,
+                    })?,
+            ),
+            None => None,
+        },
+    };
     let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
     let registry = Registry::from_config(&config).with_refusal_sink(refusal_tx);
     // Issue 9: organizer alerts.
@@ -171,12 +201,14 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         tls,
         refusals,
         rounds: config.rounds.clone(),
+        web,
         state: Arc::new(State {
             registry,
             policies,
             storage,
             audit,
             limits: config.ingest.clone(),
+            metrics: crate::metrics::Metrics::new(),
             alerts,
         }),
     })
@@ -185,6 +217,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
 /// Writes an `auth` deny entry for every refused caller.
 async fn audit_refusals(st: Arc<State>, mut rx: tokio::sync::mpsc::Receiver<crate::auth::Refusal>) {
     while let Some((actor, reason)) = rx.recv().await {
+        st.metrics.auth_refused("grpc");
         let now = now_ms();
         let mut atx = st.audit.begin().await;
         let result = async {
@@ -229,6 +262,16 @@ impl Bound {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The dashboard's HTTPS address, when `[dashboard]` is configured.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.web.dashboard.as_ref().map(|d| d.local_addr())
+    }
+
+    /// The `/metrics` address, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.web.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The storage handle.
@@ -288,6 +331,13 @@ impl Bound {
         health_reporter
             .set_serving::<LedgerServer<LedgerService>>()
             .await;
+        // Organizer surface (issue 9): dashboard and metrics stop with the server.
+        let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
+        let web_tasks = spawn_web(self.web, st.clone(), web_stopped);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = web_stop.send(true);
+        };
         tracing::info!(addr = %self.addr, "Aggregator serving.");
         Server::builder()
             .tls_config(self.tls)?
@@ -311,6 +361,9 @@ impl Bound {
                 }
             })
             .await?;
+        for t in web_tasks {
+            let _ = t.await;
+        }
         rounds_ticker.abort();
         refusal_auditor.abort();
         alert_task.abort();
@@ -322,4 +375,33 @@ impl Bound {
         tracing::info!("Aggregator stopped.");
         Ok(())
     }
+}
+
+/// Starts the dashboard and metrics listeners (issue 9); they end when
+/// `stop` turns true.
+fn spawn_web(
+    web: WebListeners,
+    st: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(d) = web.dashboard {
+        tasks.push(tokio::spawn(crate::dashboard::serve(
+            d,
+            st.clone(),
+            stop.clone(),
+        )));
+    }
+    if let Some(l) = web.metrics {
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let until = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::metrics::serve(l, st, until).await {
+                tracing::error!(error = %e, "Metrics listener failed.");
+            }
+        }));
+    }
+    tasks
 }

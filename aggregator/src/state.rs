@@ -18,6 +18,8 @@ pub struct State {
     pub audit: AuditLog,
     /// Ingest limits.
     pub limits: IngestConfig,
+    /// Prometheus metrics (issue 9).
+    pub metrics: crate::metrics::Metrics,
     /// Organizer alerts and live series (issue 9): committed releases in,
     /// alert events and series points out.
     pub alerts: crate::alerts::AlertHub,

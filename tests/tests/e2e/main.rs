@@ -5,6 +5,7 @@
 mod alert_detection;
 mod bench_cli;
 mod binaries;
+mod dashboard;
 mod federated;
 mod ingest;
 mod ledger_audit;
