@@ -536,6 +536,10 @@ impl veil_proto::audit_server::Audit for AuditService {
                 AuditLogError::Corrupt(m) if m.starts_with("range") => {
                     tonic::Status::out_of_range(m)
                 }
+                AuditLogError::Db(e) if crate::storage::is_unavailable(&e) => {
+                    tracing::warn!(error = %e, "Audit export: database unavailable.");
+                    tonic::Status::unavailable("audit database unavailable, retry")
+                }
                 other => {
                     tracing::error!(error = %other, "Audit export failed.");
                     tonic::Status::internal("audit export failed")
@@ -588,9 +592,15 @@ impl veil_proto::audit_server::Audit for AuditService {
             .audit
             .checkpoint(st.storage.pool(), crate::state::now_ms())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "Checkpoint failed.");
-                tonic::Status::internal("checkpoint failed")
+            .map_err(|e| match e {
+                AuditLogError::Db(e) if crate::storage::is_unavailable(&e) => {
+                    tracing::warn!(error = %e, "Checkpoint: database unavailable.");
+                    tonic::Status::unavailable("audit database unavailable, retry")
+                }
+                other => {
+                    tracing::error!(error = %other, "Checkpoint failed.");
+                    tonic::Status::internal("checkpoint failed")
+                }
             })?;
         Ok(tonic::Response::new(veil_proto::Checkpoint {
             note,

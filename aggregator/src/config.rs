@@ -376,3 +376,40 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REST: &str = "[tls]\nca = \"ca.pem\"\ncert = \"s.pem\"\nkey = \"s.key\"\n\n\
+                        [audit]\nsigning_key = \"audit.key\"\n";
+
+    fn parse(head: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("listen = \"127.0.0.1:0\"\n{head}\n{REST}"),
+            Path::new("aggregator.toml"),
+        )
+    }
+
+    #[test]
+    fn storage_table_and_database_shorthand() {
+        let c = parse(
+            "[storage]\nurl = \"postgres://veil:pw@db/veil\"\nmax_connections = 20\n\
+             acquire_timeout = \"2s\"\nstatement_timeout = \"30s\"\n",
+        )
+        .expect("storage table");
+        let o = c.storage_options();
+        assert_eq!(o.url, "postgres://veil:pw@db/veil");
+        assert_eq!(o.max_connections, 20);
+        assert_eq!(o.acquire_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(o.statement_timeout, std::time::Duration::from_secs(30));
+        assert!(!format!("{c:?}").contains("pw@"), "password redacted");
+        let c = parse("database = \"sqlite://a.db\"").expect("shorthand");
+        assert_eq!(c.storage_options().max_connections, 8);
+        let both = parse("database = \"sqlite://a.db\"\n[storage]\nurl = \"sqlite://b.db\"");
+        assert!(both.is_err());
+        assert!(parse("").is_err(), "no database");
+        let bad = parse("database = \"mysql://h/db\"").expect_err("unknown scheme");
+        assert!(bad.to_string().contains("database"), "{bad}");
+    }
+}

@@ -588,6 +588,9 @@ impl veil_proto::ledger_server::Ledger for LedgerService {
             Err(LedgerError::Exhausted(m)) => Err(tonic::Status::resource_exhausted(m)),
             Err(LedgerError::Denied(m)) => Err(tonic::Status::permission_denied(m)),
             Err(LedgerError::Invalid(m)) => Err(tonic::Status::invalid_argument(m)),
+            Err(LedgerError::Db(e)) if crate::storage::is_unavailable(&e) => {
+                Err(tonic::Status::unavailable("ledger unavailable; retry"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Ledger error.");
                 Err(tonic::Status::internal("ledger error"))

@@ -380,6 +380,10 @@ fn status(e: RoundError) -> Status {
         RoundError::Invalid(m) => Status::invalid_argument(m),
         RoundError::NotFound(m) => Status::not_found(m),
         RoundError::Closed(m) => Status::failed_precondition(m),
+        RoundError::Db(e) if crate::storage::is_unavailable(&e) => {
+            tracing::warn!(error = %e, "Federated call: database unavailable.");
+            Status::unavailable("database unavailable, retry")
+        }
         other => {
             tracing::error!(error = %other, "Federated call failed.");
             Status::internal("internal error")

@@ -516,3 +516,44 @@ pub(crate) async fn open_test_storage(dir: &std::path::Path) -> Storage {
     };
     Storage::open(&url).await.expect("open test storage")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let s = Storage::open(&url).await.expect("open");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(s.pool())
+        .await
+        .expect("insert");
+        s.close().await;
+        let err = Storage::open(&url).await.expect_err("refused");
+        assert!(
+            matches!(err, StorageError::SchemaTooNew { found: 9999, known } if known >= 3),
+            "{err}"
+        );
+        assert!(err.to_string().contains("9999"), "{err}");
+    }
+
+    #[test]
+    fn urls_name_their_backend_and_passwords_are_redacted() {
+        assert_eq!(Backend::of_url("sqlite://a.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert!(Backend::of_url("mysql://h/db").is_err());
+        assert_eq!(
+            redact_url("postgres://veil:secret@db:5432/veil"),
+            "postgres://veil:***@db:5432/veil"
+        );
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}
