@@ -428,12 +428,19 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
     env.stop().await;
 
     // The acknowledgement and the refused tokens are in the audit log.
-    let storage = veil_aggregator::storage::Storage::open(&format!(
-        "sqlite://{}",
-        env.dir.path().join("aggregator.db").display()
-    ))
-    .await
-    .expect("open");
+    // The same database the aggregator used (SQLite file or PostgreSQL).
+    let url = match veil_tests::test_database_url(env.dir.path()) {
+        u if u.starts_with("sqlite://") => {
+            format!(
+                "sqlite://{}",
+                env.dir.path().join("aggregator.db").display()
+            )
+        }
+        u => u,
+    };
+    let storage = veil_aggregator::storage::Storage::open(&url)
+        .await
+        .expect("open");
     let entries: Vec<String> = sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq")
         .fetch_all(storage.pool())
         .await
