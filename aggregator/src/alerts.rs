@@ -505,7 +505,8 @@ macro_rules! columns {
     };
 }
 
-fn row_to_alert(row: &sqlx::any::AnyRow) -> Result<AlertRecord, sqlx::Error> {
+/// One `alerts` row (selected with the columns above) as a record.
+pub(crate) fn row_to_alert(row: &sqlx::any::AnyRow) -> Result<AlertRecord, sqlx::Error> {
     let state: String = row.try_get("state")?;
     Ok(AlertRecord {
         alert_id: row.try_get("alert_id")?,

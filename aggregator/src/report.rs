@@ -273,31 +273,7 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
     .fetch_all(storage.pool())
     .await?
     .iter()
-    .map(|row| -> Result<AlertRecord, sqlx::Error> {
-        let state: String = row.try_get("state")?;
-        Ok(AlertRecord {
-            alert_id: row.try_get("alert_id")?,
-            venue: row.try_get("venue")?,
-            zone: row.try_get("zone")?,
-            metric: row.try_get("metric")?,
-            source: row.try_get("source")?,
-            severity: row.try_get("severity")?,
-            state: if state == "raised" {
-                crate::alerts::AlertState::Raised
-            } else {
-                crate::alerts::AlertState::Resolved
-            },
-            window_start_ms: row.try_get("window_start_ms")?,
-            window_len_s: u32::try_from(row.try_get::<i64, _>("window_len_s")?).unwrap_or(0),
-            last_window_ms: row.try_get("last_window_ms")?,
-            runbook: row.try_get("runbook")?,
-            detail: row.try_get("detail")?,
-            raised_ms: row.try_get("raised_ms")?,
-            resolved_ms: row.try_get("resolved_ms")?,
-            acked_by: row.try_get("acked_by")?,
-            acked_ms: row.try_get("acked_ms")?,
-        })
-    })
+    .map(crate::alerts::row_to_alert)
     .collect::<Result<Vec<_>, _>>()?;
     let budget = crate::ledger::report(storage.pool(), venue, day, Some(policy.as_ref())).await?;
     let releases = sqlx::query(
