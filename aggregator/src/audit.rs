@@ -116,6 +116,9 @@ pub struct AuditTx<'a> {
     done: bool,
 }
 
+/// Audit entries per multi-row `INSERT`.
+const APPEND_CHUNK: usize = 512;
+
 /// PostgreSQL advisory lock key ("veilaudt") held by every transaction that
 /// appends to the audit log, on whatever replica.
 const AUDIT_LOCK_KEY: i64 = 0x7665_696c_6175_6474;
@@ -424,33 +427,59 @@ impl AuditTx<'_> {
         e: NewEntry,
         now_ms: i64,
     ) -> Result<u64, AuditLogError> {
+        self.append_many(tx, vec![e], now_ms).await
+    }
+
+    /// Appends `entries` in order inside `tx`, a multi-row `INSERT` per
+    /// [`APPEND_CHUNK`]; returns the sequence number of the first.
+    pub async fn append_many(
+        &mut self,
+        tx: &mut AnyConnection,
+        entries: Vec<NewEntry>,
+        now_ms: i64,
+    ) -> Result<u64, AuditLogError> {
         self.lock(tx).await?;
-        let seq = self.guard.tree.len();
-        let entry = AuditEntry {
-            seq,
-            time_ms: now_ms,
-            actor: e.actor,
-            venue: e.venue,
-            action: e.action.to_owned(),
-            decision: if e.allow { "allow" } else { "deny" }.to_owned(),
-            reason: e.reason,
-            policy_hash: e.policy_hash,
-            epsilon: e.epsilon,
-            rho: e.rho,
-            release_sha256: e.release_sha256,
-        };
-        let line = entry.to_canonical_json()?;
-        let leaf = entry.leaf_hash()?;
-        sqlx::query(
-            "-- AuditTx::append()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES ($1, $2, $3)",
-        )
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .bind(&line)
-        .bind(leaf.as_bytes().to_vec())
-        .execute(&mut *tx)
-        .await?;
-        self.guard.tree.push(leaf);
-        Ok(seq)
+        let first = self.guard.tree.len();
+        let mut rows: Vec<(i64, String, Hash)> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            let seq = first + i as u64;
+            let entry = AuditEntry {
+                seq,
+                time_ms: now_ms,
+                actor: e.actor,
+                venue: e.venue,
+                action: e.action.to_owned(),
+                decision: if e.allow { "allow" } else { "deny" }.to_owned(),
+                reason: e.reason,
+                policy_hash: e.policy_hash,
+                epsilon: e.epsilon,
+                rho: e.rho,
+                release_sha256: e.release_sha256,
+            };
+            let line = entry.to_canonical_json()?;
+            let leaf = veil_privacy::audit::merkle::leaf_hash(line.as_bytes());
+            rows.push((i64::try_from(seq).unwrap_or(i64::MAX), line, leaf));
+        }
+        for chunk in rows.chunks(APPEND_CHUNK) {
+            let sql = crate::storage::values_sql(
+                "-- AuditTx::append_many()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES ",
+                3,
+                chunk.len(),
+                "",
+            );
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == APPEND_CHUNK);
+            for (seq, line, leaf) in chunk {
+                q = q.bind(*seq).bind(line).bind(leaf.as_bytes().to_vec());
+            }
+            q.execute(&mut *tx).await?;
+            // The tree grows only with rows the database took, so a failed
+            // insert leaves nothing to roll back but what `Drop` truncates.
+            for (_, _, leaf) in chunk {
+                self.guard.tree.push(*leaf);
+            }
+        }
+        Ok(first)
     }
 
     /// Takes the database side of the writer lock inside `tx` and brings

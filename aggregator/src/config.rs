@@ -214,6 +214,15 @@ pub struct IngestConfig {
     /// (humantime, default "1d"); later windows are refused as clock errors.
     #[serde(default = "default_max_future_skew", with = "humantime_duration")]
     pub max_future_skew: std::time::Duration,
+    /// Most releases decided and stored in one group commit (one
+    /// transaction, one fsync) across concurrent calls (default 4096). A
+    /// call is never split: a larger single call is committed alone.
+    #[serde(default = "default_group_max_releases")]
+    pub group_max_releases: usize,
+}
+
+fn default_group_max_releases() -> usize {
+    4096
 }
 
 fn default_max_window_age() -> std::time::Duration {
@@ -246,6 +255,7 @@ impl Default for IngestConfig {
             max_release_cost: default_max_cost(),
             max_window_age: default_max_window_age(),
             max_future_skew: default_max_future_skew(),
+            group_max_releases: default_group_max_releases(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The `Ingest` service: validates node releases, stores them durably in one
-//! transaction per batch, and acknowledges each item only after commit.
+//! The `Ingest` service: validates node releases, stores them durably, and
+//! acknowledges each item only after commit. Concurrent calls share one
+//! transaction per group ([`commit`]): many acks per fsync.
 //!
 //! The venue and node of every release come from the caller's certificate;
 //! the idempotency key must name the same venue and node.
@@ -19,18 +20,27 @@ use veil_privacy::{
 };
 
 use crate::{
-    audit::{NewEntry, action},
-    config::IngestConfig,
-    ledger,
-    policy::sha256_hex,
-    state::{State, now_ms},
-    storage::{StoreOutcome, StoredRelease},
+    audit::NewEntry, config::IngestConfig, ledger, policy::sha256_hex, state::State,
+    storage::StoredRelease,
 };
+
+mod commit;
 
 /// The `veil.v1.Ingest` service.
 #[derive(Debug, Clone)]
 pub struct IngestService {
     pub(crate) state: Arc<State>,
+    committer: commit::Committer,
+}
+
+impl IngestService {
+    /// The service and its group committer task (see [`commit`]); the task
+    /// ends after the last clone of the service is dropped and what was
+    /// queued is committed.
+    pub fn new(state: Arc<State>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (committer, task) = commit::spawn(state.clone());
+        (Self { state, committer }, task)
+    }
 }
 
 pub(crate) fn valid_metric(s: &str) -> bool {
@@ -270,134 +280,47 @@ impl ingest_server::Ingest for IngestService {
                 Status::failed_precondition(format!("venue {venue} has no policy in force"))
             })?
             .clone();
-        let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
-        let now = now_ms();
-        let mut acks: Vec<ReleaseAck> = releases
+        // Validation and policy checks need no database: done here, on the
+        // caller's task, so the committer only decides what needs the
+        // stored state (duplicates, leases) and writes.
+        let items = releases
             .iter()
-            .map(|r| ReleaseAck {
-                idempotency_key: r.idempotency_key.clone(),
-                status: AckStatus::Unspecified as i32,
-                reason: String::new(),
-            })
-            .collect();
-
-        // Issue 9: releases committed by this batch, handed to the alert task.
-        let mut committed: Vec<crate::storage::StoredRelease> = Vec::new();
-        let result = async {
-            let mut audit = st.audit.begin().await;
-            let mut tx = st.storage.pool().begin().await?;
-            // The audit lock first (see `AuditTx::lock`): lease rows are
-            // locked after it, in every transaction, on every replica.
-            audit.lock(&mut tx).await?;
-            for (r, ack) in releases.iter().zip(acks.iter_mut()) {
+            .map(|r| {
+                let ack = ReleaseAck {
+                    idempotency_key: r.idempotency_key.clone(),
+                    status: AckStatus::Unspecified as i32,
+                    reason: String::new(),
+                };
                 let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
                     let cost = check_policy(&s, &policy)?;
                     Ok((s, cost))
                 });
-                let (stored, cost) = match checked {
-                    Ok(v) => v,
-                    Err((status, reason)) => {
-                        tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
-                        audit
-                            .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
-                            .await?;
-                        ack.status = status as i32;
-                        ack.reason = reason;
-                        continue;
-                    }
-                };
-                match crate::storage::existing(&mut tx, &stored).await? {
-                    Some(StoreOutcome::Duplicate) => {
-                        ack.status = AckStatus::Duplicate as i32;
-                        continue;
-                    }
-                    Some(_) => {
-                        let reason =
-                            "idempotency key already stored with different content; original kept".to_owned();
-                        let mut e = deny(&actor, &venue, action::RELEASE_CONFLICT, &reason, &policy.hash);
-                        e.release_sha256 = stored.content_sha256.clone();
-                        audit.append(&mut tx, e, now).await?;
-                        ack.status = AckStatus::Conflict as i32;
-                        ack.reason = reason;
-                        continue;
-                    }
-                    None => {}
-                }
-                // After the dedup lookup, so a lost-ack resend of a stored
-                // release still gets its DUPLICATE.
-                if let Err((status, reason)) = check_window_time(&stored, now, &st.limits) {
-                    tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
-                    audit
-                        .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
-                        .await?;
-                    ack.status = status as i32;
-                    ack.reason = reason;
-                    continue;
-                }
-                if !matches!(cost, Cost::Free) {
-                    let day = ledger::day_of(stored.window_start_ms);
-                    if let Err(reason) = ledger::use_lease(
-                        &mut tx,
-                        &stored.lease_id,
-                        &venue,
-                        &node,
-                        &stored.metric,
-                        &stored.purpose,
-                        &day,
-                        cost,
-                    )
-                    .await?
-                    {
-                        tracing::warn!(%venue, %node, reason = %reason, "Release refused: no charged budget.");
-                        audit
-                            .append(&mut tx, deny(&actor, &venue, action::RELEASE, &reason, &policy.hash), now)
-                            .await?;
-                        ack.status = AckStatus::Denied as i32;
-                        ack.reason = reason;
-                        continue;
-                    }
-                }
-                crate::storage::insert(&mut tx, &stored, now).await?;
-                audit
-                    .append(
-                        &mut tx,
-                        NewEntry {
-                            actor: actor.clone(),
-                            venue: venue.clone(),
-                            action: action::RELEASE,
-                            allow: true,
-                            reason: if matches!(cost, Cost::Free) {
-                                format!("{} declared non-personal by policy", stored.metric)
-                            } else {
-                                format!("{} charged to lease {}", stored.metric, stored.lease_id)
-                            },
-                            policy_hash: policy.hash.clone(),
-                            epsilon: stored.epsilon,
-                            rho: stored.rho,
-                            release_sha256: stored.content_sha256.clone(),
-                        },
-                        now,
-                    )
-                    .await?;
-                ack.status = AckStatus::Accepted as i32;
-                committed.push(stored);
+                (ack, checked)
+            })
+            .collect();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = commit::Job {
+            venue,
+            node,
+            policy,
+            items,
+            reply,
+        };
+        let stopping = || {
+            Status::unavailable(
+                "the aggregator is stopping; nothing from this batch was stored, retry",
+            )
+        };
+        self.committer.submit(job).await.map_err(|()| stopping())?;
+        let acks = match answer.await.map_err(|_| stopping())? {
+            Ok(acks) => acks,
+            Err(e) => {
+                tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
+                return Err(Status::unavailable(
+                    "storage failed; nothing from this batch was stored, retry",
+                ));
             }
-            tx.commit().await?;
-            audit.committed();
-            Ok::<(), IngestFailure>(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
-            return Err(Status::unavailable(
-                "storage failed; nothing from this batch was stored, retry",
-            ));
-        }
-        // Issue 9: after commit, off the ack path; never waits.
-        st.alerts.offer(committed);
-        if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now).await {
-            tracing::error!(error = %e, "Signing an audit checkpoint failed.");
-        }
+        };
         st.metrics.record_acks(&acks, started.elapsed());
         Ok(Response::new(SubmitReleasesResponse { acks }))
     }

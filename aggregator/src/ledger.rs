@@ -328,68 +328,137 @@ pub async fn charge_direct(
     })
 }
 
-/// Confirms one release against its lease inside `tx`: the lease exists,
-/// belongs to the node, covers the metric, purpose, day and cost, and has a
-/// release left. Returns a refusal reason otherwise.
-#[allow(clippy::too_many_arguments)]
-pub async fn use_lease(
-    tx: &mut AnyConnection,
-    lease_id: &str,
-    venue: &str,
-    node: &str,
-    metric: &str,
-    purpose: &str,
-    day: &str,
-    cost: Cost,
-) -> Result<Result<(), String>, LedgerError> {
-    let row = sqlx::query(
-        "-- use_lease()\nSELECT venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id = $1",
-    )
-    .bind(lease_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok(Err(format!(
-            "lease {lease_id:?} does not exist: no budget was charged for this release"
-        )));
-    };
-    let owner_ok =
-        row.try_get::<String, _>("venue")? == venue && row.try_get::<String, _>("node")? == node;
-    if !owner_ok {
-        return Ok(Err("the lease belongs to another node".into()));
+/// The leases touched by one ingest transaction, read once and used in
+/// memory, then written back with one conditional UPDATE per lease
+/// ([`LeaseBook::flush`]).
+///
+/// Only valid inside a transaction that holds the audit lock
+/// ([`crate::audit::AuditTx::lock`]): every writer of `leases.used` holds
+/// it, so the counts read here cannot change before the flush. The flush
+/// is still conditional (`used + n <= releases`) and fails the whole
+/// transaction if a row changed anyway, so a lease is never overdrawn.
+#[derive(Debug, Default)]
+pub struct LeaseBook {
+    leases: std::collections::HashMap<String, BookedLease>,
+}
+
+#[derive(Debug)]
+struct BookedLease {
+    venue: String,
+    node: String,
+    day: String,
+    metric: String,
+    purpose: String,
+    epsilon: f64,
+    rho: f64,
+    releases: i64,
+    used: i64,
+    /// Uses taken in this transaction, not yet written.
+    taken: i64,
+}
+
+/// Lease ids per `IN (...)` lookup.
+const LEASE_LOOKUP_CHUNK: usize = 256;
+
+impl LeaseBook {
+    /// Reads the leases named by `ids` (unknown ids are simply absent).
+    pub async fn load(
+        tx: &mut AnyConnection,
+        ids: &std::collections::BTreeSet<&str>,
+    ) -> Result<Self, LedgerError> {
+        let mut book = Self::default();
+        let ids: Vec<&str> = ids.iter().copied().collect();
+        for chunk in ids.chunks(LEASE_LOOKUP_CHUNK) {
+            let sql = crate::storage::in_list_sql(
+                "-- LeaseBook::load()\nSELECT lease_id, venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id IN ",
+                chunk.len(),
+                "",
+            );
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == LEASE_LOOKUP_CHUNK);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                book.leases.insert(
+                    row.try_get("lease_id")?,
+                    BookedLease {
+                        venue: row.try_get("venue")?,
+                        node: row.try_get("node")?,
+                        day: row.try_get("day")?,
+                        metric: row.try_get("metric")?,
+                        purpose: row.try_get("purpose")?,
+                        epsilon: row.try_get("epsilon")?,
+                        rho: row.try_get("rho")?,
+                        releases: row.try_get("releases")?,
+                        used: row.try_get("used")?,
+                        taken: 0,
+                    },
+                );
+            }
+        }
+        Ok(book)
     }
-    if row.try_get::<String, _>("metric")? != metric
-        || row.try_get::<String, _>("purpose")? != purpose
-    {
-        return Ok(Err(
-            "the lease was granted for another metric or purpose".into()
-        ));
+
+    /// Takes one use of `lease_id` for a release of `metric`/`purpose` on
+    /// `day` at `cost` by `venue`/`node`, or says why it cannot (the
+    /// reason goes into the ack and the audit log).
+    #[allow(clippy::too_many_arguments)]
+    pub fn take(
+        &mut self,
+        lease_id: &str,
+        venue: &str,
+        node: &str,
+        metric: &str,
+        purpose: &str,
+        day: &str,
+        cost: Cost,
+    ) -> Result<(), String> {
+        let Some(l) = self.leases.get_mut(lease_id) else {
+            return Err(format!(
+                "lease {lease_id:?} does not exist: no budget was charged for this release"
+            ));
+        };
+        if l.venue != venue || l.node != node {
+            return Err("the lease belongs to another node".into());
+        }
+        if l.metric != metric || l.purpose != purpose {
+            return Err("the lease was granted for another metric or purpose".into());
+        }
+        if l.day != day {
+            return Err("the lease was granted for another event day".into());
+        }
+        if l.epsilon != cost.epsilon() || l.rho != cost.rho() {
+            return Err("the release's cost differs from its lease's".into());
+        }
+        if l.used + l.taken >= l.releases {
+            return Err(format!("the lease's {} releases are used up", l.releases));
+        }
+        l.taken += 1;
+        Ok(())
     }
-    if row.try_get::<String, _>("day")? != day {
-        return Ok(Err("the lease was granted for another event day".into()));
+
+    /// Writes the uses taken back, inside the same transaction.
+    pub async fn flush(&self, tx: &mut AnyConnection) -> Result<(), LedgerError> {
+        for (id, l) in self.leases.iter().filter(|(_, l)| l.taken > 0) {
+            let done = sqlx::query(
+                "-- LeaseBook::flush()\nUPDATE leases SET used = used + $2 WHERE lease_id = $1 AND used = $3 AND used + $2 <= releases",
+            )
+            .bind(id)
+            .bind(l.taken)
+            .bind(l.used)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                // Every writer holds the audit lock, so this means a write
+                // outside Veil: abort; the retry reads the lease again.
+                return Err(LedgerError::Invalid(format!(
+                    "lease {id:?} changed during the transaction; nothing was stored"
+                )));
+            }
+        }
+        Ok(())
     }
-    let (eps, rho): (f64, f64) = (row.try_get("epsilon")?, row.try_get("rho")?);
-    if eps != cost.epsilon() || rho != cost.rho() {
-        return Ok(Err("the release's cost differs from its lease's".into()));
-    }
-    let releases: i64 = row.try_get("releases")?;
-    let used: i64 = row.try_get("used")?;
-    if used >= releases {
-        return Ok(Err(format!("the lease's {releases} releases are used up")));
-    }
-    // Conditional, so that two replicas using the last release of a lease
-    // at once cannot both succeed (the second update waits for the first
-    // and then finds the lease used up).
-    let done = sqlx::query(
-        "-- use_lease()\nUPDATE leases SET used = used + 1 WHERE lease_id = $1 AND used < releases",
-    )
-    .bind(lease_id)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(Err(format!("the lease's {releases} releases are used up")));
-    }
-    Ok(Ok(()))
 }
 
 /// Spent and remaining budget of a venue on a day.

@@ -44,6 +44,12 @@ pub mod name {
     pub const STREAM_LAGGED: &str = "stream_lagged_events";
     /// Dashboard requests by outcome.
     pub const DASHBOARD_REQUESTS: &str = "dashboard_requests";
+    /// Releases per group commit.
+    pub const COMMIT_GROUP_RELEASES: &str = "commit_group_releases";
+    /// SubmitReleases calls per group commit.
+    pub const COMMIT_GROUP_CALLS: &str = "commit_group_calls";
+    /// Time to decide, store and commit one group.
+    pub const COMMIT_SECONDS: &str = "commit_seconds";
 }
 
 /// A label from a closed set of values.
@@ -91,6 +97,12 @@ pub struct Metrics {
     hub_sync: Arc<std::sync::Mutex<()>>,
     /// Dashboard API requests by outcome (`ok`, `unauthorized`, `forbidden`, `bad_request`, `error`).
     pub dashboard_requests: Family<ReasonLabel, Counter>,
+    /// Releases per group commit.
+    pub commit_group_releases: Histogram,
+    /// SubmitReleases calls per group commit.
+    pub commit_group_calls: Histogram,
+    /// Time to decide, store and commit one group.
+    pub commit_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +122,11 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)
 }
 
+/// Counts 1 .. 16384.
+fn size_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 15)
+}
+
 impl Metrics {
     /// Fresh metrics registered under the `veil_aggregator_` prefix.
     pub fn new() -> Self {
@@ -126,6 +143,9 @@ impl Metrics {
             alert_queue_dropped: Counter::default(),
             hub_sync: Arc::default(),
             dashboard_requests: Family::default(),
+            commit_group_releases: Histogram::new(size_buckets()),
+            commit_group_calls: Histogram::new(size_buckets()),
+            commit_seconds: Histogram::new(latency_buckets()),
         };
         r.register(
             name::RELEASES_ACCEPTED,
@@ -172,6 +192,21 @@ impl Metrics {
             "Dashboard API requests by outcome",
             m.dashboard_requests.clone(),
         );
+        r.register(
+            name::COMMIT_GROUP_RELEASES,
+            "Releases decided and stored per group commit (one transaction, one fsync)",
+            m.commit_group_releases.clone(),
+        );
+        r.register(
+            name::COMMIT_GROUP_CALLS,
+            "SubmitReleases calls answered per group commit",
+            m.commit_group_calls.clone(),
+        );
+        r.register(
+            name::COMMIT_SECONDS,
+            "Time to decide, store and commit one group",
+            m.commit_seconds.clone(),
+        );
         m.registry = Arc::new(r);
         m
     }
@@ -199,6 +234,13 @@ impl Metrics {
             }
         }
         self.ack_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one group commit: its calls, releases and duration.
+    pub fn record_group(&self, calls: usize, releases: usize, elapsed: std::time::Duration) {
+        self.commit_group_calls.observe(calls as f64);
+        self.commit_group_releases.observe(releases as f64);
+        self.commit_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a refused caller on `surface` (`grpc` or `dashboard`).

@@ -299,7 +299,7 @@ impl Bound {
         let (alert_rx, rules, alerts_cfg) = self.alert_task;
         let alert_task = tokio::spawn(crate::alerts::run(st.clone(), rules, alerts_cfg, alert_rx));
         let query = crate::query::service::QueryService::new(st.clone());
-        let ingest = IngestService { state: st.clone() };
+        let (ingest, committer) = IngestService::new(st.clone());
         let policy = PolicyService { state: st.clone() };
         let ledger = LedgerService { state: st.clone() };
         let audit = AuditService { state: st.clone() };
@@ -364,6 +364,9 @@ impl Bound {
         for t in web_tasks {
             let _ = t.await;
         }
+        // The service is dropped with the server: the committer finishes
+        // what was queued (nothing acked is left uncommitted) and stops.
+        let _ = committer.await;
         rounds_ticker.abort();
         refusal_auditor.abort();
         alert_task.abort();

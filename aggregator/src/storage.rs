@@ -180,17 +180,6 @@ pub struct StoredRelease {
     pub sequence: u64,
 }
 
-/// Outcome of storing one release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// New row.
-    Inserted,
-    /// Same key, same content: nothing changed.
-    Duplicate,
-    /// Same key, different content: refused, original kept.
-    Conflict,
-}
-
 /// The aggregator's database.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -401,25 +390,61 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether `r`'s idempotency key is already stored: `Duplicate` (same
-/// content), `Conflict` (different content) or `None`.
-pub async fn existing(
-    tx: &mut AnyConnection,
-    r: &StoredRelease,
-) -> Result<Option<StoreOutcome>, sqlx::Error> {
-    let existing: Option<String> = sqlx::query_scalar(
-        "-- existing()\nSELECT content_sha256 FROM releases WHERE idempotency_key = $1",
-    )
-    .bind(&r.idempotency_key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(existing.map(|h| {
-        if h == r.content_sha256 {
-            StoreOutcome::Duplicate
-        } else {
-            StoreOutcome::Conflict
+/// Builds `head` + `($1, .., $n)` + `tail`: the SQL of an `IN` list of `n`
+/// bound values (placeholders only, never values, so it is injection-safe).
+pub(crate) fn in_list_sql(head: &str, n: usize, tail: &str) -> String {
+    values_sql(head, 1, n, tail).replacen("),(", ",", n.saturating_sub(1))
+}
+
+/// Builds `head` + `($1,..,$cols),($cols+1,..)..` for `rows` rows + `tail`:
+/// the SQL of a multi-row `VALUES` list (placeholders only, never values).
+pub(crate) fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * cols * 7);
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "${}", r * cols + c + 1);
         }
-    }))
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// Keys per `IN (...)` lookup and rows per multi-row `INSERT` of releases
+/// (18 values each: well inside SQLite's and PostgreSQL's bind limits).
+const RELEASE_CHUNK: usize = 256;
+
+/// The stored content hash of every key in `keys` that is already stored
+/// (a key absent from the map is new).
+pub async fn existing_many(
+    tx: &mut AnyConnection,
+    keys: &[&str],
+) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
+    let mut found = std::collections::HashMap::new();
+    for chunk in keys.chunks(RELEASE_CHUNK) {
+        let sql = in_list_sql(
+            "-- existing_many()\nSELECT idempotency_key, content_sha256 FROM releases WHERE idempotency_key IN ",
+            chunk.len(),
+            "",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == RELEASE_CHUNK);
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            found.insert(
+                row.try_get("idempotency_key")?,
+                row.try_get("content_sha256")?,
+            );
+        }
+    }
+    Ok(found)
 }
 
 /// Inserts a new release inside `tx`.
@@ -428,40 +453,58 @@ pub async fn insert(
     r: &StoredRelease,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let done = sqlx::query(
-        "-- insert()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
-         window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
-         lease_id, sequence, received_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(&r.idempotency_key)
-    .bind(&r.content_sha256)
-    .bind(&r.venue)
-    .bind(&r.node)
-    .bind(&r.metric)
-    .bind(&r.zone)
-    .bind(r.window_start_ms)
-    .bind(i64::from(r.window_len_s))
-    .bind(&r.mechanism)
-    .bind(r.value)
-    .bind(r.scale)
-    .bind(r.epsilon)
-    .bind(r.rho)
-    .bind(&r.purpose)
-    .bind(&r.policy_hash)
-    .bind(&r.lease_id)
-    .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        // Another replica stored this key after `existing` looked (writers
-        // are serialized by the audit lock, so this is a bug or a manual
-        // write): abort the batch; its retry finds the stored release.
-        return Err(sqlx::Error::Protocol(format!(
-            "idempotency key {:?} was stored concurrently",
-            r.idempotency_key
-        )));
+    insert_many(tx, std::slice::from_ref(r), now_ms).await
+}
+
+/// Inserts new releases inside `tx`, a multi-row `INSERT` per 256. Fails
+/// (so the caller rolls back) if any key is already stored.
+pub async fn insert_many(
+    tx: &mut AnyConnection,
+    releases: &[StoredRelease],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in releases.chunks(RELEASE_CHUNK) {
+        let sql = values_sql(
+            "-- insert_many()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
+             window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
+             lease_id, sequence, received_ms) VALUES ",
+            18,
+            chunk.len(),
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == RELEASE_CHUNK);
+        for r in chunk {
+            q = q
+                .bind(&r.idempotency_key)
+                .bind(&r.content_sha256)
+                .bind(&r.venue)
+                .bind(&r.node)
+                .bind(&r.metric)
+                .bind(&r.zone)
+                .bind(r.window_start_ms)
+                .bind(i64::from(r.window_len_s))
+                .bind(&r.mechanism)
+                .bind(r.value)
+                .bind(r.scale)
+                .bind(r.epsilon)
+                .bind(r.rho)
+                .bind(&r.purpose)
+                .bind(&r.policy_hash)
+                .bind(&r.lease_id)
+                .bind(i64::try_from(r.sequence).unwrap_or(i64::MAX))
+                .bind(now_ms);
+        }
+        let done = q.execute(&mut *tx).await?;
+        if done.rows_affected() != chunk.len() as u64 {
+            // Another replica stored one of these keys after the lookup
+            // (writers are serialized by the audit lock, so this is a bug or
+            // a manual write): abort; the retry finds the stored releases.
+            return Err(sqlx::Error::Protocol(format!(
+                "{} of {} idempotency keys were stored concurrently",
+                chunk.len() as u64 - done.rows_affected(),
+                chunk.len()
+            )));
+        }
     }
     Ok(())
 }

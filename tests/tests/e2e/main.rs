@@ -7,6 +7,7 @@ mod bench_cli;
 mod binaries;
 mod dashboard;
 mod federated;
+mod group_commit;
 mod ingest;
 mod ledger_audit;
 mod node_pipeline;

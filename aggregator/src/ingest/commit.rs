@@ -1,0 +1,304 @@
+//! Group commit: one committer task turns the batches of many concurrent
+//! `SubmitReleases` calls into one database transaction (one fsync, one
+//! hold of the audit lock), then answers every call.
+//!
+//! Batching is natural, without a timer: while a group commits, new calls
+//! queue; the next group takes everything queued (up to
+//! `ingest.group_max_releases`). An idle aggregator therefore commits a
+//! lone call at once, and a loaded one amortises each commit over many.
+//!
+//! Per release the decisions are exactly those of one call at a time, in
+//! arrival order: validation and policy (done by the caller's handler,
+//! before queueing), duplicate/conflict against stored keys and against
+//! earlier releases of the same group, the window-age check, one use of a
+//! charged lease; every refusal and every acceptance gets its audit entry.
+//! Nothing is acknowledged before the group's transaction commits. If a
+//! group's transaction fails and it held more than one call, each call is
+//! retried alone, so one bad batch cannot fail its neighbours.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use veil_privacy::{Cost, policy::LoadedPolicy};
+use veil_proto::{AckStatus, ReleaseAck};
+
+use super::{IngestFailure, Refusal, check_window_time, deny};
+use crate::{
+    audit::{NewEntry, action},
+    ledger::{self, LeaseBook},
+    state::{State, now_ms},
+    storage::StoredRelease,
+};
+
+/// A release that passed validation and policy, with its cost, or why not.
+pub(crate) type Checked = Result<(StoredRelease, Cost), Refusal>;
+
+/// One `SubmitReleases` call, validated and waiting for its commit.
+pub(crate) struct Job {
+    pub venue: String,
+    pub node: String,
+    pub policy: Arc<LoadedPolicy>,
+    /// Per release, in the call's order: the acknowledgement skeleton and
+    /// either the checked release with its cost or why it was refused.
+    pub items: Vec<(ReleaseAck, Checked)>,
+    pub reply: oneshot::Sender<Result<Vec<ReleaseAck>, IngestFailure>>,
+}
+
+/// Handle to the committer task: cheap to clone, one per service.
+#[derive(Debug, Clone)]
+pub(crate) struct Committer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Queues `job`; `Err` only when the committer has stopped.
+    pub async fn submit(&self, job: Job) -> Result<(), ()> {
+        self.queue.send(job).await.map_err(|_| ())
+    }
+}
+
+/// Calls that may wait for the committer; a full queue makes handlers wait
+/// (backpressure), never drops anything.
+const QUEUE_JOBS: usize = 4096;
+
+/// Starts the committer. It stops when every [`Committer`] is dropped,
+/// after committing what was queued.
+pub(crate) fn spawn(state: Arc<State>) -> (Committer, tokio::task::JoinHandle<()>) {
+    let (queue, rx) = mpsc::channel(QUEUE_JOBS);
+    let task = tokio::spawn(run(state, rx));
+    (Committer { queue }, task)
+}
+
+async fn run(st: Arc<State>, mut rx: mpsc::Receiver<Job>) {
+    let max = st.limits.group_max_releases.max(1);
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let mut releases = first.items.len();
+        let mut jobs = vec![first];
+        while releases < max {
+            match rx.try_recv() {
+                Ok(j) if releases + j.items.len() > max => {
+                    carry = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    releases += j.items.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up (deadline, cancelled) gets nothing stored:
+        // its resend will be judged afresh.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        commit_and_answer(&st, jobs).await;
+    }
+}
+
+async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
+    let n_releases: usize = jobs.iter().map(|j| j.items.len()).sum();
+    let n_jobs = jobs.len();
+    match commit_group(st, &jobs).await {
+        Ok((acks, committed)) => {
+            st.metrics
+                .record_group(n_jobs, n_releases, started.elapsed());
+            for (job, acks) in jobs.into_iter().zip(acks) {
+                let _ = job.reply.send(Ok(acks));
+            }
+            // After the acks, off their path; never waits.
+            st.alerts.offer(committed);
+        }
+        Err(e) if n_jobs > 1 => {
+            tracing::warn!(error = %e, calls = n_jobs, "A group commit failed; committing its calls one by one.");
+            for job in jobs {
+                match commit_group(st, std::slice::from_ref(&job)).await {
+                    Ok((mut acks, committed)) => {
+                        let _ = job.reply.send(Ok(acks.pop().unwrap_or_default()));
+                        st.alerts.offer(committed);
+                    }
+                    Err(e) => {
+                        let _ = job.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+    if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now_ms()).await {
+        tracing::error!(error = %e, "Signing an audit checkpoint failed.");
+    }
+}
+
+type GroupOutcome = (Vec<Vec<ReleaseAck>>, Vec<StoredRelease>);
+
+/// Decides and stores every release of `jobs` in one transaction; returns
+/// each job's acks and the releases stored. On `Err` nothing was stored.
+async fn commit_group(st: &State, jobs: &[Job]) -> Result<GroupOutcome, IngestFailure> {
+    let now = now_ms();
+    let mut audit = st.audit.begin().await;
+    let mut tx = st.storage.pool().begin().await?;
+    match decide_and_write(st, jobs, &mut audit, &mut tx, now).await {
+        Ok(outcome) => {
+            tx.commit().await?;
+            audit.committed();
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Roll back now, while the audit lock is still held, so the next
+            // transaction (perhaps this group's calls retried one by one)
+            // never waits on this one's locks.
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "Rolling back a failed group commit failed.");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything of [`commit_group`] up to the commit, inside `tx`.
+async fn decide_and_write(
+    st: &State,
+    jobs: &[Job],
+    audit: &mut crate::audit::AuditTx<'_>,
+    tx: &mut sqlx::AnyConnection,
+    now: i64,
+) -> Result<GroupOutcome, IngestFailure> {
+    // The audit lock first (see `AuditTx::lock`): lease rows after it.
+    audit.lock(&mut *tx).await?;
+
+    // What the database already holds for these keys and leases.
+    let keys: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.items.iter())
+        .filter_map(|(_, c)| c.as_ref().ok())
+        .map(|(s, _)| s.idempotency_key.as_str())
+        .collect();
+    let stored = crate::storage::existing_many(&mut *tx, &keys).await?;
+    let lease_ids: BTreeSet<&str> = jobs
+        .iter()
+        .flat_map(|j| j.items.iter())
+        .filter_map(|(_, c)| c.as_ref().ok())
+        .filter(|(_, cost)| !matches!(cost, Cost::Free))
+        .map(|(s, _)| s.lease_id.as_str())
+        .collect();
+    let mut leases = LeaseBook::load(&mut *tx, &lease_ids).await?;
+
+    // Content hash of every key accepted earlier in this group.
+    let mut accepted_here: HashMap<&str, &str> = HashMap::new();
+    let mut entries: Vec<NewEntry> = Vec::new();
+    let mut inserts: Vec<StoredRelease> = Vec::new();
+    let mut all_acks = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (venue, node, policy) = (&job.venue, &job.node, &job.policy);
+        let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
+        let mut acks = Vec::with_capacity(job.items.len());
+        for (skeleton, checked) in &job.items {
+            let mut ack = skeleton.clone();
+            let refuse =
+                |ack: &mut ReleaseAck, entries: &mut Vec<NewEntry>, (status, reason): Refusal| {
+                    tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
+                    entries.push(deny(&actor, venue, action::RELEASE, &reason, &policy.hash));
+                    ack.status = status as i32;
+                    ack.reason = reason;
+                };
+            let (release, cost) = match checked {
+                Ok(v) => v,
+                Err(refusal) => {
+                    refuse(&mut ack, &mut entries, refusal.clone());
+                    acks.push(ack);
+                    continue;
+                }
+            };
+            let key = release.idempotency_key.as_str();
+            let known = accepted_here
+                .get(key)
+                .copied()
+                .or_else(|| stored.get(key).map(String::as_str));
+            if let Some(hash) = known {
+                if hash == release.content_sha256 {
+                    ack.status = AckStatus::Duplicate as i32;
+                } else {
+                    let reason =
+                        "idempotency key already stored with different content; original kept"
+                            .to_owned();
+                    let mut e = deny(
+                        &actor,
+                        venue,
+                        action::RELEASE_CONFLICT,
+                        &reason,
+                        &policy.hash,
+                    );
+                    e.release_sha256 = release.content_sha256.clone();
+                    entries.push(e);
+                    ack.status = AckStatus::Conflict as i32;
+                    ack.reason = reason;
+                }
+                acks.push(ack);
+                continue;
+            }
+            // After the dedup lookup, so a lost-ack resend of a stored
+            // release still gets its DUPLICATE.
+            if let Err(refusal) = check_window_time(release, now, &st.limits) {
+                refuse(&mut ack, &mut entries, refusal);
+                acks.push(ack);
+                continue;
+            }
+            if !matches!(cost, Cost::Free) {
+                let day = ledger::day_of(release.window_start_ms);
+                if let Err(reason) = leases.take(
+                    &release.lease_id,
+                    venue,
+                    node,
+                    &release.metric,
+                    &release.purpose,
+                    &day,
+                    *cost,
+                ) {
+                    refuse(&mut ack, &mut entries, (AckStatus::Denied, reason));
+                    acks.push(ack);
+                    continue;
+                }
+            }
+            entries.push(NewEntry {
+                actor: actor.clone(),
+                venue: venue.clone(),
+                action: action::RELEASE,
+                allow: true,
+                reason: if matches!(cost, Cost::Free) {
+                    format!("{} declared non-personal by policy", release.metric)
+                } else {
+                    format!("{} charged to lease {}", release.metric, release.lease_id)
+                },
+                policy_hash: policy.hash.clone(),
+                epsilon: release.epsilon,
+                rho: release.rho,
+                release_sha256: release.content_sha256.clone(),
+            });
+            accepted_here.insert(key, &release.content_sha256);
+            inserts.push(release.clone());
+            ack.status = AckStatus::Accepted as i32;
+            acks.push(ack);
+        }
+        all_acks.push(acks);
+    }
+    leases.flush(&mut *tx).await?;
+    crate::storage::insert_many(&mut *tx, &inserts, now).await?;
+    audit.append_many(&mut *tx, entries, now).await?;
+    Ok((all_acks, inserts))
+}
