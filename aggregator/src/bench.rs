@@ -115,6 +115,9 @@ pub struct IngestParams {
     /// In-process aggregator replicas sharing the database (PostgreSQL
     /// only); node clients are spread round-robin over them.
     pub replicas: u32,
+    /// `ingest.group_max_releases` of the bench aggregator (`None`: the
+    /// config default); `Some(batch)` commits every call alone.
+    pub group_max_releases: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +291,7 @@ fn write_config(
     nodes: &[String],
     database: &str,
     max_connections: u32,
+    group_max_releases: Option<usize>,
 ) -> anyhow::Result<std::path::PathBuf> {
     std::fs::write(dir.join("policy.toml"), BENCH_POLICY)?;
     let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
@@ -295,14 +299,16 @@ fn write_config(
         "listen = \"127.0.0.1:0\"\n\n[storage]\nurl = \"{database}\"\nmax_connections = {max_connections}\n\n\
          [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
          [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 1000\n\n\
-         [ingest]\nmax_window_age = \"100y\"\n\n\
+         [ingest]\nmax_window_age = \"100y\"\n{group}\n\
          [[venue]]\nname = \"{VENUE}\"\nnodes = [{}]\npolicy = \"policy.toml\"\n\n\
          [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\
          [[principal]]\nid = \"spiffe://veil/role/organizer/organizer\"\nvenues = [\"{VENUE}\"]\n\n\
          [alerts.anomaly]\nenabled = false\n\n\
          [[alerts.rules]]\nname = \"bench-high\"\nseverity = \"info\"\n\
          runbook = \"Bench rule: nothing to do.\"\nmetric = \"occupancy\"\nabove = {ALERT_ABOVE:?}\n",
-        list.join(", ")
+        list.join(", "),
+        group =
+            group_max_releases.map_or_else(String::new, |n| format!("group_max_releases = {n}\n")),
     );
     let path = dir.join("aggregator.toml");
     std::fs::write(&path, text)?;
@@ -345,15 +351,23 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let database = temp_db
         .as_ref()
         .map_or_else(|| "sqlite://aggregator.db".to_owned(), |t| t.url.clone());
-    let cfg_path = write_config(dir.path(), &layout.nodes, &database, 16)?;
+    let cfg_path = write_config(
+        dir.path(),
+        &layout.nodes,
+        &database,
+        16,
+        p.group_max_releases,
+    )?;
     let mut servers = Vec::new();
     let mut endpoints = Vec::new();
     let mut storage = None;
+    let mut metrics = Vec::new();
     for _ in 0..p.replicas {
         let cfg = crate::Config::load(&cfg_path)?;
         let bound = crate::bind(cfg).await?;
         endpoints.push(format!("https://127.0.0.1:{}", bound.local_addr().port()));
         storage.get_or_insert_with(|| bound.storage().clone());
+        metrics.push(bound.state().metrics.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(bound.serve(async {
             let _ = stop_rx.await;
@@ -474,6 +488,21 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let p50 = percentile(&total.latencies_ms, 50.0);
     let p99 = percentile(&total.latencies_ms, 99.0);
     let per_s = total.accepted as f64 / elapsed;
+    // Group commit: how many calls and releases each transaction carried.
+    let (mut commits, mut grouped_calls, mut grouped_releases) = (0u64, 0.0, 0.0);
+    for m in &metrics {
+        let (c, calls, releases) = m.commit_totals();
+        commits += c;
+        grouped_calls += calls as f64;
+        grouped_releases += releases as f64;
+    }
+    let per_commit = |x: f64| {
+        if commits == 0 {
+            0.0
+        } else {
+            x / commits as f64
+        }
+    };
     let mut rows = vec![
         (
             "aggregator".into(),
@@ -485,10 +514,20 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
         (
             "database".into(),
             if postgres {
-                "PostgreSQL (temporary database), one transaction per batch".into()
+                "PostgreSQL (temporary database)".into()
             } else {
-                "SQLite (WAL, synchronous FULL), one transaction per batch".into()
+                "SQLite (WAL, synchronous FULL)".into()
             },
+        ),
+        (
+            "group commits (transactions)".into(),
+            format!(
+                "{commits}: {:.1} calls, {:.0} releases each on average (group_max_releases {})",
+                per_commit(grouped_calls),
+                per_commit(grouped_releases),
+                p.group_max_releases
+                    .map_or_else(|| "default".to_owned(), |n| n.to_string())
+            ),
         ),
         (
             "node clients".into(),
@@ -543,6 +582,16 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
                 name: "alert_latency_p99_ms",
                 value: alert_p99,
                 unit: "ms",
+            },
+            Figure {
+                name: "calls_per_commit",
+                value: per_commit(grouped_calls),
+                unit: "calls",
+            },
+            Figure {
+                name: "releases_per_commit",
+                value: per_commit(grouped_releases),
+                unit: "releases",
             },
             Figure {
                 name: "errors",

@@ -178,6 +178,11 @@ enum BenchCommand {
         /// Aggregator replicas sharing the database (PostgreSQL only).
         #[arg(long, default_value_t = 1)]
         replicas: u32,
+        /// `ingest.group_max_releases` of the bench aggregator (default:
+        /// the config default). Set it to --batch to commit every call
+        /// alone (group commit off) for a baseline in the same run.
+        #[arg(long)]
+        group_max_releases: Option<usize>,
     },
     /// Audit-log append and offline verification throughput.
     Audit {
@@ -354,6 +359,7 @@ fn main() -> ExitCode {
                     batch,
                     db,
                     replicas,
+                    group_max_releases,
                 },
         } => bench(veil_aggregator::bench::ingest(
             veil_aggregator::bench::IngestParams {
@@ -362,6 +368,7 @@ fn main() -> ExitCode {
                 batch,
                 db,
                 replicas,
+                group_max_releases,
             },
         )),
         Command::Bench {

@@ -103,6 +103,9 @@ pub struct Metrics {
     pub commit_group_calls: Histogram,
     /// Time to decide, store and commit one group.
     pub commit_seconds: Histogram,
+    /// (group commits, calls, releases) so far, for `bench ingest` (the
+    /// histograms above carry the same as `_count`/`_sum` for Prometheus).
+    commit_totals: Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,6 +149,7 @@ impl Metrics {
             commit_group_releases: Histogram::new(size_buckets()),
             commit_group_calls: Histogram::new(size_buckets()),
             commit_seconds: Histogram::new(latency_buckets()),
+            commit_totals: Arc::default(),
         };
         r.register(
             name::RELEASES_ACCEPTED,
@@ -241,6 +245,16 @@ impl Metrics {
         self.commit_group_calls.observe(calls as f64);
         self.commit_group_releases.observe(releases as f64);
         self.commit_seconds.observe(elapsed.as_secs_f64());
+        for (total, n) in self.commit_totals.iter().zip([1, calls, releases]) {
+            total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Group commits, calls and releases committed so far.
+    pub fn commit_totals(&self) -> (u64, u64, u64) {
+        let [a, b, c] = &*self.commit_totals;
+        let get = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+        (get(a), get(b), get(c))
     }
 
     /// Counts a refused caller on `surface` (`grpc` or `dashboard`).
