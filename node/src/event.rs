@@ -182,12 +182,20 @@ pub fn valid_zone(zone: &str) -> bool {
 }
 
 /// Parses and validates one JSON line.
+///
+/// Compact lines (as sensors and the simulator write them) and `...Z`
+/// timestamps are read by [`fast`]; everything else, and every error, comes
+/// from `serde_json` and `time`, so both paths accept the same lines with the
+/// same result.
 pub fn parse_line(line: &str) -> Result<ValidEvent, EventError> {
-    let event: Event = serde_json::from_str(line).map_err(json_error)?;
-    let ts = OffsetDateTime::parse(&event.ts, &Rfc3339)
-        .map_err(|e| field("ts", format!("not RFC 3339: {e}")))?;
-    let ts_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| field("ts", "out of range"))?;
+    let event = match fast::event(line) {
+        Some(event) => event,
+        None => parse_event_general(line)?,
+    };
+    let ts_ms = match fast::utc_millis(&event.ts) {
+        Some(ms) => ms,
+        None => parse_ts_general(&event.ts)?,
+    };
     check_name("sensor", &event.sensor)?;
     if !valid_zone(&event.zone) {
         return Err(field("zone", "must be 1..=64 bytes of [a-z0-9_-]"));
@@ -249,6 +257,20 @@ pub fn parse_line(line: &str) -> Result<ValidEvent, EventError> {
     }
     Ok(ValidEvent { ts_ms, event })
 }
+
+/// The event in `line`, by `serde_json` and the derived deserialiser.
+fn parse_event_general(line: &str) -> Result<Event, EventError> {
+    serde_json::from_str(line).map_err(json_error)
+}
+
+/// Unix milliseconds of an RFC 3339 timestamp, by `time`'s parser.
+fn parse_ts_general(ts: &str) -> Result<i64, EventError> {
+    let ts = OffsetDateTime::parse(ts, &Rfc3339)
+        .map_err(|e| field("ts", format!("not RFC 3339: {e}")))?;
+    i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).map_err(|_| field("ts", "out of range"))
+}
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@
 //! The field set is the format version: a line with a field this version
 //! does not know is rejected, never silently dropped.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
 
@@ -185,7 +185,20 @@ impl AuditEntry {
     /// missing fields, wrong types, invalid values and any non-canonical
     /// encoding (whitespace, key order, escapes, number forms, duplicate keys)
     /// are errors.
+    ///
+    /// A canonical line is read in one pass by [`parse_exact`]; anything it
+    /// does not accept goes through the general parser below, which finds and
+    /// names what is wrong (so errors are the same whichever path ran).
     pub fn parse_canonical(line: &str) -> Result<Self, EntryError> {
+        if let Some(entry) = parse_exact(line) {
+            return Ok(entry);
+        }
+        Self::parse_general(line)
+    }
+
+    /// The general strict parser: JSON parse, field checks, then a
+    /// byte-for-byte comparison with the re-serialised entry.
+    fn parse_general(line: &str) -> Result<Self, EntryError> {
         let map: Map<String, Value> =
             serde_json::from_str(line).map_err(|e| EntryError::Json(e.to_string()))?;
         let mut unknown: Vec<&String> = map
@@ -222,6 +235,161 @@ impl AuditEntry {
             return Err(EntryError::NotCanonical { offset });
         }
         Ok(entry)
+    }
+}
+
+/// Reads `line` if, and only if, it is byte for byte the canonical
+/// encoding of a valid entry; `None` for anything else (the caller then runs
+/// the general parser, which names the problem).
+///
+/// Soundness: this accepts exactly the layout [`AuditEntry::to_canonical_json`]
+/// writes, with every key in [`FIELDS`] order, strings without escapes or
+/// control characters (so `serde_json` writes them verbatim), integers in
+/// plain decimal without leading zeros or `-0`, floats only if they are
+/// [`canonical_f64`] of the value they parse to, and nothing after the
+/// closing brace; then the entry must pass [`AuditEntry::validate`]. Every
+/// such line is one the general parser accepts with the same entry; any other
+/// line (escapes, whitespace, another key order, duplicates, other number
+/// forms) falls back to it. Tests compare both parsers on many mutations.
+fn parse_exact(line: &str) -> Option<AuditEntry> {
+    let mut c = Cursor {
+        b: line.as_bytes(),
+        s: line,
+        i: 0,
+    };
+    c.lit(b"{\"action\":")?;
+    let action = c.string()?;
+    c.lit(b",\"actor\":")?;
+    let actor = c.string()?;
+    c.lit(b",\"decision\":")?;
+    let decision = c.string()?;
+    c.lit(b",\"epsilon\":")?;
+    let epsilon = c.float()?;
+    c.lit(b",\"policy_hash\":")?;
+    let policy_hash = c.string()?;
+    c.lit(b",\"reason\":")?;
+    let reason = c.string()?;
+    c.lit(b",\"release_sha256\":")?;
+    let release_sha256 = c.string()?;
+    c.lit(b",\"rho\":")?;
+    let rho = c.float()?;
+    c.lit(b",\"seq\":")?;
+    let seq = c.uint()?;
+    c.lit(b",\"time_ms\":")?;
+    let time_ms = c.int()?;
+    c.lit(b",\"venue\":")?;
+    let venue = c.string()?;
+    c.lit(b"}")?;
+    if c.i != c.b.len() {
+        return None;
+    }
+    let entry = AuditEntry {
+        seq,
+        time_ms,
+        actor: actor.to_owned(),
+        venue: venue.to_owned(),
+        action: action.to_owned(),
+        decision: decision.to_owned(),
+        reason: reason.to_owned(),
+        policy_hash: policy_hash.to_owned(),
+        epsilon,
+        rho,
+        release_sha256: release_sha256.to_owned(),
+    };
+    entry.validate().ok()?;
+    Some(entry)
+}
+
+/// A position in a line for [`parse_exact`].
+struct Cursor<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// Consumes exactly `lit`.
+    fn lit(&mut self, lit: &[u8]) -> Option<()> {
+        let rest = self.b.get(self.i..)?;
+        rest.starts_with(lit).then(|| self.i += lit.len())
+    }
+
+    /// A string token whose canonical encoding is itself: no `\\` and no
+    /// control characters inside the quotes. Returns the contents.
+    fn string(&mut self) -> Option<&'a str> {
+        self.lit(b"\"")?;
+        let start = self.i;
+        let len = self.b[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if self.b[start + len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        // Both ends are ASCII quotes, so these are char boundaries.
+        self.s.get(start..start + len)
+    }
+
+    /// The number token starting here: the bytes up to `,` or `}`.
+    fn number(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let len = self.b[start..]
+            .iter()
+            .position(|&b| b == b',' || b == b'}')?;
+        self.i = start + len;
+        // `,` and `}` are ASCII, so this is a char boundary.
+        self.s.get(start..start + len)
+    }
+
+    /// Digits of a canonical unsigned integer: `0`, or no leading zero.
+    fn digits(token: &str) -> Option<u64> {
+        let bytes = token.as_bytes();
+        if bytes.is_empty() || (bytes[0] == b'0' && bytes.len() > 1) {
+            return None;
+        }
+        bytes.iter().try_fold(0u64, |acc, &b| {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        })
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        Self::digits(self.number()?)
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        let token = self.number()?;
+        match token.strip_prefix('-') {
+            Some(abs) => {
+                let abs = Self::digits(abs)?;
+                // `-0` is not canonical; `i64::MIN` is `-(i64::MAX + 1)`.
+                if abs == 0 {
+                    return None;
+                }
+                0i64.checked_sub_unsigned(abs)
+            }
+            None => i64::try_from(Self::digits(token)?).ok(),
+        }
+    }
+
+    /// A float token that is exactly [`canonical_f64`] of its value. Only
+    /// the bytes of JSON numbers are let through to the standard parser, so
+    /// `inf`, `NaN` and the like never reach it.
+    fn float(&mut self) -> Option<f64> {
+        let token = self.number()?;
+        if token == "0.0" {
+            return Some(0.0);
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'-' | b'+'))
+        {
+            return None;
+        }
+        let v = token.parse::<f64>().ok()?;
+        is_canonical_f64(token, v).then_some(v)
     }
 }
 
@@ -273,15 +441,28 @@ impl CanonicalWriter {
 /// has changed between versions: the bytes of a logged line must never
 /// depend on a dependency's version.
 pub fn canonical_f64(v: f64) -> String {
+    let mut out = String::new();
+    // Writing into a `String` cannot fail, and `write_canonical_f64` only
+    // fails when its sink does.
+    let _ = write_canonical_f64(&mut out, v);
+    out
+}
+
+/// Writes [`canonical_f64`]`(v)` to `out` without allocating.
+fn write_canonical_f64(out: &mut impl fmt::Write, v: f64) -> fmt::Result {
+    /// Enough zeros for any padding below (at most 20).
+    const ZEROS: &str = "000000000000000000000";
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+        return out.write_str(if v.is_sign_negative() { "-0.0" } else { "0.0" });
     }
-    let sci = format!("{v:e}");
+    let mut sci = StackStr::default();
+    write!(sci, "{v:e}")?;
+    let sci = sci.as_str();
     let Some((mantissa, exp)) = sci.split_once('e') else {
-        return sci; // Not reached for finite values.
+        return out.write_str(sci); // Not reached for finite values.
     };
     let Ok(exp) = exp.parse::<i32>() else {
-        return sci; // Not reached: `{:e}` writes a decimal exponent.
+        return out.write_str(sci); // Not reached: `{:e}` writes a decimal exponent.
     };
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => ("-", m),
@@ -289,20 +470,85 @@ pub fn canonical_f64(v: f64) -> String {
     };
     if !(-7 < exp && exp < 21) {
         let plus = if exp > 0 { "+" } else { "" };
-        return format!("{sign}{mantissa}e{plus}{exp}");
+        return write!(out, "{sign}{mantissa}e{plus}{exp}");
     }
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let body = if exp >= 0 {
+    // `{:e}` writes one digit before the point: digits = `lead` + `frac`.
+    let (lead, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    out.write_str(sign)?;
+    if exp >= 0 {
+        // 0 <= exp < 21, so these fit usize and `ZEROS`.
         let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            format!("{digits}{}.0", "0".repeat(int_len - digits.len()))
+        let digits = lead.len() + frac.len();
+        if digits <= int_len {
+            out.write_str(lead)?;
+            out.write_str(frac)?;
+            out.write_str(&ZEROS[..int_len - digits])?;
+            out.write_str(".0")
         } else {
-            format!("{}.{}", &digits[..int_len], &digits[int_len..])
+            let (int_frac, rest) = frac.split_at(int_len - lead.len());
+            out.write_str(lead)?;
+            out.write_str(int_frac)?;
+            out.write_str(".")?;
+            out.write_str(rest)
         }
     } else {
-        format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        // -7 < exp < 0: at most 5 zeros after the point.
+        out.write_str("0.")?;
+        out.write_str(&ZEROS[..(-exp - 1) as usize])?;
+        out.write_str(lead)?;
+        out.write_str(frac)
+    }
+}
+
+/// A small string on the stack for `{:e}` of an `f64` (at most 24 bytes).
+#[derive(Default)]
+struct StackStr {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackStr {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are copied in, so this never fails.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A `fmt::Write` sink that only checks the written text is a prefix of
+/// `rest` (and consumes it): compares against a canonical form without
+/// building it.
+struct Expect<'a> {
+    rest: &'a [u8],
+}
+
+impl fmt::Write for Expect<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        match self.rest.strip_prefix(s.as_bytes()) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
+            None => Err(fmt::Error),
+        }
+    }
+}
+
+/// Whether `token` is exactly [`canonical_f64`]`(v)`.
+fn is_canonical_f64(token: &str, v: f64) -> bool {
+    let mut e = Expect {
+        rest: token.as_bytes(),
     };
-    format!("{sign}{body}")
+    write_canonical_f64(&mut e, v).is_ok() && e.rest.is_empty()
 }
 
 fn field<'a>(map: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, EntryError> {

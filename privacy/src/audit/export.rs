@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 
-use super::entry::AuditEntry;
+use super::entry::{AuditEntry, EntryError};
 use super::error::{AuditError, CheckpointRole};
 use super::merkle::{self, ConsistencyProof, Hash, InclusionProof, MerkleTree};
 use super::note::{Checkpoint, VerifierKey, open_checkpoint};
@@ -160,12 +160,18 @@ fn check_sizes(old: &Checkpoint, new: &Checkpoint) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// One parsed line: the entry, its leaf hash, and its 1-based line number.
+/// One parsed line: the entry and its leaf hash. Lines are kept in file
+/// order, so the line at position `i` is line `i + 1` of the file.
 struct Line {
     entry: AuditEntry,
     leaf: Hash,
-    line: usize,
 }
+
+/// Below this many bytes of entries, parsing stays on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Most threads [`parse_lines`] uses.
+const MAX_THREADS: usize = 8;
 
 fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
     if jsonl.is_empty() {
@@ -176,20 +182,96 @@ fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
             line: jsonl.split('\n').count(),
         });
     };
-    body.split('\n')
-        .enumerate()
-        .map(|(i, text)| {
-            let entry =
-                AuditEntry::parse_canonical(text).map_err(|source| AuditError::EntryInvalid {
+    let threads = if body.len() < PARALLEL_MIN_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+    };
+    let chunks = split_at_newlines(body, threads);
+    let results: Vec<ChunkResult> = std::thread::scope(|scope| {
+        // The first chunk is parsed here, the others on their own threads
+        // (or here too, if a thread cannot be started).
+        let others: Vec<_> = chunks[1..]
+            .iter()
+            .map(|&chunk| {
+                std::thread::Builder::new()
+                    .name("audit-verify".into())
+                    .spawn_scoped(scope, move || parse_chunk(chunk))
+                    .map_err(|_| chunk)
+            })
+            .collect();
+        let mut results = vec![parse_chunk(chunks[0])];
+        for other in others {
+            results.push(match other {
+                Ok(handle) => match handle.join() {
+                    Ok(r) => r,
+                    // A panic in a parser thread is a bug: propagate it.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(chunk) => parse_chunk(chunk),
+            });
+        }
+        results
+    });
+    // Chunks are in file order and each reports its first bad line, so the
+    // first error of the first failing chunk is the first bad line of the file.
+    let mut lines: Vec<Line> = Vec::new();
+    for result in results {
+        match result {
+            Ok(mut chunk) => {
+                if lines.is_empty() {
+                    lines = chunk;
+                } else {
+                    lines.append(&mut chunk);
+                }
+            }
+            Err((i, source)) => {
+                let i = lines.len() + i;
+                return Err(AuditError::EntryInvalid {
                     index: i as u64,
                     line: i + 1,
                     source,
-                })?;
+                });
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Splits `body` into at most `parts` pieces of about equal size, each a run
+/// of whole lines (cut just after a `\n`, which is dropped).
+fn split_at_newlines(body: &str, parts: usize) -> Vec<&str> {
+    let mut chunks = Vec::with_capacity(parts);
+    let mut rest = body;
+    for left in (2..=parts).rev() {
+        let target = rest.len() / left;
+        // The next newline at or after `target`: the cut stays on a line end.
+        let Some(cut) = rest.as_bytes()[target..].iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        let (head, tail) = rest.split_at(target + cut);
+        chunks.push(head);
+        rest = &tail[1..];
+    }
+    chunks.push(rest);
+    chunks
+}
+
+/// The lines of one chunk, or the position in it of its first bad line.
+type ChunkResult = Result<Vec<Line>, (usize, EntryError)>;
+
+/// Parses and hashes the lines of one chunk; on failure, the 0-based
+/// position in the chunk of its first bad line, and why.
+fn parse_chunk(chunk: &str) -> ChunkResult {
+    chunk
+        .split('\n')
+        .enumerate()
+        .map(|(i, text)| {
+            let entry = AuditEntry::parse_canonical(text).map_err(|e| (i, e))?;
             Ok(Line {
                 entry,
                 // The line is byte-identical to the canonical encoding.
                 leaf: merkle::leaf_hash(text.as_bytes()),
-                line: i + 1,
             })
         })
         .collect()
@@ -197,50 +279,54 @@ fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
 
 /// Checks `seq` runs `first, first + 1, ...`; names the first deviation.
 fn check_sequence(lines: &[Line], first: u64) -> Result<(), AuditError> {
+    let deviation = lines
+        .iter()
+        .enumerate()
+        .find(|&(i, l)| first.checked_add(i as u64) != Some(l.entry.seq));
+    let Some((i, l)) = deviation else {
+        return Ok(());
+    };
+    // Something is wrong at line `i + 1`: only now index where each seq
+    // first appears, to say what kind of deviation it is.
     let mut first_line: HashMap<u64, usize> = HashMap::with_capacity(lines.len());
-    for l in lines {
-        first_line.entry(l.entry.seq).or_insert(l.line);
+    for (j, other) in lines.iter().enumerate() {
+        first_line.entry(other.entry.seq).or_insert(j + 1);
     }
-    for (i, l) in lines.iter().enumerate() {
-        let index = i as u64;
-        let found = l.entry.seq;
-        let Some(expected) = first.checked_add(index) else {
-            return Err(AuditError::SequenceGap {
-                index,
-                line: l.line,
-                expected: u64::MAX,
-                found,
-            });
-        };
-        if found == expected {
-            continue;
-        }
-        let earlier = first_line.get(&found).copied().filter(|&fl| fl < l.line);
-        if let Some(first_line) = earlier {
-            return Err(AuditError::SequenceDuplicate {
-                index,
-                line: l.line,
-                found,
-                first_line,
-            });
-        }
-        if let Some(&expected_line) = first_line.get(&expected) {
-            return Err(AuditError::SequenceOutOfOrder {
-                index,
-                line: l.line,
-                expected,
-                found,
-                expected_line,
-            });
-        }
+    let index = i as u64;
+    let line = i + 1;
+    let found = l.entry.seq;
+    let Some(expected) = first.checked_add(index) else {
         return Err(AuditError::SequenceGap {
             index,
-            line: l.line,
-            expected,
+            line,
+            expected: u64::MAX,
             found,
         });
+    };
+    let earlier = first_line.get(&found).copied().filter(|&fl| fl < line);
+    if let Some(first_line) = earlier {
+        return Err(AuditError::SequenceDuplicate {
+            index,
+            line,
+            found,
+            first_line,
+        });
     }
-    Ok(())
+    if let Some(&expected_line) = first_line.get(&expected) {
+        return Err(AuditError::SequenceOutOfOrder {
+            index,
+            line,
+            expected,
+            found,
+            expected_line,
+        });
+    }
+    Err(AuditError::SequenceGap {
+        index,
+        line,
+        expected,
+        found,
+    })
 }
 
 /// Verifies an export offline; see the module docs for formats and the order
@@ -364,7 +450,7 @@ fn check_partial(lines: &[Line], cp: &Checkpoint, proofs_json: &str) -> Result<(
     {
         return Err(AuditError::EntryBeyondTree {
             index: i as u64,
-            line: l.line,
+            line: i + 1,
             seq: l.entry.seq,
             size: cp.size,
         });

@@ -328,3 +328,206 @@ proptest! {
         }
     }
 }
+
+/// The fast path and the general parser agree on `line`: same entry or same
+/// error, and the fast path never accepts what the general parser rejects.
+fn assert_parsers_agree(line: &str) {
+    let general = AuditEntry::parse_general(line);
+    if let Some(fast) = parse_exact(line) {
+        assert_eq!(Ok(&fast), general.as_ref(), "{line}");
+        assert_eq!(fast.to_canonical_json().as_deref(), Ok(line));
+    }
+    assert_eq!(AuditEntry::parse_canonical(line), general, "{line}");
+}
+
+/// Lines the fast path must hand to the general parser, each with the error
+/// the general parser names.
+#[test]
+fn fast_path_refuses_every_non_canonical_form() {
+    let cases: Vec<String> = vec![
+        // Whitespace anywhere.
+        replace(SAMPLE_LINE, ",", ", "),
+        replace(SAMPLE_LINE, ":", " :"),
+        replace(SAMPLE_LINE, "{", "{ "),
+        replace(SAMPLE_LINE, "}", " }"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":\t7"),
+        format!("{SAMPLE_LINE}\n"),
+        format!("{SAMPLE_LINE} "),
+        format!(" {SAMPLE_LINE}"),
+        format!("\u{feff}{SAMPLE_LINE}"),
+        // Key order.
+        replace(
+            SAMPLE_LINE,
+            r#""action":"release","actor":"spiffe://veil/venue/arena-1/node/gw-3""#,
+            r#""actor":"spiffe://veil/venue/arena-1/node/gw-3","action":"release""#,
+        ),
+        replace(
+            SAMPLE_LINE,
+            r#""seq":7,"time_ms":1700000000007"#,
+            r#""time_ms":1700000000007,"seq":7"#,
+        ),
+        // Escapes that decode to the same text, in values and keys.
+        replace(SAMPLE_LINE, "within budget", "within budg\\u0065t"),
+        replace(SAMPLE_LINE, "spiffe://", "spiffe:\\/\\/"),
+        replace(SAMPLE_LINE, "\"rho\"", "\"rh\\u006f\""),
+        replace(SAMPLE_LINE, "\"allow\"", "\"\\u0061llow\""),
+        // Duplicate keys, same and different values.
+        replace(SAMPLE_LINE, "\"rho\":0.0", "\"rho\":0.0,\"rho\":0.0"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":7,\"seq\":8"),
+        replace(
+            SAMPLE_LINE,
+            "\"venue\":\"arena-1\"",
+            "\"venue\":\"arena-1\",\"venue\":\"x\"",
+        ),
+        // Number forms.
+        replace(SAMPLE_LINE, "\"rho\":0.0", "\"rho\":0"),
+        replace(SAMPLE_LINE, "\"rho\":0.0", "\"rho\":0.00"),
+        replace(SAMPLE_LINE, "\"rho\":0.0", "\"rho\":-0.0"),
+        replace(SAMPLE_LINE, "\"rho\":0.0", "\"rho\":0e0"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":1e-1"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":0.10"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":1E-1"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":.1"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":+0.1"),
+        replace(
+            SAMPLE_LINE,
+            "\"epsilon\":0.1",
+            "\"epsilon\":0.1000000000000000000001",
+        ),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":inf"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":NaN"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":1e400"),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":\"0.1\""),
+        replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":-0.1"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":07"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":7.0"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":7e0"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":-7"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":+7"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":18446744073709551616"),
+        replace(SAMPLE_LINE, "\"seq\":7", "\"seq\":\"7\""),
+        replace(SAMPLE_LINE, "\"time_ms\":1700000000007", "\"time_ms\":-0"),
+        replace(SAMPLE_LINE, "\"time_ms\":1700000000007", "\"time_ms\":-01"),
+        replace(
+            SAMPLE_LINE,
+            "\"time_ms\":1700000000007",
+            "\"time_ms\":9223372036854775808",
+        ),
+        replace(
+            SAMPLE_LINE,
+            "\"time_ms\":1700000000007",
+            "\"time_ms\":-9223372036854775809",
+        ),
+        // Invalid values in canonical layout.
+        replace(SAMPLE_LINE, "\"allow\"", "\"maybe\""),
+        replace(SAMPLE_LINE, "spiffe://veil", "https://veil"),
+        replace(SAMPLE_LINE, "\"release\"", "\"Release\""),
+        replace(SAMPLE_LINE, "2cf24dba", "2CF24DBA"),
+        // Raw control characters and other structure.
+        replace(SAMPLE_LINE, "within budget", "within\tbudget"),
+        replace(
+            SAMPLE_LINE,
+            "\"venue\":\"arena-1\"}",
+            "\"venue\":\"arena-1\",\"x\":1}",
+        ),
+        replace(SAMPLE_LINE, ",\"venue\":\"arena-1\"", ""),
+        replace(SAMPLE_LINE, "}", "}}"),
+        SAMPLE_LINE[..SAMPLE_LINE.len() - 1].to_owned(),
+        String::new(),
+        "{}".to_owned(),
+    ];
+    for line in &cases {
+        assert!(parse_exact(line).is_none(), "fast path accepted {line}");
+        assert!(AuditEntry::parse_canonical(line).is_err(), "{line}");
+        assert_parsers_agree(line);
+    }
+    // The canonical line itself, and escapes that are canonical, take the
+    // fast path or agree with the general parser.
+    assert_eq!(parse_exact(SAMPLE_LINE), Some(sample(7)));
+    let mut e = sample(1);
+    e.reason = "quote \" backslash \\ nul \u{0} é 😀 \u{7f} \u{2028}".to_owned();
+    assert_parsers_agree(&e.to_canonical_json().unwrap());
+}
+
+/// The `canonical_f64` of the first version of this module, kept to check
+/// that the allocation-free writer produces the very same text.
+fn reference_canonical_f64(v: f64) -> String {
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap();
+    let exp = exp.parse::<i32>().unwrap();
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    if !(-7 < exp && exp < 21) {
+        let plus = if exp > 0 { "+" } else { "" };
+        return format!("{sign}{mantissa}e{plus}{exp}");
+    }
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let body = if exp >= 0 {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            format!("{digits}{}.0", "0".repeat(int_len - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..int_len], &digits[int_len..])
+        }
+    } else {
+        format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+    };
+    format!("{sign}{body}")
+}
+
+proptest! {
+    #[test]
+    fn canonical_f64_matches_reference(bits in any::<u64>(), scale in -30i32..30) {
+        // Any finite double, and doubles near each decimal layout boundary.
+        for v in [f64::from_bits(bits), 10f64.powi(scale), 1.5 * 10f64.powi(scale)] {
+            prop_assume!(v.is_finite());
+            let text = canonical_f64(v);
+            prop_assert_eq!(&text, &reference_canonical_f64(v));
+            prop_assert!(is_canonical_f64(&text, v));
+        }
+    }
+
+    #[test]
+    fn parsers_agree_on_single_byte_changes(
+        pos in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        op in 0u8..3,
+    ) {
+        let mut bytes = SAMPLE_LINE.as_bytes().to_vec();
+        let i = pos.index(bytes.len());
+        match op {
+            0 => bytes[i] = byte,
+            1 => bytes.insert(i, byte),
+            _ => {
+                bytes.remove(i);
+            }
+        }
+        if let Ok(line) = String::from_utf8(bytes) {
+            assert_parsers_agree(&line);
+        }
+    }
+
+    #[test]
+    fn parsers_agree_on_valid_entries(
+        seq in any::<u64>(),
+        time_ms in any::<i64>(),
+        reason in any::<String>(),
+        venue in "[ -~]{0,12}",
+        eps_bits in any::<u64>(),
+    ) {
+        let mut e = sample(seq);
+        e.time_ms = time_ms;
+        e.reason = reason;
+        e.venue = venue;
+        e.epsilon = f64::from_bits(eps_bits & !(1 << 63));
+        prop_assume!(e.epsilon.is_finite());
+        let line = e.to_canonical_json().unwrap();
+        assert_parsers_agree(&line);
+        prop_assert_eq!(AuditEntry::parse_canonical(&line).unwrap(), e);
+    }
+}

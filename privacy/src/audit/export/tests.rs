@@ -1151,3 +1151,85 @@ fn tamper_matrix_variants_are_distinct() {
         }),
     );
 }
+
+#[test]
+fn split_at_newlines_keeps_every_line_once() {
+    for body in [
+        "",
+        "a",
+        "a\nb",
+        "aaaa\nb\ncc\n\nddd",
+        "\n\n\n",
+        "x\ny\nz\nw\nv",
+    ] {
+        let want: Vec<&str> = body.split('\n').collect();
+        for parts in 1..=5 {
+            let chunks = split_at_newlines(body, parts);
+            assert!(!chunks.is_empty() && chunks.len() <= parts, "{body:?}");
+            let got: Vec<&str> = chunks.iter().flat_map(|c| c.split('\n')).collect();
+            assert_eq!(got, want, "{body:?} in {parts} parts");
+        }
+    }
+}
+
+/// An export large enough to be parsed on several threads: the result, and
+/// the first bad line reported, are those of a sequential read.
+#[test]
+fn large_export_reports_the_first_bad_line() {
+    let fx = Fixture::new();
+    let n = 2 * PARALLEL_MIN_BYTES as u64 / fx.lines[0].len() as u64 + 100;
+    let entries: Vec<AuditEntry> = (0..n).map(entry).collect();
+    let mut lines: Vec<String> = entries
+        .iter()
+        .map(|e| e.to_canonical_json().unwrap())
+        .collect();
+    let tree = MerkleTree::from_leaves(entries.iter().map(|e| e.leaf_hash().unwrap()));
+    let checkpoint = fx.sign(n, &tree.root());
+    let jsonl = to_jsonl(&lines);
+    assert!(jsonl.len() > PARALLEL_MIN_BYTES);
+    let verify = |jsonl: &str| {
+        verify_export(ExportInput {
+            entries_jsonl: jsonl,
+            checkpoint: &checkpoint,
+            ..fx.full()
+        })
+    };
+    let v = verify(&jsonl).unwrap();
+    assert_eq!((v.size, v.root), (n, tree.root()));
+    assert_eq!(v.entries, entries);
+
+    // Bad lines late in the file and early in the file: the early one is named.
+    let late = n as usize - 3;
+    let early = 5;
+    lines[late] = lines[late].replacen(",", ", ", 1);
+    let e = verify(&to_jsonl(&lines)).unwrap_err();
+    assert!(
+        matches!(e, AuditError::EntryInvalid { index, line, source: EntryError::NotCanonical { .. } }
+            if index == late as u64 && line == late + 1),
+        "{e:?}"
+    );
+    lines[early] = lines[early].replacen("\"seq\":", "\"seq\":-", 1);
+    let e = verify(&to_jsonl(&lines)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditError::EntryInvalid {
+                index: 5,
+                line: 6,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // A sequence fault across the chunk boundary is found too.
+    let mut lines: Vec<String> = entries
+        .iter()
+        .map(|e| e.to_canonical_json().unwrap())
+        .collect();
+    lines.swap(n as usize / 2, n as usize / 2 + 1);
+    let e = verify(&to_jsonl(&lines)).unwrap_err();
+    assert!(
+        matches!(e, AuditError::SequenceOutOfOrder { line, .. } if line == n as usize / 2 + 1),
+        "{e:?}"
+    );
+}
