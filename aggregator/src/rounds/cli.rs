@@ -146,27 +146,36 @@ pub async fn model_pull_remote(
     ))
 }
 
-/// `bench fedavg`: a human table, then `fedavg_gbps X GB/s` and
-/// `round_ms X ms` lines.
+/// `bench fedavg`: a human table, then `fedavg_gbps X GB/s`,
+/// `round_ms X ms` and `mem_read_gbps X GB/s` lines. Uses every core
+/// `std::thread::available_parallelism` reports.
 pub fn bench_fedavg(nodes: usize, params: usize) -> String {
-    let f = kernel::bench_fedavg(nodes, params, 5);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let f = kernel::bench_fedavg(nodes, params, 5, threads);
     format!(
-        "FedAvg kernel, best of 5\n\
-         {:<10} {:>12} {:>12} {:>12} {:>12}\n\
-         {:<10} {:>12} {:>12.2} {:>12.2} {:>12.2}\n\
+        "FedAvg kernel (validate + average), {} threads, best of 5\n\
+         {:<10} {:>12} {:>12} {:>12} {:>12} {:>14} {:>10}\n\
+         {:<10} {:>12} {:>12.2} {:>12.2} {:>12.2} {:>14.2} {:>9.0}%\n\
          fedavg_gbps {:.2} GB/s\n\
-         round_ms {:.2} ms",
+         round_ms {:.2} ms\n\
+         mem_read_gbps {:.2} GB/s",
+        f.threads,
         "nodes",
         "params",
         "fedavg ms",
         "GB/s",
         "round ms",
+        "read-only GB/s",
+        "of read",
         f.nodes,
         f.params,
         f.fedavg_ms,
         f.fedavg_gbps,
         f.round_ms,
+        f.mem_read_gbps,
+        100.0 * f.fedavg_gbps / f.mem_read_gbps,
         f.fedavg_gbps,
-        f.round_ms
+        f.round_ms,
+        f.mem_read_gbps
     )
 }

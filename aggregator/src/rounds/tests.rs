@@ -50,13 +50,111 @@ fn fedavg_kernel_averages() {
     let a = vec![1.0f32; 10_000];
     let b: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
     let mut out = vec![0.0; 10_000];
-    kernel::fedavg(&[&a, &b], &mut out);
+    let verdicts = kernel::fedavg(&[&a, &b], f64::MAX, 2, &mut out);
+    assert!(verdicts.iter().all(Result::is_ok));
     for (i, o) in out.iter().enumerate() {
         assert!((o - (1.0 + i as f32) / 2.0).abs() < 1e-3);
     }
     assert!((kernel::l2_norm(&[3.0, 4.0]) - 5.0).abs() < 1e-9);
-    let f = kernel::bench_fedavg(3, 1000, 1);
-    assert!(f.fedavg_gbps > 0.0);
+    let f = kernel::bench_fedavg(3, 1000, 1, 2);
+    assert!(f.fedavg_gbps > 0.0 && f.mem_read_gbps > 0.0);
+}
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG; no RNG dependency).
+fn pseudo(seed: u64, n: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn fedavg_is_bit_identical_for_any_thread_count_and_matches_f64() {
+    // Neither the node count (11) nor the parameter count is a multiple of
+    // the kernel's blocks, lanes or chunks.
+    let params = 3 * kernel::CHUNK + 37;
+    let updates: Vec<Vec<f32>> = (0..11).map(|n| pseudo(n, params)).collect();
+    let refs: Vec<&[f32]> = updates.iter().map(Vec::as_slice).collect();
+    let mut one = vec![0.0f32; params];
+    let v1 = kernel::fedavg(&refs, f64::MAX, 1, &mut one);
+    for threads in [2, 3, 4, 64] {
+        let mut out = vec![0.0f32; params];
+        let v = kernel::fedavg(&refs, f64::MAX, threads, &mut out);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&one), "{threads} threads");
+        assert_eq!(v, v1, "{threads} threads");
+    }
+    for (i, o) in one.iter().enumerate() {
+        let mean = refs.iter().map(|u| f64::from(u[i])).sum::<f64>() / refs.len() as f64;
+        assert!((f64::from(*o) - mean).abs() <= 1e-6, "{i}: {o} vs {mean}");
+    }
+    for (u, v) in refs.iter().zip(&v1) {
+        let norm = *v.as_ref().unwrap();
+        let exact = u.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - exact).abs() <= 1e-5 * exact, "{norm} vs {exact}");
+        assert_eq!(norm.to_bits(), kernel::l2_norm(u).to_bits());
+        assert_eq!(kernel::check_values(u, f64::MAX), Ok(norm));
+    }
+}
+
+#[test]
+fn fedavg_leaves_out_every_bad_update_and_averages_the_rest() {
+    use kernel::UpdateRejected;
+    let params = kernel::CHUNK + 5;
+    let good_a = pseudo(1, params);
+    let good_b = pseudo(2, params);
+    let mut nan = pseudo(3, params);
+    nan[kernel::CHUNK + 2] = f32::NAN;
+    let mut inf = pseudo(4, params);
+    inf[7] = f32::NEG_INFINITY;
+    // Finite, but its square overflows f32: a norm refusal, not non-finite.
+    let mut huge = pseudo(5, params);
+    huge[9] = 1e30;
+    let big = vec![2.0f32; params];
+    let short = pseudo(6, params - 1);
+    let bound = 100.0;
+    let refs: Vec<&[f32]> = vec![&good_a, &nan, &inf, &huge, &big, &short, &good_b];
+    for threads in [1, 2] {
+        let mut out = vec![0.0f32; params];
+        let v = kernel::fedavg(&refs, bound, threads, &mut out);
+        assert!(v[0].is_ok() && v[6].is_ok(), "{v:?}");
+        assert_eq!(
+            v[1],
+            Err(UpdateRejected::NonFinite {
+                index: kernel::CHUNK + 2
+            })
+        );
+        assert_eq!(v[2], Err(UpdateRejected::NonFinite { index: 7 }));
+        assert!(
+            matches!(v[3], Err(UpdateRejected::NormExceeded { norm, .. }) if norm >= 1e30),
+            "{:?}",
+            v[3]
+        );
+        assert!(matches!(v[4], Err(UpdateRejected::NormExceeded { .. })));
+        assert_eq!(
+            v[5],
+            Err(UpdateRejected::WrongLength {
+                got: params - 1,
+                want: params
+            })
+        );
+        let mut only_good = vec![0.0f32; params];
+        kernel::fedavg(&[&good_a, &good_b], bound, 1, &mut only_good);
+        assert_eq!(out, only_good);
+        // The per-update check gives the same verdicts.
+        assert_eq!(kernel::check_values(&nan, bound), v[1]);
+        assert_eq!(kernel::check_values(&huge, bound), v[3]);
+    }
+    // A NaN bound fails closed; no updates leave zeros.
+    let mut out = vec![1.0f32; params];
+    let v = kernel::fedavg(&[&good_a], f64::NAN, 2, &mut out);
+    assert!(v[0].is_err() && out.iter().all(|&x| x == 0.0));
+    assert!(kernel::fedavg(&[], 1.0, 2, &mut out).is_empty());
 }
 
 #[tokio::test]
