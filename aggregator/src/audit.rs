@@ -462,6 +462,7 @@ impl AuditTx<'_> {
         }
         for chunk in rows.chunks(APPEND_CHUNK) {
             let sql = crate::storage::values_sql(
+                Backend::of(tx),
                 "-- AuditTx::append_many()\nINSERT INTO audit_log (seq, entry, leaf_hash) VALUES ",
                 3,
                 chunk.len(),

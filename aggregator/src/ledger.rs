@@ -370,6 +370,7 @@ impl LeaseBook {
         let ids: Vec<&str> = ids.iter().copied().collect();
         for chunk in ids.chunks(LEASE_LOOKUP_CHUNK) {
             let sql = crate::storage::in_list_sql(
+                Backend::of(tx),
                 "-- LeaseBook::load()\nSELECT lease_id, venue, node, day, metric, purpose, epsilon, rho, releases, used FROM leases WHERE lease_id IN ",
                 chunk.len(),
                 "",

@@ -390,15 +390,26 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Builds `head` + `($1, .., $n)` + `tail`: the SQL of an `IN` list of `n`
+/// Builds `head` + `(p1, .., pn)` + `tail`: the SQL of an `IN` list of `n`
 /// bound values (placeholders only, never values, so it is injection-safe).
-pub(crate) fn in_list_sql(head: &str, n: usize, tail: &str) -> String {
-    values_sql(head, 1, n, tail).replacen("),(", ",", n.saturating_sub(1))
+pub(crate) fn in_list_sql(backend: Backend, head: &str, n: usize, tail: &str) -> String {
+    values_sql(backend, head, 1, n, tail).replacen("),(", ",", n.saturating_sub(1))
 }
 
-/// Builds `head` + `($1,..,$cols),($cols+1,..)..` for `rows` rows + `tail`:
-/// the SQL of a multi-row `VALUES` list (placeholders only, never values).
-pub(crate) fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+/// Builds `head` + `(p1,..,pcols),(..)..` for `rows` rows + `tail`: the SQL
+/// of a multi-row `VALUES` list (placeholders only, never values).
+///
+/// Placeholders are `$N` on PostgreSQL and anonymous `?` on SQLite: the
+/// SQLite driver resolves every named parameter by a linear search of the
+/// statement's names, so `$N` makes binding a statement of n parameters
+/// O(n²) (measured: 70% of ingest CPU with 4,608-parameter inserts).
+pub(crate) fn values_sql(
+    backend: Backend,
+    head: &str,
+    cols: usize,
+    rows: usize,
+    tail: &str,
+) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * cols * 7);
     sql.push_str(head);
@@ -408,7 +419,12 @@ pub(crate) fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> St
             if c > 0 {
                 sql.push(',');
             }
-            let _ = write!(sql, "${}", r * cols + c + 1);
+            match backend {
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", r * cols + c + 1);
+                }
+                Backend::Sqlite => sql.push('?'),
+            }
         }
         sql.push(')');
     }
@@ -429,6 +445,7 @@ pub async fn existing_many(
     let mut found = std::collections::HashMap::new();
     for chunk in keys.chunks(RELEASE_CHUNK) {
         let sql = in_list_sql(
+            Backend::of(tx),
             "-- existing_many()\nSELECT idempotency_key, content_sha256 FROM releases WHERE idempotency_key IN ",
             chunk.len(),
             "",
@@ -465,6 +482,7 @@ pub async fn insert_many(
 ) -> Result<(), sqlx::Error> {
     for chunk in releases.chunks(RELEASE_CHUNK) {
         let sql = values_sql(
+            Backend::of(tx),
             "-- insert_many()\nINSERT INTO releases (idempotency_key, content_sha256, venue, node, metric, zone, \
              window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
              lease_id, sequence, received_ms) VALUES ",
@@ -563,6 +581,76 @@ pub(crate) async fn open_test_storage(dir: &std::path::Path) -> Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_sql_numbers_postgres_placeholders_and_uses_anonymous_ones_on_sqlite() {
+        assert_eq!(
+            values_sql(
+                Backend::Postgres,
+                "INSERT INTO t (a, b) VALUES ",
+                2,
+                3,
+                " X"
+            ),
+            "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6) X"
+        );
+        assert_eq!(values_sql(Backend::Sqlite, "V ", 2, 2, ""), "V (?,?),(?,?)");
+        assert_eq!(
+            in_list_sql(Backend::Postgres, "IN ", 3, ""),
+            "IN ($1,$2,$3)"
+        );
+        assert_eq!(in_list_sql(Backend::Sqlite, "IN ", 1, ""), "IN (?)");
+    }
+
+    #[tokio::test]
+    async fn many_releases_round_trip_through_multi_row_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let s = Storage::open(&url).await.expect("open");
+        // More than one chunk, and a last chunk of another size.
+        let releases: Vec<StoredRelease> = (0..RELEASE_CHUNK + 7)
+            .map(|i| StoredRelease {
+                idempotency_key: format!("v/n/m/z/{i}/0"),
+                content_sha256: format!("{i:064x}"),
+                venue: "v".into(),
+                node: "n".into(),
+                metric: "m".into(),
+                zone: "z".into(),
+                window_start_ms: i as i64 * 60_000,
+                window_len_s: 60,
+                mechanism: "MECHANISM_DISCRETE_LAPLACE".into(),
+                value: i as f64,
+                scale: 1.0,
+                epsilon: 0.5,
+                rho: 0.0,
+                purpose: "p".into(),
+                policy_hash: "h".into(),
+                lease_id: "l".into(),
+                sequence: i as u64 + 1,
+            })
+            .collect();
+        let mut tx = s.pool().begin().await.expect("begin");
+        insert_many(&mut tx, &releases, 5).await.expect("insert");
+        let keys: Vec<&str> = releases
+            .iter()
+            .map(|r| r.idempotency_key.as_str())
+            .collect();
+        let mut probe = keys.clone();
+        probe.push("v/n/m/z/absent/0");
+        let found = existing_many(&mut tx, &probe).await.expect("lookup");
+        assert_eq!(
+            found.len(),
+            releases.len(),
+            "every stored key found, the absent one not"
+        );
+        assert_eq!(found["v/n/m/z/9/0"], format!("{:064x}", 9));
+        let again = insert_many(&mut tx, &releases[3..4], 5).await;
+        assert!(again.is_err(), "a stored key makes the insert fail");
+        drop(tx);
+        let stored = s.releases_for_venue("v").await.expect("read");
+        assert!(stored.is_empty(), "nothing without a commit");
+        s.close().await;
+    }
 
     #[tokio::test]
     async fn a_newer_schema_is_refused_with_both_versions() {
