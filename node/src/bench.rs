@@ -341,6 +341,29 @@ pub enum NoiseMechanism {
     DiscreteGaussian,
     /// `noise_vec_discrete_laplace` (epsilon-DP).
     DiscreteLaplace,
+    /// `model_update::privatize_update`: clip + OpenDP Gaussian over f32
+    /// (the federated model-update path).
+    GaussianF32,
+}
+
+impl NoiseMechanism {
+    fn name(self) -> &'static str {
+        match self {
+            Self::DiscreteGaussian => "discrete-gaussian",
+            Self::DiscreteLaplace => "discrete-laplace",
+            Self::GaussianF32 => "gaussian-f32",
+        }
+    }
+
+    fn params(self) -> &'static str {
+        match self {
+            Self::DiscreteGaussian => "rho 0.5, sensitivity 1: sigma 1",
+            Self::DiscreteLaplace => "epsilon 1, sensitivity 1: b 1",
+            Self::GaussianF32 => {
+                "clip 1, noise multiplier 1, 10 nodes: sigma 0.316 on a 2^-149 grid"
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for NoiseMechanism {
@@ -349,55 +372,70 @@ impl std::str::FromStr for NoiseMechanism {
         match s {
             "discrete-gaussian" => Ok(Self::DiscreteGaussian),
             "discrete-laplace" => Ok(Self::DiscreteLaplace),
+            "gaussian-f32" => Ok(Self::GaussianF32),
             other => Err(BenchError::Invalid(format!(
-                "unknown --mechanism {other:?}: use discrete-gaussian or discrete-laplace"
+                "unknown --mechanism {other:?}: use discrete-gaussian, discrete-laplace or gaussian-f32"
             ))),
         }
     }
 }
 
-/// Values noised per call of the vector measurement (progress granularity).
+/// Values noised per call of the vector measurement (progress granularity;
+/// each call is split over the cores inside `veil_privacy`).
 const NOISE_CHUNK: usize = 1 << 16;
 
 /// `veil-node bench noise --values N --mechanism M`: the production noise
-/// path (OpenDP vector measurements with its OpenSSL-backed exact samplers,
-/// `veil_privacy::noise_vec_*`), sensitivity 1, rho 0.5 / epsilon 1.
+/// paths (OpenDP vector measurements with its OpenSSL-backed exact samplers,
+/// `veil_privacy::noise_vec_*` and `model_update::privatize_update`).
 pub fn noise(values: usize, mechanism: NoiseMechanism) -> Result<Report, BenchError> {
     if values == 0 {
         return Err(BenchError::Invalid("--values must be at least 1".into()));
     }
     let input: Vec<i64> = (0..values).map(|i| (i % 1000) as i64).collect();
+    let floats: Vec<f32> = input.iter().map(|&x| x as f32 * 1e-6).collect();
     let rho = Rho::new(0.5)?;
     let eps = veil_privacy::Epsilon::new(1.0)?;
+    let round = veil_privacy::model_update::RoundPrivacy::new(1.0, 1.0, 10)?;
     let mut progress = Progress::new("noise values", values as u64);
-    let mut checksum = 0i64;
+    let mut checksum = 0f64;
     let started = Instant::now();
-    let mut done = 0usize;
-    for chunk in input.chunks(NOISE_CHUNK) {
-        let out = match mechanism {
+    for (i, range) in (0..values).step_by(NOISE_CHUNK).enumerate() {
+        let chunk = range..values.min(range + NOISE_CHUNK);
+        let sum = match mechanism {
             NoiseMechanism::DiscreteGaussian => {
-                veil_privacy::noise_vec_discrete_gaussian(chunk, 1, rho)?
+                veil_privacy::noise_vec_discrete_gaussian(&input[chunk], 1, rho)?
+                    .iter()
+                    .sum::<i64>() as f64
             }
             NoiseMechanism::DiscreteLaplace => {
-                veil_privacy::noise_vec_discrete_laplace(chunk, 1, eps)?
+                veil_privacy::noise_vec_discrete_laplace(&input[chunk], 1, eps)?
+                    .iter()
+                    .sum::<i64>() as f64
+            }
+            NoiseMechanism::GaussianF32 => {
+                veil_privacy::model_update::privatize_update(floats[chunk].to_vec(), &round)?
+                    .values()
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .sum::<f64>()
             }
         };
-        checksum = checksum.wrapping_add(out.iter().fold(0i64, |a, v| a.wrapping_add(*v)));
-        done += chunk.len();
-        progress.tick(done as u64);
+        checksum += sum;
+        progress.tick(values.min((i + 1) * NOISE_CHUNK) as u64);
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     std::hint::black_box(checksum);
     let per_s = values as f64 / elapsed;
-    let (name, param) = match mechanism {
-        NoiseMechanism::DiscreteGaussian => ("discrete-gaussian", "rho 0.5, sensitivity 1"),
-        NoiseMechanism::DiscreteLaplace => ("discrete-laplace", "epsilon 1, sensitivity 1"),
-    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     Ok(Report {
-        title: "veil-node bench noise: OpenDP exact samplers (OpenSSL secure RNG), one thread"
-            .into(),
+        title: format!(
+            "veil-node bench noise: OpenDP exact samplers (OpenSSL secure RNG), long vectors split over {cores} core(s)"
+        ),
         rows: vec![
-            ("mechanism".into(), format!("{name} ({param})")),
+            (
+                "mechanism".into(),
+                format!("{} ({})", mechanism.name(), mechanism.params()),
+            ),
             ("values".into(), values.to_string()),
             (
                 "calls".into(),
@@ -434,10 +472,24 @@ mod tests {
     }
 
     #[test]
+    fn noise_mechanism_names_round_trip_and_unknown_ones_are_named() {
+        for m in [
+            NoiseMechanism::DiscreteGaussian,
+            NoiseMechanism::DiscreteLaplace,
+            NoiseMechanism::GaussianF32,
+        ] {
+            assert_eq!(m.name().parse::<NoiseMechanism>().ok(), Some(m));
+        }
+        let e = "gaussian".parse::<NoiseMechanism>().unwrap_err();
+        assert!(e.to_string().contains("\"gaussian\""), "{e}");
+    }
+
+    #[test]
     fn noise_tiny_run_reports_figures() {
         for m in [
             NoiseMechanism::DiscreteGaussian,
             NoiseMechanism::DiscreteLaplace,
+            NoiseMechanism::GaussianF32,
         ] {
             let r = noise(100, m).expect("noise");
             assert!(r.render().contains("noise_values_per_s "));

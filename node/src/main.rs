@@ -91,7 +91,7 @@ enum BenchCommand {
         /// Values noised.
         #[arg(long, default_value_t = 200_000)]
         values: usize,
-        /// discrete-gaussian or discrete-laplace.
+        /// discrete-gaussian, discrete-laplace or gaussian-f32 (model updates).
         #[arg(long, default_value = "discrete-gaussian")]
         mechanism: String,
     },

@@ -202,7 +202,9 @@ impl NoisedUpdate {
 
 /// Clips `update` to `params.clip_norm()` and adds Gaussian noise of
 /// standard deviation [`RoundPrivacy::node_sigma`] to every coordinate, drawn
-/// by OpenDP.
+/// by OpenDP (a long update is split over the cores, one measurement per
+/// thread; each coordinate's noise is independent, so the distribution and
+/// the privacy map are those of one measurement on the whole update).
 ///
 /// # Privacy
 /// L2 sensitivity C after clipping; this share is `m / (2 z^2)`-zCDP alone,
@@ -212,8 +214,11 @@ pub fn privatize_update(
     params: &RoundPrivacy,
 ) -> Result<NoisedUpdate, PrivacyError> {
     let norm_before_clip = clip_l2(&mut update, params.clip_norm)?;
-    let m = gaussian(params.node_sigma())?;
-    let values = m.invoke(&update)?;
+    let sigma = params.node_sigma();
+    let values =
+        crate::noise::invoke_split(&update, crate::noise::threads_for(update.len()), || {
+            gaussian(sigma)
+        })?;
     Ok(NoisedUpdate {
         values,
         norm_before_clip,

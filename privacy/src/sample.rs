@@ -1,7 +1,7 @@
 //! Noise for inspection and bulk use: [`sample`] backs the node's
 //! `veil-node privacy sample` command and goes through exactly the functions
 //! the node releases counts with; the `noise_vec_*` functions noise a whole
-//! vector with one OpenDP measurement built once.
+//! vector with OpenDP vector measurements, one per core for long vectors.
 
 use crate::{
     Epsilon, PrivacyError, Rho,
@@ -67,8 +67,9 @@ pub fn sample(
         .collect()
 }
 
-/// Adds discrete Gaussian noise to every entry of `values` with one OpenDP
-/// vector measurement (built once, invoked once on the whole vector).
+/// Adds discrete Gaussian noise to every entry of `values` with OpenDP's
+/// vector measurement; a long vector is split over the cores, one
+/// measurement per thread (same distribution, see `noise::invoke_split`).
 ///
 /// # Privacy
 /// `sensitivity` is the L2 sensitivity of the *whole vector* (e.g. 1 for a
@@ -85,11 +86,14 @@ pub fn noise_vec_discrete_gaussian(
 ) -> Result<Vec<i64>, PrivacyError> {
     check_sensitivity(sensitivity)?;
     let scale = noise::gaussian_scale(i64::from(sensitivity), rho.get())?;
-    Ok(noise::gaussian_vector(scale)?.invoke(&values.to_vec())?)
+    noise::invoke_split(values, noise::threads_for(values.len()), || {
+        noise::gaussian_vector(scale)
+    })
 }
 
-/// Adds discrete Laplace noise to every entry of `values` with one OpenDP
-/// vector measurement.
+/// Adds discrete Laplace noise to every entry of `values` with OpenDP's
+/// vector measurement, split over the cores as
+/// [`noise_vec_discrete_gaussian`] is.
 ///
 /// # Privacy
 /// `sensitivity` is the L1 sensitivity of the whole vector; scale b =
@@ -105,7 +109,9 @@ pub fn noise_vec_discrete_laplace(
 ) -> Result<Vec<i64>, PrivacyError> {
     check_sensitivity(sensitivity)?;
     let scale = noise::laplace_scale(i64::from(sensitivity), epsilon.get())?;
-    Ok(noise::laplace_vector(scale)?.invoke(&values.to_vec())?)
+    noise::invoke_split(values, noise::threads_for(values.len()), || {
+        noise::laplace_vector(scale)
+    })
 }
 
 #[cfg(test)]

@@ -106,6 +106,31 @@ fn noise_has_the_node_share_standard_deviation() {
 }
 
 #[test]
+fn split_noise_has_the_node_share_standard_deviation_in_every_chunk() {
+    // The production split over 3 threads: sigma_node = 1; each chunk of
+    // 10k draws has a sample variance with sd sqrt(2 / 10k) = 1.4%; allow
+    // 6 sd (failure probability ~1e-9).
+    let p = RoundPrivacy::new(1.0, 2.0, 4).unwrap();
+    let n = 30_000;
+    let xs: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let out = crate::noise::invoke_split(&xs, 3, || gaussian(p.node_sigma())).unwrap();
+    assert_eq!(out.len(), n);
+    let zs: Vec<f64> = out
+        .iter()
+        .zip(&xs)
+        .map(|(o, x)| f64::from(*o) - f64::from(*x))
+        .collect();
+    assert!(zs.iter().all(|z| z.abs() < 50.0), "outputs out of order");
+    for (i, chunk) in zs.chunks(10_000).enumerate() {
+        let var = chunk.iter().map(|z| z * z).sum::<f64>() / chunk.len() as f64;
+        assert!((var - 1.0).abs() < 0.085, "chunk {i}: variance {var}");
+    }
+    // A bad sigma is refused with OpenDP's reason, not a panic.
+    let e = crate::noise::invoke_split(&xs, 3, || gaussian(-1.0)).unwrap_err();
+    assert!(e.to_string().contains("scale"), "{e}");
+}
+
+#[test]
 fn accumulated_epsilon_matches_an_independent_accountant() {
     let p = RoundPrivacy::new(1.0, 1.2, 3).unwrap();
     let mut acc = ModelPrivacy::initial();

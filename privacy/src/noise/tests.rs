@@ -89,3 +89,77 @@ fn calibration_refuses_nonsense() {
     assert!(calibrate("x", f64::INFINITY, 1.0, |_| Ok(0.0)).is_err());
     assert!(calibrate("x", 1.0, 1.0, |_| Ok(2.0)).is_err());
 }
+
+/// Mean of z^2 over `zs` (the noise is centred, so this estimates its variance).
+fn mean_square(zs: &[i64]) -> f64 {
+    zs.iter().map(|&z| (z as f64).powi(2)).sum::<f64>() / zs.len() as f64
+}
+
+#[test]
+fn split_noise_keeps_length_order_and_distribution() {
+    // Four threads whatever this machine has, over an uneven length.
+    let n = 40_001;
+    let sigma = 3.5;
+    let xs: Vec<i64> = (0..n as i64).map(|i| i * 1_000).collect();
+    let out = invoke_split(&xs, 4, || gaussian_vector(sigma)).unwrap();
+    assert_eq!(out.len(), n);
+    let zs: Vec<i64> = out.iter().zip(&xs).map(|(o, x)| o - x).collect();
+    // |noise| >= 500 at sigma 3.5 has probability far below 1e-100, so every
+    // output sits next to its own input: the chunks came back in order.
+    assert!(zs.iter().all(|z| z.abs() < 500), "outputs out of order");
+    ks_dkw(&zs, discrete_gaussian_cdf(sigma), ALPHA).unwrap();
+    // Each thread's chunk has the full variance (sigma^2 up to e^-(2 pi^2
+    // sigma^2) for the discrete Gaussian): the sample variance of 10k draws
+    // has sd sqrt(2 / 10k) = 1.4%; allow 6 sd (failure probability ~1e-9).
+    for (i, chunk) in zs.chunks(n.div_ceil(4)).enumerate() {
+        let v = mean_square(chunk) / (sigma * sigma);
+        assert!(
+            (v - 1.0).abs() < 6.0 * (2.0 / chunk.len() as f64).sqrt(),
+            "chunk {i}: variance ratio {v}"
+        );
+    }
+    // Negative control: a split with half the sigma fails the same test.
+    let weak = invoke_split(&vec![0; n], 4, || gaussian_vector(sigma / 2.0)).unwrap();
+    assert!(ks_dkw(&weak, discrete_gaussian_cdf(sigma), ALPHA).is_err());
+}
+
+#[test]
+fn split_laplace_noise_matches_its_pmf() {
+    let out = invoke_split(&vec![0; 30_000], 3, || laplace_vector(3.5)).unwrap();
+    assert_eq!(out.len(), 30_000);
+    ks_dkw(&out, discrete_laplace_cdf(3.5), ALPHA).unwrap();
+}
+
+#[test]
+fn split_noise_names_what_was_wrong() {
+    let zeros = vec![0i64; 10_000];
+    let e = invoke_split(&zeros, 3, || gaussian_vector(-1.0)).unwrap_err();
+    assert!(matches!(e, PrivacyError::OpenDp(_)), "{e:?}");
+    assert!(e.to_string().contains("scale"), "{e}");
+    let e = invoke_split(&zeros, 3, || -> Result<GaussianVector, _> {
+        Err(PrivacyError::InvalidParameter {
+            name: "rho",
+            reason: "test".into(),
+        })
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid rho"), "{e}");
+}
+
+#[test]
+fn short_vectors_stay_on_one_thread() {
+    assert_eq!(threads_for(0), 1);
+    assert_eq!(threads_for(MIN_VALUES_PER_THREAD * 2 - 1), 1);
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    assert_eq!(threads_for(usize::MAX), cores);
+    // One and zero values through the split path.
+    assert_eq!(
+        invoke_split(&[7], 4, || laplace_vector(1.0)).unwrap().len(),
+        1
+    );
+    assert!(
+        invoke_split(&[], 4, || laplace_vector(1.0))
+            .unwrap()
+            .is_empty()
+    );
+}
