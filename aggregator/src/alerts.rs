@@ -361,6 +361,7 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
     }
     let organizer = veil_privacy::policy::Reader::Organizer;
     while let Some(batch) = rx.recv().await {
+        let mut events = Vec::new();
         for r in &batch {
             // Only metrics the policy lets organizers read feed organizer alerts.
             let Some(policy) = state.policies.get(&r.venue) else {
@@ -373,38 +374,50 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
             state.alerts.publish_point(out.point);
             for ev in out.events {
                 // A raise is published before it is stored: the store waits
-                // for the audit log's writer lock, which ingest holds for a
-                // whole batch, and an organizer should not wait for that.
-                let early = ev.kind == EventKind::Raised;
-                if early {
+                // for the audit log's writer lock, which ingest's group
+                // commit holds, and an organizer should not wait for that.
+                if ev.kind == EventKind::Raised {
                     state.alerts.publish_alert(ev.clone());
                 }
-                let ev = match store_transition(&state.storage, &state.audit, &ev).await {
-                    Ok(Some(stored)) => AlertEvent {
-                        kind: ev.kind,
-                        alert: stored,
-                    },
-                    Ok(None) => ev,
-                    Err(e) => {
-                        state
-                            .alerts
-                            .counters
-                            .store_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "Storing an alert failed; publishing it anyway.");
-                        ev
-                    }
-                };
-                tracing::info!(
-                    venue = %ev.alert.venue,
-                    zone = %ev.alert.zone,
-                    source = %ev.alert.source,
-                    event = ev.kind.as_str(),
-                    "Alert."
-                );
-                if !early {
-                    state.alerts.publish_alert(ev);
-                }
+                events.push(ev);
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        // All transitions of a committed batch in one transaction: one wait
+        // for the audit lock per batch, not one per alert, so the task keeps
+        // up with ingest however fast it commits.
+        let stored = match store_transitions(&state.storage, &state.audit, &events).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                state
+                    .alerts
+                    .counters
+                    .store_errors
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, alerts = events.len(), "Storing alerts failed; publishing them anyway.");
+                vec![None; events.len()]
+            }
+        };
+        for (ev, stored) in events.into_iter().zip(stored) {
+            let early = ev.kind == EventKind::Raised;
+            let ev = match stored {
+                Some(alert) => AlertEvent {
+                    kind: ev.kind,
+                    alert,
+                },
+                None => ev,
+            };
+            tracing::info!(
+                venue = %ev.alert.venue,
+                zone = %ev.alert.zone,
+                source = %ev.alert.source,
+                event = ev.kind.as_str(),
+                "Alert."
+            );
+            if !early {
+                state.alerts.publish_alert(ev);
             }
         }
     }
@@ -419,17 +432,33 @@ fn audit_reason(a: &AlertRecord, what: &str, window_ms: i64) -> String {
 
 /// Stores a raise or resolve with its audit entry in one transaction;
 /// returns the stored row after a resolve (it may carry an acknowledgement).
-async fn store_transition(
+async fn store_transitions(
     storage: &Storage,
     audit: &AuditLog,
-    ev: &AlertEvent,
-) -> Result<Option<AlertRecord>, AlertError> {
-    let a = &ev.alert;
+    events: &[AlertEvent],
+) -> Result<Vec<Option<AlertRecord>>, AlertError> {
     let now = now_ms();
     let mut atx = audit.begin().await;
     let mut tx = storage.pool().begin().await?;
     // The audit lock before any row (the lock order every writer keeps).
     atx.lock(&mut tx).await?;
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        out.push(store_transition(&mut atx, &mut tx, ev, now).await?);
+    }
+    tx.commit().await?;
+    atx.committed();
+    Ok(out)
+}
+
+/// Stores one transition and its audit entry inside `tx`.
+async fn store_transition(
+    atx: &mut crate::audit::AuditTx<'_>,
+    tx: &mut sqlx::AnyConnection,
+    ev: &AlertEvent,
+    now: i64,
+) -> Result<Option<AlertRecord>, AlertError> {
+    let a = &ev.alert;
     let (act, reason) = match ev.kind {
         EventKind::Raised => {
             sqlx::query(
@@ -475,7 +504,7 @@ async fn store_transition(
         EventKind::Acknowledged => return Ok(None),
     };
     atx.append(
-        &mut tx,
+        &mut *tx,
         NewEntry {
             actor: SELF_ACTOR.into(),
             venue: a.venue.clone(),
@@ -488,12 +517,10 @@ async fn store_transition(
     )
     .await?;
     let stored = if ev.kind == EventKind::Resolved {
-        fetch(&mut tx, &a.venue, &a.alert_id).await?
+        fetch(&mut *tx, &a.venue, &a.alert_id).await?
     } else {
         None
     };
-    tx.commit().await?;
-    atx.committed();
     Ok(stored)
 }
 

@@ -468,12 +468,14 @@ impl AuditTx<'_> {
                 chunk.len(),
                 "",
             );
-            let mut q =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == APPEND_CHUNK);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(chunk.len() == APPEND_CHUNK || chunk.len() == 1);
             for (seq, line, leaf) in chunk {
                 q = q.bind(*seq).bind(line).bind(leaf.as_bytes().to_vec());
             }
             q.execute(&mut *tx).await?;
+            // Full chunks and single entries (one per call of `append`) reuse
+            // a prepared statement; other sizes are prepared once and dropped.
             // The tree grows only with rows the database took, so a failed
             // insert leaves nothing to roll back but what `Drop` truncates.
             for (_, _, leaf) in chunk {
