@@ -196,10 +196,7 @@ pub async fn acquire(
         )));
     }
     let (before, budget, delta) = day_composition(tx, &req.venue, &req.day, policy).await?;
-    let mut after = before;
-    for _ in 0..req.releases {
-        after = after.compose(cost)?;
-    }
+    let after = before.compose_n(cost, req.releases)?;
     let spent = after.epsilon_at(delta)?;
     if spent > budget {
         let had = before.epsilon_at(delta)?;

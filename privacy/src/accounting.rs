@@ -89,6 +89,36 @@ impl Composition {
         Ok(next)
     }
 
+    /// `self` followed by `n` releases of cost `cost` each: every part grows
+    /// by `n` times its per-release amount, the product rounded up
+    /// (OpenDP's `InfMul`), then added rounding up.
+    ///
+    /// This is never below the exact total, and never above `n` calls of
+    /// [`compose`](Self::compose): those round up once per release, while
+    /// the product is the smallest `f64` at or above the exact `n * cost`.
+    /// A lease of 100,000 releases costs one multiplication, not 100,000
+    /// big-number additions.
+    pub fn compose_n(&self, cost: Cost, n: u32) -> Result<Self, PrivacyError> {
+        let times = f64::from(n);
+        let grow = |part: f64, per: f64| -> Result<f64, PrivacyError> {
+            Ok(part.inf_add(&times.inf_mul(&per)?)?)
+        };
+        let mut next = *self;
+        match cost {
+            Cost::Pure(e) => {
+                next.pure_epsilon = grow(next.pure_epsilon, e.get())?;
+                next.pure_as_rho = grow(next.pure_as_rho, pure_to_zcdp(e)?.get())?;
+            }
+            Cost::Zcdp(r) => next.rho = grow(next.rho, r.get())?,
+            Cost::Approx { epsilon, delta } => {
+                next.approx_epsilon = grow(next.approx_epsilon, epsilon.get())?;
+                next.approx_delta = grow(next.approx_delta, delta.get())?;
+            }
+            Cost::Free => {}
+        }
+        Ok(next)
+    }
+
     /// Rebuilds a composition from its stored parts (a ledger row). Every
     /// part must be finite and >= 0.
     pub fn from_parts(

@@ -110,10 +110,12 @@ async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let n_releases: usize = jobs.iter().map(|j| j.items.len()).sum();
     let n_jobs = jobs.len();
+    let mut jobs = jobs;
     match commit_group(st, &jobs).await {
-        Ok((acks, committed)) => {
+        Ok((acks, stored)) => {
             st.metrics
                 .record_group(n_jobs, n_releases, started.elapsed());
+            let committed = take_stored(&mut jobs, &stored);
             for (job, acks) in jobs.into_iter().zip(acks) {
                 let _ = job.reply.send(Ok(acks));
             }
@@ -122,9 +124,10 @@ async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
         }
         Err(e) if n_jobs > 1 => {
             tracing::warn!(error = %e, calls = n_jobs, "A group commit failed; committing its calls one by one.");
-            for job in jobs {
+            for mut job in jobs {
                 match commit_group(st, std::slice::from_ref(&job)).await {
-                    Ok((mut acks, committed)) => {
+                    Ok((mut acks, stored)) => {
+                        let committed = take_stored(std::slice::from_mut(&mut job), &stored);
                         let _ = job.reply.send(Ok(acks.pop().unwrap_or_default()));
                         st.alerts.offer(committed);
                     }
@@ -145,7 +148,20 @@ async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
     }
 }
 
-type GroupOutcome = (Vec<Vec<ReleaseAck>>, Vec<StoredRelease>);
+/// Each job's acks, and where the stored releases are: (job, item) indices.
+type GroupOutcome = (Vec<Vec<ReleaseAck>>, Vec<(usize, usize)>);
+
+/// Moves the stored releases out of `jobs` (for the alert engine), once
+/// their acks are decided.
+fn take_stored(jobs: &mut [Job], stored: &[(usize, usize)]) -> Vec<StoredRelease> {
+    stored
+        .iter()
+        .filter_map(|&(j, i)| match &mut jobs[j].items[i].1 {
+            Ok((release, _)) => Some(std::mem::take(release)),
+            Err(_) => None,
+        })
+        .collect()
+}
 
 /// Decides and stores every release of `jobs` in one transaction; returns
 /// each job's acks and the releases stored. On `Err` nothing was stored.
@@ -202,13 +218,14 @@ async fn decide_and_write(
     // Content hash of every key accepted earlier in this group.
     let mut accepted_here: HashMap<&str, &str> = HashMap::new();
     let mut entries: Vec<NewEntry> = Vec::new();
-    let mut inserts: Vec<StoredRelease> = Vec::new();
+    let mut inserts: Vec<&StoredRelease> = Vec::new();
+    let mut stored_at: Vec<(usize, usize)> = Vec::new();
     let mut all_acks = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (j, job) in jobs.iter().enumerate() {
         let (venue, node, policy) = (&job.venue, &job.node, &job.policy);
         let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
         let mut acks = Vec::with_capacity(job.items.len());
-        for (skeleton, checked) in &job.items {
+        for (i, (skeleton, checked)) in job.items.iter().enumerate() {
             let mut ack = skeleton.clone();
             let refuse =
                 |ack: &mut ReleaseAck, entries: &mut Vec<NewEntry>, (status, reason): Refusal| {
@@ -291,7 +308,8 @@ async fn decide_and_write(
                 release_sha256: release.content_sha256.clone(),
             });
             accepted_here.insert(key, &release.content_sha256);
-            inserts.push(release.clone());
+            inserts.push(release);
+            stored_at.push((j, i));
             ack.status = AckStatus::Accepted as i32;
             acks.push(ack);
         }
@@ -300,5 +318,5 @@ async fn decide_and_write(
     leases.flush(&mut *tx).await?;
     crate::storage::insert_many(&mut *tx, &inserts, now).await?;
     audit.append_many(&mut *tx, entries, now).await?;
-    Ok((all_acks, inserts))
+    Ok((all_acks, stored_at))
 }

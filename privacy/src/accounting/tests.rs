@@ -170,6 +170,41 @@ proptest! {
     }
 
     #[test]
+    fn composing_n_at_once_is_exact_or_above_and_never_above_one_by_one(
+        start in prop_oneof![Just(0.0), 1e-6f64..5.0],
+        cost in cost_strategy(),
+        n in 1u32..300,
+    ) {
+        let base = Composition::new().compose(Cost::Pure(eps(start.max(1e-9)))).unwrap();
+        let at_once = base.compose_n(cost, n).unwrap();
+        let mut one_by_one = base;
+        for _ in 0..n {
+            one_by_one = one_by_one.compose(cost).unwrap();
+        }
+        let parts = |c: &Composition| {
+            let (ae, ad) = c.approx();
+            [c.pure_epsilon(), c.pure_as_rho(), c.rho(), ae, ad]
+        };
+        for (got, slow) in parts(&at_once).into_iter().zip(parts(&one_by_one)) {
+            // Never above n separate round-ups.
+            prop_assert!(got <= slow, "{} > {}", got, slow);
+        }
+        // Never below the exact n * per: n * per is prod + err exactly
+        // (fma), and the result must be >= that (OpenDP's `inf_add` onto a
+        // nonzero start is covered by `composition_rounds_up`).
+        let per_release = Composition::new().compose(cost).unwrap();
+        let fresh = Composition::new().compose_n(cost, n).unwrap();
+        for (got, per) in parts(&fresh).into_iter().zip(parts(&per_release)) {
+            let prod = f64::from(n) * per;
+            let err = f64::from(n).mul_add(per, -prod);
+            prop_assert!(got > prod || (got == prod && err <= 0.0),
+                "{} * {} gave {}", n, per, got);
+        }
+        prop_assert_eq!(Composition::new().compose_n(cost, 1).unwrap(),
+            Composition::new().compose(cost).unwrap());
+    }
+
+    #[test]
     fn composition_rounds_up(epsilons in prop::collection::vec(1e-6f64..3.0, 1..60)) {
         let mut c = Composition::new();
         for e in epsilons {
