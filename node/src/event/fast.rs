@@ -8,12 +8,14 @@
 //! general parser, which also produces the error message. So they change
 //! speed, never what is accepted or how a bad line is described.
 
+use std::borrow::Cow;
+
 use super::{Body, Direction, Event};
 
 /// The event in `line`, if `line` is a compact JSON object whose keys all
 /// belong to its `kind`, without duplicates, escapes, whitespace or nulls;
-/// otherwise `None`.
-pub(super) fn event(line: &str) -> Option<Event> {
+/// otherwise `None`. Its strings borrow from `line`.
+pub(super) fn event(line: &str) -> Option<Event<'_>> {
     let mut c = Cursor {
         s: line,
         b: line.as_bytes(),
@@ -86,7 +88,7 @@ fn set<'a>(slot: &mut Option<&'a str>, v: &'a str) -> Option<()> {
     slot.replace(v).is_none().then_some(())
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
     /// Number of keys present that are not common to every kind.
     fn kind_keys(&self) -> usize {
         [
@@ -109,7 +111,7 @@ impl Fields<'_> {
         .count()
     }
 
-    fn into_event(self) -> Option<Event> {
+    fn into_event(self) -> Option<Event<'a>> {
         // Every kind-specific key present must belong to the kind: count the
         // ones each kind reads (all required, except `consent`).
         let kind_keys = self.kind_keys();
@@ -128,7 +130,7 @@ impl Fields<'_> {
                         "out" => Direction::Out,
                         _ => return None,
                     },
-                    ticket: self.ticket?.to_owned(),
+                    ticket: Cow::Borrowed(self.ticket?),
                 }
             }
             "audio" => {
@@ -155,7 +157,7 @@ impl Fields<'_> {
             "probe" => {
                 (kind_keys == 2).then_some(())?;
                 Body::Probe {
-                    device: self.device?.to_owned(),
+                    device: Cow::Borrowed(self.device?),
                     rssi_dbm: i32::try_from(int(self.rssi_dbm?)?).ok()?,
                 }
             }
@@ -166,21 +168,21 @@ impl Fields<'_> {
                     Some(items) => items
                         .split(',')
                         .map(string_item)
-                        .collect::<Option<Vec<String>>>()?,
+                        .collect::<Option<Vec<_>>>()?,
                 };
                 Body::App {
-                    subject: self.subject?.to_owned(),
-                    action: self.action?.to_owned(),
+                    subject: Cow::Borrowed(self.subject?),
+                    action: Cow::Borrowed(self.action?),
                     consent,
                 }
             }
             _ => return None,
         };
         Some(Event {
-            ts: self.ts?.to_owned(),
-            sensor: self.sensor?.to_owned(),
-            zone: self.zone?.to_owned(),
-            firmware: self.firmware.map(str::to_owned),
+            ts: Cow::Borrowed(self.ts?),
+            sensor: Cow::Borrowed(self.sensor?),
+            zone: Cow::Borrowed(self.zone?),
+            firmware: self.firmware.map(Cow::Borrowed),
             body,
         })
     }
@@ -249,9 +251,9 @@ impl<'a> Cursor<'a> {
 
 /// A JSON array item that is a plain string (no `,`, `]`, escapes or
 /// control characters inside, as the split and [`Cursor::array`] ensure).
-fn string_item(item: &str) -> Option<String> {
+fn string_item(item: &str) -> Option<Cow<'_, str>> {
     let inner = item.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.contains('"')).then(|| inner.to_owned())
+    (!inner.contains('"')).then_some(Cow::Borrowed(inner))
 }
 
 /// Digits of a JSON integer: `0` or no leading zero.

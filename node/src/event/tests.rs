@@ -200,3 +200,36 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn compact_lines_are_read_without_copying_their_strings() {
+    use std::borrow::Cow;
+    let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
+    for line in KINDS {
+        let v = parse_line(line).unwrap();
+        let e = &v.event;
+        assert!(
+            borrowed(&e.ts) && borrowed(&e.sensor) && borrowed(&e.zone),
+            "{line}"
+        );
+        assert!(e.firmware.as_ref().is_none_or(borrowed), "{line}");
+        match &e.body {
+            Body::GateScan { ticket: id, .. } | Body::Probe { device: id, .. } => {
+                assert!(borrowed(id))
+            }
+            Body::App {
+                subject,
+                action,
+                consent,
+            } => assert!(borrowed(subject) && borrowed(action) && consent.iter().all(borrowed)),
+            _ => {}
+        }
+        // Detached from the line, it is the same event.
+        assert_eq!(v.clone().into_owned(), v);
+    }
+    // Other forms are read by serde_json and own their strings.
+    let spaced = KINDS[4].replace(",", ", ");
+    let v = parse_line(&spaced).unwrap();
+    assert!(!borrowed(&v.event.sensor));
+    assert_eq!(v, parse_line(KINDS[4]).unwrap());
+}
