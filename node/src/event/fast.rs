@@ -210,9 +210,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b'"')?;
         let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = find_stop(&self.b[start..], [b'"', b'\\'])?;
         if self.b[start + len] != b'"' {
             return None;
         }
@@ -238,15 +236,43 @@ impl<'a> Cursor<'a> {
     fn array(&mut self) -> Option<&'a str> {
         self.lit(b'[')?;
         let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&b| matches!(b, b']' | b'[' | b'{' | b'\\') || b < 0x20)?;
+        let len = find_stop(&self.b[start..], [b']', b'[', b'{', b'\\'])?;
         if self.b[start + len] != b']' {
             return None;
         }
         self.i = start + len + 1;
         self.s.get(start..start + len)
     }
+}
+
+/// Index of the first byte of `b` that is one of `stops` or a control
+/// character (below 0x20); eight bytes at a time, as most strings in a line
+/// are longer than that.
+pub(super) fn find_stop<const N: usize>(b: &[u8], stops: [u8; N]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The bytes of `v` below `n` (at most 0x80) flag their high bit. A byte
+    // at or above `n` can be flagged only by a borrow from a lower flagged
+    // byte, so the lowest flag is always exact.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let hits = stops.iter().fold(below(v, 0x20), |h, &s| {
+            h | below(v ^ (ONES * u64::from(s)), 1)
+        });
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&c| c < 0x20 || stops.contains(&c))
+        .map(|i| at + i)
 }
 
 /// A JSON array item that is a plain string (no `,`, `]`, escapes or
@@ -286,14 +312,45 @@ fn int(token: &str) -> Option<i64> {
     }
 }
 
-/// A JSON number as an `f64`, read by `serde_json` itself (whose float
-/// parser need not round like the standard library's), after checking the
-/// token is a JSON number so that nothing but the number is read.
-fn float(token: &str) -> Option<f64> {
+/// A JSON number as an `f64`, as `serde_json` reads it (whose float parser
+/// need not round like the standard library's), after checking the token is
+/// a JSON number so that nothing but the number is read: short decimals by
+/// [`short_decimal`], the rest by `serde_json` itself.
+pub(super) fn float(token: &str) -> Option<f64> {
     if !is_json_number(token) {
         return None;
     }
-    serde_json::from_str::<f64>(token).ok()
+    short_decimal(token).or_else(|| serde_json::from_str::<f64>(token).ok())
+}
+
+/// A JSON number without exponent and with at most 15 digits (sensor
+/// readings such as `96.5` or `-23.5`), other than `-0`: its digits `m` are
+/// exact in an `f64` (below 2^53), so are 10^k for its k <= 15 decimals, and
+/// `m / 10^k` is one correctly rounded division. That is the value both of
+/// `serde_json`'s float parsers return (the default one computes exactly
+/// this division; `float_roundtrip` rounds correctly), so the two agree
+/// bit for bit. `-0` is left to `serde_json`, whose reading of it changed
+/// between versions.
+fn short_decimal(token: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, digits) = match token.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, token),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.len() + frac.len() > 15 {
+        return None;
+    }
+    let m = int.bytes().chain(frac.bytes()).try_fold(0u64, |m, d| {
+        d.is_ascii_digit().then(|| m * 10 + u64::from(d - b'0'))
+    })?;
+    if negative && m == 0 && frac.is_empty() {
+        return None;
+    }
+    let v = m as f64 / POW10[frac.len()];
+    Some(if negative { -v } else { v })
 }
 
 /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
