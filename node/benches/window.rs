@@ -24,7 +24,7 @@ fn config() -> Config {
     Config::parse(text, std::path::Path::new("bench.toml")).expect("config")
 }
 
-fn events() -> Vec<ValidEvent> {
+fn events() -> Vec<ValidEvent<'static>> {
     (0..10_000u64)
         .map(|i| {
             // 200 events per second from 2026-06-01T17:00:00Z.
@@ -46,7 +46,7 @@ fn events() -> Vec<ValidEvent> {
                     r#"{{"ts":"{ts}","sensor":"env-1","zone":"floor","kind":"environment","co2_ppm":800,"temperature_c":21.5}}"#
                 ),
             };
-            parse_line(&line).expect("valid event")
+            parse_line(&line).expect("valid event").into_owned()
         })
         .collect()
 }

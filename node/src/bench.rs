@@ -7,18 +7,18 @@
 //! lease ids (no budget is charged because nothing leaves the process).
 
 use std::{
-    collections::HashMap,
     fmt::Write as _,
     io::{BufRead, BufReader, BufWriter, Write},
     time::{Duration, Instant},
 };
 
-use veil_privacy::{Cost, DayKey, EventDay, Pseudonymizer, Rho, policy::LoadedPolicy};
+use veil_privacy::{Cost, Pseudonymizer, Rho, policy::LoadedPolicy};
 
 use crate::{
     config::Config,
     event::parse_line,
     release::{plan_window, privatize},
+    run::Pseudonyms,
     simulate::{SimConfig, Simulation, VenueKind, ZoneRole},
     window::{ClosedWindow, Windower},
 };
@@ -276,8 +276,7 @@ fn run_pipeline(
     limit: u64,
 ) -> Result<PipelineCounts, BenchError> {
     let mut windower = Windower::for_node(cfg, policy)?;
-    let master = Pseudonymizer::generate()?;
-    let mut keys: HashMap<EventDay, DayKey> = HashMap::new();
+    let mut pseudonyms = Pseudonyms::new(Pseudonymizer::generate()?);
     let mut counts = PipelineCounts::default();
     let mut line = String::new();
     let mut progress = Progress::new("pipeline events", limit);
@@ -289,11 +288,7 @@ fn run_pipeline(
         counts.lines += 1;
         match parse_line(line.trim_end_matches(['\n', '\r'])) {
             Ok(ev) => {
-                let day = EventDay::from_unix_seconds(ev.ts_ms.div_euclid(1000), 0)?;
-                let key = match keys.entry(day) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(master.day_key(day)?),
-                };
+                let key = pseudonyms.key(ev.ts_ms)?;
                 windower.add(&ev, |id| key.pseudonym(id.as_bytes()));
             }
             Err(_) => counts.invalid += 1,

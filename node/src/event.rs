@@ -14,6 +14,8 @@
 //! {"ts":"2026-06-01T18:00:05Z","sensor":"app","zone":"merch","kind":"app","subject":"u-1234","action":"view_menu","consent":["analytics"]}
 //! ```
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -21,26 +23,44 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 pub const AUDIO_BANDS: usize = 8;
 
 /// A sensor event after parsing and validation.
+///
+/// Its strings borrow from the input line where the line is in the compact
+/// form sensors write (see [`parse_line`]), so the hot path allocates
+/// nothing per event; [`Event::into_owned`] detaches it from the line. The
+/// `serde` forms are those of plain `String`s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct Event<'a> {
     /// Event time, RFC 3339 (UTC or with offset).
-    pub ts: String,
+    pub ts: Cow<'a, str>,
     /// Sensor id (provenance), 1..=64 bytes.
-    pub sensor: String,
+    pub sensor: Cow<'a, str>,
     /// Zone the sensor observes, 1..=64 bytes of [a-z0-9_-].
-    pub zone: String,
+    pub zone: Cow<'a, str>,
     /// Firmware version of the sensor (provenance), optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<String>,
+    pub firmware: Option<Cow<'a, str>>,
     /// Kind-specific payload.
     #[serde(flatten)]
-    pub body: Body,
+    pub body: Body<'a>,
+}
+
+impl Event<'_> {
+    /// The same event owning all its strings.
+    pub fn into_owned(self) -> Event<'static> {
+        Event {
+            ts: Cow::Owned(self.ts.into_owned()),
+            sensor: Cow::Owned(self.sensor.into_owned()),
+            zone: Cow::Owned(self.zone.into_owned()),
+            firmware: self.firmware.map(|f| Cow::Owned(f.into_owned())),
+            body: self.body.into_owned(),
+        }
+    }
 }
 
 /// Kind-specific event payloads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Body {
+pub enum Body<'a> {
     /// People counted in the zone by edge computer vision.
     Occupancy {
         /// People in view, 0..=100000.
@@ -51,7 +71,7 @@ pub enum Body {
         /// "in" or "out".
         direction: Direction,
         /// Ticket id (personal identifier).
-        ticket: String,
+        ticket: Cow<'a, str>,
     },
     /// An audio feature frame.
     Audio {
@@ -72,19 +92,19 @@ pub enum Body {
     /// A Wi-Fi/BLE probe from a device.
     Probe {
         /// Device identifier, e.g. a MAC address (personal identifier).
-        device: String,
+        device: Cow<'a, str>,
         /// Received signal strength, dBm, -120..=0.
         rssi_dbm: i32,
     },
     /// App telemetry from a subject.
     App {
         /// App user id (personal identifier).
-        subject: String,
+        subject: Cow<'a, str>,
         /// What the user did, 1..=64 bytes.
-        action: String,
+        action: Cow<'a, str>,
         /// Consent scopes the user granted, e.g. "analytics".
         #[serde(default)]
-        consent: Vec<String>,
+        consent: Vec<Cow<'a, str>>,
     },
 }
 
@@ -98,7 +118,48 @@ pub enum Direction {
     Out,
 }
 
-impl Body {
+impl Body<'_> {
+    /// The same payload owning all its strings.
+    pub fn into_owned(self) -> Body<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            Body::Occupancy { count } => Body::Occupancy { count },
+            Body::GateScan { direction, ticket } => Body::GateScan {
+                direction,
+                ticket: own(ticket),
+            },
+            Body::Audio {
+                level_db,
+                peak_db,
+                bands,
+            } => Body::Audio {
+                level_db,
+                peak_db,
+                bands,
+            },
+            Body::Environment {
+                co2_ppm,
+                temperature_c,
+            } => Body::Environment {
+                co2_ppm,
+                temperature_c,
+            },
+            Body::Probe { device, rssi_dbm } => Body::Probe {
+                device: own(device),
+                rssi_dbm,
+            },
+            Body::App {
+                subject,
+                action,
+                consent,
+            } => Body::App {
+                subject: own(subject),
+                action: own(action),
+                consent: consent.into_iter().map(own).collect(),
+            },
+        }
+    }
+
     /// The `kind` string of this payload.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -130,11 +191,21 @@ pub enum EventError {
 
 /// A validated event with its parsed event time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValidEvent {
+pub struct ValidEvent<'a> {
     /// Event time, Unix milliseconds.
     pub ts_ms: i64,
     /// The event.
-    pub event: Event,
+    pub event: Event<'a>,
+}
+
+impl ValidEvent<'_> {
+    /// The same event owning all its strings.
+    pub fn into_owned(self) -> ValidEvent<'static> {
+        ValidEvent {
+            ts_ms: self.ts_ms,
+            event: self.event.into_owned(),
+        }
+    }
 }
 
 /// A JSON error described without echoing input values: they may be
@@ -184,10 +255,11 @@ pub fn valid_zone(zone: &str) -> bool {
 /// Parses and validates one JSON line.
 ///
 /// Compact lines (as sensors and the simulator write them) and `...Z`
-/// timestamps are read by [`fast`]; everything else, and every error, comes
-/// from `serde_json` and `time`, so both paths accept the same lines with the
-/// same result.
-pub fn parse_line(line: &str) -> Result<ValidEvent, EventError> {
+/// timestamps are read by [`fast`], and the event's strings borrow from
+/// `line`; everything else, and every error, comes from `serde_json` and
+/// `time` (the event then owns its strings), so both paths accept the same
+/// lines with the same result.
+pub fn parse_line(line: &str) -> Result<ValidEvent<'_>, EventError> {
     let event = match fast::event(line) {
         Some(event) => event,
         None => parse_event_general(line)?,
@@ -259,7 +331,7 @@ pub fn parse_line(line: &str) -> Result<ValidEvent, EventError> {
 }
 
 /// The event in `line`, by `serde_json` and the derived deserialiser.
-fn parse_event_general(line: &str) -> Result<Event, EventError> {
+fn parse_event_general(line: &str) -> Result<Event<'static>, EventError> {
     serde_json::from_str(line).map_err(json_error)
 }
 

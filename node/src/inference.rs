@@ -91,7 +91,7 @@ pub struct AudioFeatures {
 
 impl AudioFeatures {
     /// The features of an `audio` event body; `None` for other kinds.
-    pub fn from_body(body: &Body) -> Option<Self> {
+    pub fn from_body(body: &Body<'_>) -> Option<Self> {
         match body {
             Body::Audio {
                 level_db,

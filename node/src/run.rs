@@ -106,27 +106,37 @@ pub struct RunReport {
 
 const MAX_REPORTED_BAD_LINES: usize = 20;
 
-struct Pseudonyms {
+/// The master pseudonym secret and the day keys in use: events are
+/// pseudonymised under the key of their (UTC) event day.
+pub(crate) struct Pseudonyms {
     master: Pseudonymizer,
-    keys: HashMap<EventDay, DayKey>,
+    /// Day keys of the current and later days (a handful at most, so a
+    /// linear search beats hashing the day).
+    keys: Vec<DayKey>,
 }
 
 impl Pseudonyms {
-    /// The key of the event day holding `ts_ms` (UTC days).
-    fn key(&mut self, ts_ms: i64) -> Result<&DayKey, veil_privacy::PrivacyError> {
-        let day = EventDay::from_unix_seconds(ts_ms.div_euclid(1000), 0)?;
-        if !self.keys.contains_key(&day) {
-            // Only current and later day keys are cached.
-            self.keys.retain(|d, _| *d > day);
-            let key = self.master.day_key(day)?;
-            self.keys.insert(day, key);
+    /// Day keys under `master`, derived as days come up.
+    pub(crate) fn new(master: Pseudonymizer) -> Self {
+        Self {
+            master,
+            keys: Vec::new(),
         }
-        self.keys
-            .get(&day)
-            .ok_or(veil_privacy::PrivacyError::InvalidParameter {
-                name: "event day",
-                reason: "day key missing".into(),
-            })
+    }
+
+    /// The key of the event day holding `ts_ms` (UTC days).
+    pub(crate) fn key(&mut self, ts_ms: i64) -> Result<&DayKey, veil_privacy::PrivacyError> {
+        let day = EventDay::from_unix_seconds(ts_ms.div_euclid(1000), 0)?;
+        let i = match self.keys.iter().position(|k| k.day() == day) {
+            Some(i) => i,
+            None => {
+                // Only current and later day keys are cached.
+                self.keys.retain(|k| k.day() > day);
+                self.keys.push(self.master.day_key(day)?);
+                self.keys.len() - 1
+            }
+        };
+        Ok(&self.keys[i])
     }
 }
 
@@ -350,10 +360,7 @@ async fn ingest(
     };
     let mut lines = BufReader::with_capacity(1 << 16, reader).lines();
     let mut windower = Windower::for_node(cfg, policy)?;
-    let mut pseudonyms = Pseudonyms {
-        master: Pseudonymizer::generate()?,
-        keys: HashMap::new(),
-    };
+    let mut pseudonyms = Pseudonyms::new(Pseudonymizer::generate()?);
     let mut report = RunReport::default();
     let mut stopped = stop.clone();
     loop {

@@ -6,11 +6,11 @@
 //! window are dropped and counted as late. Identifiers only ever enter here
 //! as keyed pseudonyms.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use veil_privacy::{
     bounds::{Admission, BoundingStats, ContributionBounder, ContributionLimits},
-    pseudonym::Pseudonym,
+    pseudonym::{Pseudonym, PseudonymSet},
 };
 
 use crate::{
@@ -38,9 +38,9 @@ pub struct ZoneAggregate {
     /// Gate scans out (bounded).
     pub egress: u64,
     /// Distinct probing devices (pseudonyms).
-    pub devices: HashSet<Pseudonym>,
+    pub devices: PseudonymSet,
     /// Distinct consented app subjects (pseudonyms).
-    pub app_users: HashSet<Pseudonym>,
+    pub app_users: PseudonymSet,
     /// Sum and count of audio RMS levels (dB).
     pub sound: (f64, u64),
     /// Audio frames at or above [`CLIPPING_PEAK_DB`].
@@ -80,9 +80,11 @@ pub struct ClosedWindow {
     pub bounding: BoundingStats,
 }
 
+/// A window still taking events: one aggregate per configured zone, in
+/// [`Windower::zones`] order, and the bounder keyed by that zone index.
 struct OpenWindow {
-    zones: BTreeMap<String, ZoneAggregate>,
-    bounder: ContributionBounder<String>,
+    zones: Vec<ZoneAggregate>,
+    bounder: ContributionBounder<usize>,
 }
 
 /// Counts of what the windower did with events (safe to export).
@@ -108,7 +110,10 @@ pub struct WindowStats {
 pub struct Windower {
     length_ms: i64,
     lateness_ms: i64,
-    zones: HashMap<String, ZoneConfig>,
+    /// Configured zones sorted by name, one per name (a name configured
+    /// twice keeps its last entry); an event's zone is found by binary
+    /// search, and its index keys the open windows' aggregates and bounds.
+    zones: Vec<ZoneConfig>,
     limits: ContributionLimits,
     consent_scope: Option<String>,
     open: BTreeMap<i64, OpenWindow>,
@@ -140,7 +145,12 @@ impl Windower {
         Self {
             length_ms: i64::from(length_s.max(1)) * 1000,
             lateness_ms: lateness_ms.max(0),
-            zones: zones.iter().map(|z| (z.name.clone(), z.clone())).collect(),
+            zones: zones
+                .iter()
+                .map(|z| (z.name.clone(), z.clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_values()
+                .collect(),
             limits,
             consent_scope: consent_scope.map(str::to_owned),
             open: BTreeMap::new(),
@@ -188,47 +198,43 @@ impl Windower {
 
     /// Adds one event. `pseudonym` turns a raw identifier into its keyed
     /// pseudonym for the event's day; the identifier is not kept.
-    pub fn add(&mut self, ev: &ValidEvent, pseudonym: impl Fn(&str) -> Pseudonym) {
+    pub fn add(&mut self, ev: &ValidEvent<'_>, pseudonym: impl Fn(&str) -> Pseudonym) {
         let start = self.window_start(ev.ts_ms);
         if start < self.closed_before {
             self.stats.late += 1;
             return;
         }
-        let Some(zone_cfg) = self.zones.get(&ev.event.zone) else {
+        let Ok(zone) = self
+            .zones
+            .binary_search_by(|z| z.name.as_str().cmp(&ev.event.zone))
+        else {
             self.stats.unknown_zone += 1;
             return;
         };
+        let cameras = self.zones[zone].cameras as usize;
         self.watermark = self.watermark.max(ev.ts_ms);
-        let zones = &self.zones;
-        let limits = self.limits;
+        let (zones, limits) = (self.zones.len(), self.limits);
         let w = self.open.entry(start).or_insert_with(|| OpenWindow {
-            zones: zones
-                .keys()
-                .map(|z| (z.clone(), ZoneAggregate::default()))
-                .collect(),
+            zones: vec![ZoneAggregate::default(); zones],
             bounder: ContributionBounder::new(limits),
         });
-        let zone = &ev.event.zone;
-        let Some(agg) = w.zones.get_mut(zone) else {
-            self.stats.unknown_zone += 1;
-            return;
-        };
-        let bounded = |w_bounder: &mut ContributionBounder<String>, p: &Pseudonym| {
-            w_bounder.admit(p, zone) == Admission::Admitted
+        let agg = &mut w.zones[zone];
+        let bounded = |w_bounder: &mut ContributionBounder<usize>, p: &Pseudonym| {
+            w_bounder.admit(p, &zone) == Admission::Admitted
         };
         match &ev.event.body {
             Body::Occupancy { count } => {
-                let cameras = zone_cfg.cameras as usize;
-                if !agg.occupancy.contains_key(&ev.event.sensor) && agg.occupancy.len() >= cameras {
+                let sensor: &str = &ev.event.sensor;
+                if let Some(e) = agg.occupancy.get_mut(sensor) {
+                    e.0 += u64::from(*count);
+                    e.1 += 1;
+                } else if agg.occupancy.len() >= cameras {
                     self.stats.extra_camera += 1;
                     return;
+                } else {
+                    agg.occupancy
+                        .insert(sensor.to_owned(), (u64::from(*count), 1));
                 }
-                let e = agg
-                    .occupancy
-                    .entry(ev.event.sensor.clone())
-                    .or_insert((0, 0));
-                e.0 += u64::from(*count);
-                e.1 += 1;
             }
             Body::GateScan { direction, ticket } => {
                 let p = pseudonym(ticket);
@@ -326,14 +332,19 @@ impl Windower {
 
     fn close(&mut self, start: i64) -> ClosedWindow {
         let mut w = self.open.remove(&start).unwrap_or_else(|| OpenWindow {
-            zones: BTreeMap::new(),
+            zones: Vec::new(),
             bounder: ContributionBounder::new(self.limits),
         });
         self.closed_before = self.closed_before.max(start + self.length_ms);
         ClosedWindow {
             start_ms: start,
             length_s: u32::try_from(self.length_ms / 1000).unwrap_or(u32::MAX),
-            zones: std::mem::take(&mut w.zones),
+            zones: self
+                .zones
+                .iter()
+                .map(|z| z.name.clone())
+                .zip(std::mem::take(&mut w.zones))
+                .collect(),
             bounding: w.bounder.start_window(),
         }
     }

@@ -5,9 +5,12 @@
 //!
 //! Never keyed by a raw identifier: only by [`Pseudonym`].
 
-use std::{collections::HashMap, hash::Hash};
+use std::{collections::hash_map::Entry, hash::Hash};
 
-use crate::{PrivacyError, pseudonym::Pseudonym};
+use crate::{
+    PrivacyError,
+    pseudonym::{Pseudonym, PseudonymMap},
+};
 
 /// Per-window contribution limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +74,26 @@ impl BoundingStats {
     }
 }
 
+/// What one pseudonym added to the window so far.
 #[derive(Debug)]
 struct Seen<Z> {
+    /// Events admitted.
     events: u32,
-    zones: Vec<Z>,
+    /// The first zone it touched (held inline: most pseudonyms touch one
+    /// zone per window, and then need no allocation).
+    first_zone: Z,
+    /// Further zones it touched.
+    more_zones: Vec<Z>,
+}
+
+impl<Z: PartialEq> Seen<Z> {
+    fn touched(&self, zone: &Z) -> bool {
+        self.first_zone == *zone || self.more_zones.contains(zone)
+    }
+
+    fn zones(&self) -> usize {
+        1 + self.more_zones.len()
+    }
 }
 
 /// Enforces [`ContributionLimits`] over one window at a time.
@@ -86,7 +105,7 @@ struct Seen<Z> {
 #[derive(Debug)]
 pub struct ContributionBounder<Z> {
     limits: ContributionLimits,
-    seen: HashMap<Pseudonym, Seen<Z>>,
+    seen: PseudonymMap<Seen<Z>>,
     stats: BoundingStats,
 }
 
@@ -95,7 +114,7 @@ impl<Z: Eq + Hash + Clone> ContributionBounder<Z> {
     pub fn new(limits: ContributionLimits) -> Self {
         Self {
             limits,
-            seen: HashMap::new(),
+            seen: PseudonymMap::default(),
             stats: BoundingStats::default(),
         }
     }
@@ -107,23 +126,33 @@ impl<Z: Eq + Hash + Clone> ContributionBounder<Z> {
     /// Decides one event of `who` in `zone`. Admitted events count against
     /// the pseudonym's limits; dropped ones do not.
     pub fn admit(&mut self, who: &Pseudonym, zone: &Z) -> Admission {
-        let seen = self.seen.entry(*who).or_insert_with(|| Seen {
-            events: 0,
-            zones: Vec::new(),
-        });
-        let admission = if seen.events >= self.limits.max_events_per_window {
-            Admission::DroppedEventCap
-        } else if !seen.zones.contains(zone) {
-            if seen.zones.len() >= self.limits.max_zones as usize {
-                Admission::DroppedZoneCap
-            } else {
-                seen.zones.push(zone.clone());
-                seen.events += 1;
+        let admission = match self.seen.entry(*who) {
+            // Both limits are >= 1: a first event is always admitted.
+            Entry::Vacant(v) => {
+                v.insert(Seen {
+                    events: 1,
+                    first_zone: zone.clone(),
+                    more_zones: Vec::new(),
+                });
                 Admission::Admitted
             }
-        } else {
-            seen.events += 1;
-            Admission::Admitted
+            Entry::Occupied(o) => {
+                let seen = o.into_mut();
+                if seen.events >= self.limits.max_events_per_window {
+                    Admission::DroppedEventCap
+                } else if !seen.touched(zone) {
+                    if seen.zones() >= self.limits.max_zones as usize {
+                        Admission::DroppedZoneCap
+                    } else {
+                        seen.more_zones.push(zone.clone());
+                        seen.events += 1;
+                        Admission::Admitted
+                    }
+                } else {
+                    seen.events += 1;
+                    Admission::Admitted
+                }
+            }
         };
         match admission {
             Admission::Admitted => self.stats.admitted += 1,

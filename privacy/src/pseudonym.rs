@@ -9,7 +9,11 @@
 //! independent). A restart generates a new master secret, so pseudonyms
 //! never survive a restart either.
 
-use std::fmt;
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    hash::{BuildHasherDefault, Hash, Hasher},
+};
 
 use ring::{
     hkdf, hmac,
@@ -62,8 +66,63 @@ impl EventDay {
 
 /// A keyed pseudonym: HMAC-SHA256(day key, identifier). Its `Debug` is
 /// redacted so it cannot end up in logs by accident.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// It hashes as its first 8 bytes (one `write_u64`): the tag is already a
+/// keyed, uniformly distributed hash of the identifier, so those bytes tell
+/// pseudonyms apart in a table as well as all 32 would. Equal pseudonyms
+/// have equal bytes, so this agrees with `Eq`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pseudonym([u8; 32]);
+
+impl Hash for Pseudonym {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
+    }
+}
+
+/// The [`Hasher`] of [`PseudonymSet`] and [`PseudonymMap`]: one
+/// multiply-rotate step per 8 bytes written (as rustc's `FxHasher`), so a
+/// pseudonym costs one multiplication.
+///
+/// Tables keyed by pseudonyms need no keyed hash (the default SipHash)
+/// against hash flooding: a pseudonym is an HMAC tag under a day key that
+/// only this process holds, so whoever chooses identifiers (a spoofed MAC
+/// address, a made-up ticket) cannot choose which tags, or which table
+/// slots, they get. Do not key these tables by anything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PseudonymHasher(u64);
+
+impl Hasher for PseudonymHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = fold(self.0, v);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = fold(self.0, u64::from_le_bytes(word));
+        }
+    }
+}
+
+/// One multiply-rotate mixing step (rustc's `FxHasher`); from state 0 it is
+/// a multiplication by an odd constant, a bijection that keeps a uniform
+/// word uniform in its low (bucket) and high (tag) bits.
+fn fold(state: u64, word: u64) -> u64 {
+    (state.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// A set of pseudonyms, hashed by [`PseudonymHasher`].
+pub type PseudonymSet = HashSet<Pseudonym, BuildHasherDefault<PseudonymHasher>>;
+
+/// A map keyed by pseudonyms, hashed by [`PseudonymHasher`].
+pub type PseudonymMap<V> = HashMap<Pseudonym, V, BuildHasherDefault<PseudonymHasher>>;
 
 impl Pseudonym {
     /// The tag bytes (for in-memory keying only; never send or persist).

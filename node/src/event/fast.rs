@@ -8,12 +8,14 @@
 //! general parser, which also produces the error message. So they change
 //! speed, never what is accepted or how a bad line is described.
 
+use std::borrow::Cow;
+
 use super::{Body, Direction, Event};
 
 /// The event in `line`, if `line` is a compact JSON object whose keys all
 /// belong to its `kind`, without duplicates, escapes, whitespace or nulls;
-/// otherwise `None`.
-pub(super) fn event(line: &str) -> Option<Event> {
+/// otherwise `None`. Its strings borrow from `line`.
+pub(super) fn event(line: &str) -> Option<Event<'_>> {
     let mut c = Cursor {
         s: line,
         b: line.as_bytes(),
@@ -86,7 +88,7 @@ fn set<'a>(slot: &mut Option<&'a str>, v: &'a str) -> Option<()> {
     slot.replace(v).is_none().then_some(())
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
     /// Number of keys present that are not common to every kind.
     fn kind_keys(&self) -> usize {
         [
@@ -109,7 +111,7 @@ impl Fields<'_> {
         .count()
     }
 
-    fn into_event(self) -> Option<Event> {
+    fn into_event(self) -> Option<Event<'a>> {
         // Every kind-specific key present must belong to the kind: count the
         // ones each kind reads (all required, except `consent`).
         let kind_keys = self.kind_keys();
@@ -128,7 +130,7 @@ impl Fields<'_> {
                         "out" => Direction::Out,
                         _ => return None,
                     },
-                    ticket: self.ticket?.to_owned(),
+                    ticket: Cow::Borrowed(self.ticket?),
                 }
             }
             "audio" => {
@@ -155,7 +157,7 @@ impl Fields<'_> {
             "probe" => {
                 (kind_keys == 2).then_some(())?;
                 Body::Probe {
-                    device: self.device?.to_owned(),
+                    device: Cow::Borrowed(self.device?),
                     rssi_dbm: i32::try_from(int(self.rssi_dbm?)?).ok()?,
                 }
             }
@@ -166,21 +168,21 @@ impl Fields<'_> {
                     Some(items) => items
                         .split(',')
                         .map(string_item)
-                        .collect::<Option<Vec<String>>>()?,
+                        .collect::<Option<Vec<_>>>()?,
                 };
                 Body::App {
-                    subject: self.subject?.to_owned(),
-                    action: self.action?.to_owned(),
+                    subject: Cow::Borrowed(self.subject?),
+                    action: Cow::Borrowed(self.action?),
                     consent,
                 }
             }
             _ => return None,
         };
         Some(Event {
-            ts: self.ts?.to_owned(),
-            sensor: self.sensor?.to_owned(),
-            zone: self.zone?.to_owned(),
-            firmware: self.firmware.map(str::to_owned),
+            ts: Cow::Borrowed(self.ts?),
+            sensor: Cow::Borrowed(self.sensor?),
+            zone: Cow::Borrowed(self.zone?),
+            firmware: self.firmware.map(Cow::Borrowed),
             body,
         })
     }
@@ -208,9 +210,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b'"')?;
         let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = find_stop(&self.b[start..], [b'"', b'\\'])?;
         if self.b[start + len] != b'"' {
             return None;
         }
@@ -236,9 +236,7 @@ impl<'a> Cursor<'a> {
     fn array(&mut self) -> Option<&'a str> {
         self.lit(b'[')?;
         let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&b| matches!(b, b']' | b'[' | b'{' | b'\\') || b < 0x20)?;
+        let len = find_stop(&self.b[start..], [b']', b'[', b'{', b'\\'])?;
         if self.b[start + len] != b']' {
             return None;
         }
@@ -247,11 +245,41 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Index of the first byte of `b` that is one of `stops` or a control
+/// character (below 0x20); eight bytes at a time, as most strings in a line
+/// are longer than that.
+pub(super) fn find_stop<const N: usize>(b: &[u8], stops: [u8; N]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The bytes of `v` below `n` (at most 0x80) flag their high bit. A byte
+    // at or above `n` can be flagged only by a borrow from a lower flagged
+    // byte, so the lowest flag is always exact.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let hits = stops.iter().fold(below(v, 0x20), |h, &s| {
+            h | below(v ^ (ONES * u64::from(s)), 1)
+        });
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&c| c < 0x20 || stops.contains(&c))
+        .map(|i| at + i)
+}
+
 /// A JSON array item that is a plain string (no `,`, `]`, escapes or
 /// control characters inside, as the split and [`Cursor::array`] ensure).
-fn string_item(item: &str) -> Option<String> {
+fn string_item(item: &str) -> Option<Cow<'_, str>> {
     let inner = item.strip_prefix('"')?.strip_suffix('"')?;
-    (!inner.contains('"')).then(|| inner.to_owned())
+    (!inner.contains('"')).then_some(Cow::Borrowed(inner))
 }
 
 /// Digits of a JSON integer: `0` or no leading zero.
@@ -284,14 +312,45 @@ fn int(token: &str) -> Option<i64> {
     }
 }
 
-/// A JSON number as an `f64`, read by `serde_json` itself (whose float
-/// parser need not round like the standard library's), after checking the
-/// token is a JSON number so that nothing but the number is read.
-fn float(token: &str) -> Option<f64> {
+/// A JSON number as an `f64`, as `serde_json` reads it (whose float parser
+/// need not round like the standard library's), after checking the token is
+/// a JSON number so that nothing but the number is read: short decimals by
+/// [`short_decimal`], the rest by `serde_json` itself.
+pub(super) fn float(token: &str) -> Option<f64> {
     if !is_json_number(token) {
         return None;
     }
-    serde_json::from_str::<f64>(token).ok()
+    short_decimal(token).or_else(|| serde_json::from_str::<f64>(token).ok())
+}
+
+/// A JSON number without exponent and with at most 15 digits (sensor
+/// readings such as `96.5` or `-23.5`), other than `-0`: its digits `m` are
+/// exact in an `f64` (below 2^53), so are 10^k for its k <= 15 decimals, and
+/// `m / 10^k` is one correctly rounded division. That is the value both of
+/// `serde_json`'s float parsers return (the default one computes exactly
+/// this division; `float_roundtrip` rounds correctly), so the two agree
+/// bit for bit. `-0` is left to `serde_json`, whose reading of it changed
+/// between versions.
+fn short_decimal(token: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, digits) = match token.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, token),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.len() + frac.len() > 15 {
+        return None;
+    }
+    let m = int.bytes().chain(frac.bytes()).try_fold(0u64, |m, d| {
+        d.is_ascii_digit().then(|| m * 10 + u64::from(d - b'0'))
+    })?;
+    if negative && m == 0 && frac.is_empty() {
+        return None;
+    }
+    let v = m as f64 / POW10[frac.len()];
+    Some(if negative { -v } else { v })
 }
 
 /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`

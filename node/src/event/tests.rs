@@ -125,6 +125,33 @@ fn fast_path_hands_other_forms_to_serde() {
 }
 
 #[test]
+fn fast_floats_agree_with_serde_json() {
+    for token in [
+        "0",
+        "-0",
+        "0.0",
+        "-0.0",
+        "96.5",
+        "104",
+        "-23.5",
+        "0.05",
+        "2e-2",
+        "1e999",
+        "0.1",
+        "0.30000000000000004",
+        "123456789012345",
+        "1234567890123456",
+        "9007199254740993",
+        "-40.000000000000001",
+        "179.99999999999999",
+        "0.000000000000001",
+    ] {
+        let serde = serde_json::from_str::<f64>(token).ok().map(f64::to_bits);
+        assert_eq!(fast::float(token).map(f64::to_bits), serde, "{token}");
+    }
+}
+
+#[test]
 fn fast_timestamps_agree_with_time() {
     for ts in [
         "2026-06-01T18:00:00Z",
@@ -161,6 +188,44 @@ fn fast_timestamps_agree_with_time() {
 }
 
 proptest::proptest! {
+    #[test]
+    fn find_stop_finds_the_first_stop_or_control_byte(
+        bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::any::<u8>(),
+                proptest::sample::select(b"\"\\[]{}\x00\x1f\x20\x21\x7f\x80\xffa".to_vec()),
+            ],
+            0..40,
+        ),
+        start in 0usize..8,
+    ) {
+        let b = &bytes[start.min(bytes.len())..];
+        let naive = |stops: &[u8]| b.iter().position(|&c| c < 0x20 || stops.contains(&c));
+        proptest::prop_assert_eq!(fast::find_stop(b, [b'"', b'\\']), naive(b"\"\\"));
+        proptest::prop_assert_eq!(
+            fast::find_stop(b, [b']', b'[', b'{', b'\\']),
+            naive(b"][{\\")
+        );
+    }
+
+    #[test]
+    fn fast_floats_are_serde_json_floats_bit_for_bit(
+        negative in proptest::prelude::any::<bool>(),
+        int in proptest::prop_oneof![0u64..1000, proptest::prelude::any::<u64>()],
+        frac in "[0-9]{0,20}",
+        exp in proptest::option::of(-30i32..30),
+    ) {
+        let mut token = format!("{}{int}", if negative { "-" } else { "" });
+        if !frac.is_empty() {
+            token = format!("{token}.{frac}");
+        }
+        if let Some(e) = exp {
+            token = format!("{token}e{e}");
+        }
+        let serde = serde_json::from_str::<f64>(&token).ok().map(f64::to_bits);
+        proptest::prop_assert_eq!(fast::float(&token).map(f64::to_bits), serde, "{}", token);
+    }
+
     #[test]
     fn fast_timestamps_match_time_everywhere(
         secs in 0i64..253_402_300_800,
@@ -199,4 +264,37 @@ proptest::proptest! {
             assert_ts_agree(&ts);
         }
     }
+}
+
+#[test]
+fn compact_lines_are_read_without_copying_their_strings() {
+    use std::borrow::Cow;
+    let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
+    for line in KINDS {
+        let v = parse_line(line).unwrap();
+        let e = &v.event;
+        assert!(
+            borrowed(&e.ts) && borrowed(&e.sensor) && borrowed(&e.zone),
+            "{line}"
+        );
+        assert!(e.firmware.as_ref().is_none_or(borrowed), "{line}");
+        match &e.body {
+            Body::GateScan { ticket: id, .. } | Body::Probe { device: id, .. } => {
+                assert!(borrowed(id))
+            }
+            Body::App {
+                subject,
+                action,
+                consent,
+            } => assert!(borrowed(subject) && borrowed(action) && consent.iter().all(borrowed)),
+            _ => {}
+        }
+        // Detached from the line, it is the same event.
+        assert_eq!(v.clone().into_owned(), v);
+    }
+    // Other forms are read by serde_json and own their strings.
+    let spaced = KINDS[4].replace(",", ", ");
+    let v = parse_line(&spaced).unwrap();
+    assert!(!borrowed(&v.event.sensor));
+    assert_eq!(v, parse_line(KINDS[4]).unwrap());
 }

@@ -1,7 +1,7 @@
 //! Turns simulated events into JSON lines of [`crate::event::Event`], and
 //! breaks a few of them on purpose.
 
-use std::io;
+use std::{borrow::Cow, io};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -43,16 +43,16 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// The event a pending line stands for; `None` for a malformed line.
-pub(crate) fn event(plan: &Plan, p: &Pending) -> Option<Event> {
+pub(crate) fn event<'p>(plan: &'p Plan, p: &'p Pending) -> Option<Event<'p>> {
     let zone = plan.model.zones.get(p.zone as usize)?;
     let sensors = plan.sensors.get(p.zone as usize)?;
     let (sensor, firmware) = match p.sensor {
-        Sensor::Cam => (sensors.cam.clone(), Some(sensors.cam_firmware)),
-        Sensor::Mic => (sensors.mic.clone(), Some("aud-1.9.0")),
-        Sensor::Env => (sensors.env.clone(), Some("env-3.1.2")),
-        Sensor::Ap(k) => (sensors.aps.get(k as usize)?.clone(), Some("ap-7.0.3")),
-        Sensor::Lane(k) => (sensors.lanes.get(k as usize)?.clone(), Some("gs-5.2.0")),
-        Sensor::App => ("app".to_owned(), None),
+        Sensor::Cam => (sensors.cam.as_str(), Some(sensors.cam_firmware)),
+        Sensor::Mic => (sensors.mic.as_str(), Some("aud-1.9.0")),
+        Sensor::Env => (sensors.env.as_str(), Some("env-3.1.2")),
+        Sensor::Ap(k) => (sensors.aps.get(k as usize)?.as_str(), Some("ap-7.0.3")),
+        Sensor::Lane(k) => (sensors.lanes.get(k as usize)?.as_str(), Some("gs-5.2.0")),
+        Sensor::App => ("app", None),
     };
     let person = |i: u32| plan.people.get(i as usize);
     let body = match &p.payload {
@@ -62,7 +62,7 @@ pub(crate) fn event(plan: &Plan, p: &Pending) -> Option<Event> {
             person: i,
         } => Body::GateScan {
             direction: *direction,
-            ticket: person(*i)?.ticket.clone(),
+            ticket: Cow::Borrowed(&person(*i)?.ticket),
         },
         Payload::Audio {
             level_db,
@@ -84,24 +84,24 @@ pub(crate) fn event(plan: &Plan, p: &Pending) -> Option<Event> {
             person: i,
             rssi_dbm,
         } => Body::Probe {
-            device: person(*i)?.device.as_ref()?.mac.clone(),
+            device: Cow::Borrowed(&person(*i)?.device.as_ref()?.mac),
             rssi_dbm: *rssi_dbm,
         },
         Payload::App { person: i, action } => {
             let app = person(*i)?.app.as_ref()?;
             Body::App {
-                subject: app.subject.clone(),
-                action: (*action).to_owned(),
-                consent: app.consent.iter().map(|c| (*c).to_owned()).collect(),
+                subject: Cow::Borrowed(&app.subject),
+                action: Cow::Borrowed(*action),
+                consent: app.consent.iter().map(|c| Cow::Borrowed(*c)).collect(),
             }
         }
         Payload::Malformed(_) => return None,
     };
     Some(Event {
-        ts: rfc3339(p.ts_ms),
-        sensor,
-        zone: zone.name.to_owned(),
-        firmware: firmware.map(str::to_owned),
+        ts: Cow::Owned(rfc3339(p.ts_ms)),
+        sensor: Cow::Borrowed(sensor),
+        zone: Cow::Borrowed(zone.name),
+        firmware: firmware.map(Cow::Borrowed),
         body,
     })
 }

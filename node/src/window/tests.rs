@@ -30,14 +30,15 @@ fn windower(lateness_ms: i64) -> Windower {
     )
 }
 
-fn ev(ts: &str, zone: &str, body: &str) -> ValidEvent {
+fn ev(ts: &str, zone: &str, body: &str) -> ValidEvent<'static> {
     parse_line(&format!(
         r#"{{"ts":"{ts}","sensor":"s-1","zone":"{zone}",{body}}}"#
     ))
     .unwrap()
+    .into_owned()
 }
 
-fn add(w: &mut Windower, e: &ValidEvent) {
+fn add(w: &mut Windower, e: &ValidEvent<'_>) {
     let p = Pseudonymizer::generate().unwrap();
     let key = p
         .day_key(veil_privacy::pseudonym::EventDay::new(20_000))
@@ -163,10 +164,10 @@ fn app_events_need_consent_and_unknown_zones_are_dropped() {
 fn extra_cameras_beyond_the_declared_sensitivity_are_dropped() {
     let mut w = windower(0);
     for (sensor, count) in [("cam-1", 10), ("cam-2", 50)] {
-        let e = parse_line(&format!(
+        let line = format!(
             r#"{{"ts":"2026-06-01T18:00:01Z","sensor":"{sensor}","zone":"floor","kind":"occupancy","count":{count}}}"#
-        ))
-        .unwrap();
+        );
+        let e = parse_line(&line).unwrap();
         add(&mut w, &e);
     }
     let closed = w.flush();
@@ -184,7 +185,7 @@ proptest::proptest! {
             let e = ValidEvent {
                 ts_ms: *t,
                 event: crate::event::Event {
-                    ts: String::new(),
+                    ts: "".into(),
                     sensor: "cam".into(),
                     zone: "floor".into(),
                     firmware: None,
@@ -203,4 +204,149 @@ proptest::proptest! {
             proptest::prop_assert_eq!(c.start_ms % 60_000, 0);
         }
     }
+}
+
+/// Simulated arena events (20 minutes, 800 attendees) and the arena zones,
+/// one camera each (gates none), as the pipeline bench configures them.
+fn arena() -> (String, Vec<ZoneConfig>) {
+    use crate::simulate::{SimConfig, Simulation, VenueKind, ZoneRole};
+    let sim = Simulation::new(SimConfig {
+        attendees: Some(800),
+        ..SimConfig::new(
+            VenueKind::Arena,
+            7,
+            std::time::Duration::from_secs(20 * 60),
+            1_780_336_800_000,
+        )
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    sim.write_events(0, &mut out).unwrap();
+    let zones = sim
+        .node_zones(0)
+        .iter()
+        .map(|z| ZoneConfig {
+            name: z.name.to_owned(),
+            gate: z.role == ZoneRole::Gate,
+            cameras: u32::from(z.role != ZoneRole::Gate),
+            capacity: None,
+        })
+        .collect();
+    (String::from_utf8(out).unwrap(), zones)
+}
+
+fn run_all(
+    text: &str,
+    zones: &[ZoneConfig],
+    limits: ContributionLimits,
+    key: &veil_privacy::DayKey,
+) -> (Vec<ClosedWindow>, WindowStats) {
+    let mut w = Windower::new(60, 30_000, zones, limits, Some("analytics"));
+    let mut closed = Vec::new();
+    for line in text.lines() {
+        if let Ok(e) = parse_line(line) {
+            w.add(&e, |id| key.pseudonym(id.as_bytes()));
+            closed.extend(w.drain_closed());
+        }
+    }
+    closed.extend(w.flush());
+    (closed, w.stats())
+}
+
+#[test]
+fn windows_do_not_depend_on_the_order_zones_are_configured_in() {
+    let (text, zones) = arena();
+    let key = Pseudonymizer::generate()
+        .unwrap()
+        .day_key(veil_privacy::pseudonym::EventDay::new(20_605))
+        .unwrap();
+    let limits = ContributionLimits::new(2, 2).unwrap();
+    let (closed, stats) = run_all(&text, &zones, limits, &key);
+    assert!(closed.len() >= 20, "{}", closed.len());
+    assert!(
+        stats.bounded_out > 0 && stats.accepted > 10_000,
+        "{stats:?}"
+    );
+    // Reversed, and with a placeholder entry that a later one overrides.
+    let mut shuffled: Vec<ZoneConfig> = zones.iter().rev().cloned().collect();
+    let mut stale = shuffled[0].clone();
+    stale.cameras = 0;
+    shuffled.insert(0, stale);
+    assert_eq!(run_all(&text, &shuffled, limits, &key), (closed, stats));
+}
+
+#[test]
+fn windows_hold_what_the_events_say() {
+    // With bounds no simulated person reaches, every window and zone holds
+    // exactly the distinct devices, consented app users, gate scans and
+    // readings of its events.
+    let (text, zones) = arena();
+    let key = Pseudonymizer::generate()
+        .unwrap()
+        .day_key(veil_privacy::pseudonym::EventDay::new(20_605))
+        .unwrap();
+    let limits = ContributionLimits::new(1000, 64).unwrap();
+    let (closed, stats) = run_all(&text, &zones, limits, &key);
+    assert_eq!(
+        (stats.bounded_out, stats.late, stats.unknown_zone),
+        (0, 0, 0)
+    );
+
+    type Want = (
+        std::collections::BTreeSet<String>,
+        std::collections::BTreeSet<String>,
+        u64,
+        u64,
+        u64,
+        u64,
+    );
+    let mut want: BTreeMap<(i64, String), Want> = BTreeMap::new();
+    for v in text.lines().filter_map(|l| parse_line(l).ok()) {
+        let start = v.ts_ms.div_euclid(60_000) * 60_000;
+        let e = want.entry((start, v.event.zone.to_string())).or_default();
+        match &v.event.body {
+            Body::Probe { device, .. } => {
+                e.0.insert(device.to_string());
+            }
+            Body::App {
+                subject, consent, ..
+            } if consent.iter().any(|c| c == "analytics") => {
+                e.1.insert(subject.to_string());
+            }
+            Body::GateScan { direction, .. } => match direction {
+                Direction::In => e.2 += 1,
+                Direction::Out => e.3 += 1,
+            },
+            Body::Audio { .. } => e.4 += 1,
+            Body::Environment { .. } => e.5 += 1,
+            _ => {}
+        }
+    }
+    let mut got: BTreeMap<(i64, String), Want> = BTreeMap::new();
+    for c in &closed {
+        assert_eq!(c.zones.len(), zones.len());
+        for (zone, agg) in &c.zones {
+            let have = (
+                agg.devices.len(),
+                agg.app_users.len(),
+                agg.ingress,
+                agg.egress,
+                agg.sound.1,
+                agg.co2.1,
+            );
+            if have == (0, 0, 0, 0, 0, 0) {
+                continue;
+            }
+            let w = &want[&(c.start_ms, zone.clone())];
+            assert_eq!(
+                have,
+                (w.0.len(), w.1.len(), w.2, w.3, w.4, w.5),
+                "{zone} at {}",
+                c.start_ms
+            );
+            got.insert((c.start_ms, zone.clone()), w.clone());
+        }
+    }
+    want.retain(|_, w| *w != Want::default());
+    assert_eq!(got.len(), want.len());
 }

@@ -67,3 +67,61 @@ fn zero_limits_are_refused() {
     assert!(ContributionLimits::new(0, 1).is_err());
     assert!(ContributionLimits::new(1, 0).is_err());
 }
+
+#[test]
+fn zone_cap_counts_every_zone_touched() {
+    // Up to 3 zones: the first (held inline) and two more, in any order.
+    let mut b = ContributionBounder::new(ContributionLimits::new(10, 3).unwrap());
+    for zone in ["a", "b", "a", "c", "b"] {
+        assert_eq!(b.admit(&who(1), &zone), Admission::Admitted, "{zone}");
+    }
+    assert_eq!(b.admit(&who(1), &"d"), Admission::DroppedZoneCap);
+    for zone in ["c", "b", "a"] {
+        assert_eq!(b.admit(&who(1), &zone), Admission::Admitted, "{zone}");
+    }
+    // 8 admitted, the cap of 10 events still applies across zones.
+    assert_eq!(b.admit(&who(1), &"a"), Admission::Admitted);
+    assert_eq!(b.admit(&who(1), &"c"), Admission::Admitted);
+    assert_eq!(b.admit(&who(1), &"b"), Admission::DroppedEventCap);
+    assert_eq!(b.admit(&who(1), &"d"), Admission::DroppedEventCap);
+    assert_eq!(
+        b.stats(),
+        BoundingStats {
+            admitted: 10,
+            dropped_event_cap: 2,
+            dropped_zone_cap: 1
+        }
+    );
+    assert_eq!(b.contributors(), 1);
+}
+
+proptest::proptest! {
+    /// The bounder decides every event as the plain rule does: drop once
+    /// the pseudonym has `max_events` admitted, or when the event is in a
+    /// zone beyond its first `max_zones`.
+    #[test]
+    fn admissions_follow_the_plain_rule(
+        max_events in 1u32..6,
+        max_zones in 1u32..4,
+        events in proptest::collection::vec((0u8..5, 0u8..6), 0..300),
+    ) {
+        let mut b = ContributionBounder::new(ContributionLimits::new(max_events, max_zones).unwrap());
+        let mut model: std::collections::HashMap<u8, (u32, Vec<u8>)> = Default::default();
+        for (person, zone) in events {
+            let (n, zones) = model.entry(person).or_default();
+            let want = if *n >= max_events {
+                Admission::DroppedEventCap
+            } else if !zones.contains(&zone) && zones.len() >= max_zones as usize {
+                Admission::DroppedZoneCap
+            } else {
+                if !zones.contains(&zone) {
+                    zones.push(zone);
+                }
+                *n += 1;
+                Admission::Admitted
+            };
+            proptest::prop_assert_eq!(b.admit(&who(person), &zone), want);
+        }
+        proptest::prop_assert_eq!(b.contributors(), model.len());
+    }
+}

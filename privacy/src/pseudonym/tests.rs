@@ -83,3 +83,50 @@ fn event_days_from_unix_time() {
     );
     assert!(EventDay::from_unix_seconds(-1, 0).is_err());
 }
+
+#[test]
+fn pseudonym_sets_count_distinct_pseudonyms() {
+    let key = Pseudonymizer::generate()
+        .unwrap()
+        .day_key(EventDay::new(20_000))
+        .unwrap();
+    let mut set = PseudonymSet::default();
+    let mut map = PseudonymMap::default();
+    let mut reference = std::collections::HashSet::new();
+    for i in 0..5_000u32 {
+        let p = key.pseudonym(format!("device-{}", i % 1_777).as_bytes());
+        assert_eq!(set.insert(p), reference.insert(p));
+        *map.entry(p).or_insert(0u32) += 1;
+    }
+    assert_eq!(set.len(), 1_777);
+    assert_eq!(map.len(), 1_777);
+    assert_eq!(map.values().sum::<u32>(), 5_000);
+    assert!(reference.iter().all(|p| set.contains(p)));
+}
+
+proptest::proptest! {
+    #[test]
+    fn pseudonym_tables_agree_with_std_ones(
+        tags in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 0..200),
+        repeat in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..50),
+    ) {
+        // Pseudonyms that share their first 8 bytes (the hashed part) too.
+        let mut all: Vec<Pseudonym> = tags.iter().map(|t| Pseudonym::dangerous_from_bytes(*t)).collect();
+        for (i, t) in tags.iter().enumerate().take(20) {
+            let mut near = *t;
+            near[31 - i % 24] ^= 1;
+            all.push(Pseudonym::dangerous_from_bytes(near));
+        }
+        if !all.is_empty() {
+            let again: Vec<Pseudonym> = repeat.iter().map(|r| all[r.index(all.len())]).collect();
+            all.extend(again);
+        }
+        let mut ours = PseudonymSet::default();
+        let mut std_set = std::collections::HashSet::new();
+        for p in &all {
+            proptest::prop_assert_eq!(ours.insert(*p), std_set.insert(*p));
+        }
+        proptest::prop_assert_eq!(ours.len(), std_set.len());
+        proptest::prop_assert!(std_set.iter().all(|p| ours.contains(p)));
+    }
+}
