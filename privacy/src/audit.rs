@@ -25,7 +25,7 @@ pub mod export;
 pub mod merkle;
 pub mod note;
 
-pub use entry::{AuditEntry, DECISION_ALLOW, DECISION_DENY, EntryError};
+pub use entry::{AuditEntry, AuditEntryRef, DECISION_ALLOW, DECISION_DENY, EntryError};
 pub use error::{AuditError, CheckpointRole};
 pub use export::{
     ExportInput, ExportKind, VerifiedExport, check_consistent, entries_to_jsonl,

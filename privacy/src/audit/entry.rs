@@ -18,6 +18,7 @@
 //! The field set is the format version: a line with a field this version
 //! does not know is rejected, never silently dropped.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
@@ -130,32 +131,52 @@ fn check_cost(field: &'static str, v: f64) -> Result<(), EntryError> {
     Ok(())
 }
 
+/// Checks every field's domain (see the [`AuditEntry`] field docs); the
+/// fields without a domain (`venue`, `reason`, `policy_hash`, `seq`,
+/// `time_ms`) take any value.
+fn validate_fields(
+    actor: &str,
+    action: &str,
+    decision: &str,
+    epsilon: f64,
+    rho: f64,
+    release_sha256: &str,
+) -> Result<(), EntryError> {
+    if !actor.starts_with(ACTOR_PREFIX) || actor.len() == ACTOR_PREFIX.len() {
+        return Err(invalid("actor", "must be a SPIFFE id (spiffe://...)"));
+    }
+    if action.is_empty()
+        || !action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+    {
+        return Err(invalid("action", "must match [a-z0-9_.-]+"));
+    }
+    if decision != DECISION_ALLOW && decision != DECISION_DENY {
+        return Err(invalid("decision", "must be \"allow\" or \"deny\""));
+    }
+    check_cost("epsilon", epsilon)?;
+    check_cost("rho", rho)?;
+    if !release_sha256.is_empty() && !merkle::is_hex_hash(release_sha256) {
+        return Err(invalid(
+            "release_sha256",
+            "must be empty or 64 lowercase hex digits",
+        ));
+    }
+    Ok(())
+}
+
 impl AuditEntry {
     /// Checks every field's domain (see the field docs).
     pub fn validate(&self) -> Result<(), EntryError> {
-        if !self.actor.starts_with(ACTOR_PREFIX) || self.actor.len() == ACTOR_PREFIX.len() {
-            return Err(invalid("actor", "must be a SPIFFE id (spiffe://...)"));
-        }
-        if self.action.is_empty()
-            || !self
-                .action
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-        {
-            return Err(invalid("action", "must match [a-z0-9_.-]+"));
-        }
-        if self.decision != DECISION_ALLOW && self.decision != DECISION_DENY {
-            return Err(invalid("decision", "must be \"allow\" or \"deny\""));
-        }
-        check_cost("epsilon", self.epsilon)?;
-        check_cost("rho", self.rho)?;
-        if !self.release_sha256.is_empty() && Hash::from_hex(&self.release_sha256).is_none() {
-            return Err(invalid(
-                "release_sha256",
-                "must be empty or 64 lowercase hex digits",
-            ));
-        }
-        Ok(())
+        validate_fields(
+            &self.actor,
+            &self.action,
+            &self.decision,
+            self.epsilon,
+            self.rho,
+            &self.release_sha256,
+        )
     }
 
     /// The canonical JSON line (no trailing newline). Fails if a field is invalid.
@@ -186,14 +207,12 @@ impl AuditEntry {
     /// encoding (whitespace, key order, escapes, number forms, duplicate keys)
     /// are errors.
     ///
-    /// A canonical line is read in one pass by [`parse_exact`]; anything it
-    /// does not accept goes through the general parser below, which finds and
-    /// names what is wrong (so errors are the same whichever path ran).
+    /// A canonical line is read in one pass by [`LineReader::read_exact`];
+    /// anything it does not accept goes through the general parser below,
+    /// which finds and names what is wrong (so errors are the same whichever
+    /// path ran).
     pub fn parse_canonical(line: &str) -> Result<Self, EntryError> {
-        if let Some(entry) = parse_exact(line) {
-            return Ok(entry);
-        }
-        Self::parse_general(line)
+        AuditEntryRef::parse_canonical(line).map(AuditEntryRef::into_owned)
     }
 
     /// The general strict parser: JSON parse, field checks, then a
@@ -238,69 +257,236 @@ impl AuditEntry {
     }
 }
 
-/// Reads `line` if, and only if, it is byte for byte the canonical
-/// encoding of a valid entry; `None` for anything else (the caller then runs
-/// the general parser, which names the problem).
+/// An [`AuditEntry`] read from a canonical line, with its strings borrowed
+/// from the line (owned only where the line escapes a character, which the
+/// general parser decodes). Verifying a large export yields these, so that
+/// reading an entry costs no allocation.
 ///
-/// Soundness: this accepts exactly the layout [`AuditEntry::to_canonical_json`]
-/// writes, with every key in [`FIELDS`] order, strings without escapes or
-/// control characters (so `serde_json` writes them verbatim), integers in
-/// plain decimal without leading zeros or `-0`, floats only if they are
-/// [`canonical_f64`] of the value they parse to, and nothing after the
-/// closing brace; then the entry must pass [`AuditEntry::validate`]. Every
-/// such line is one the general parser accepts with the same entry; any other
-/// line (escapes, whitespace, another key order, duplicates, other number
-/// forms) falls back to it. Tests compare both parsers on many mutations.
-fn parse_exact(line: &str) -> Option<AuditEntry> {
-    let mut c = Cursor {
-        b: line.as_bytes(),
-        s: line,
-        i: 0,
-    };
-    c.lit(b"{\"action\":")?;
-    let action = c.string()?;
-    c.lit(b",\"actor\":")?;
-    let actor = c.string()?;
-    c.lit(b",\"decision\":")?;
-    let decision = c.string()?;
-    c.lit(b",\"epsilon\":")?;
-    let epsilon = c.float()?;
-    c.lit(b",\"policy_hash\":")?;
-    let policy_hash = c.string()?;
-    c.lit(b",\"reason\":")?;
-    let reason = c.string()?;
-    c.lit(b",\"release_sha256\":")?;
-    let release_sha256 = c.string()?;
-    c.lit(b",\"rho\":")?;
-    let rho = c.float()?;
-    c.lit(b",\"seq\":")?;
-    let seq = c.uint()?;
-    c.lit(b",\"time_ms\":")?;
-    let time_ms = c.int()?;
-    c.lit(b",\"venue\":")?;
-    let venue = c.string()?;
-    c.lit(b"}")?;
-    if c.i != c.b.len() {
-        return None;
-    }
-    let entry = AuditEntry {
-        seq,
-        time_ms,
-        actor: actor.to_owned(),
-        venue: venue.to_owned(),
-        action: action.to_owned(),
-        decision: decision.to_owned(),
-        reason: reason.to_owned(),
-        policy_hash: policy_hash.to_owned(),
-        epsilon,
-        rho,
-        release_sha256: release_sha256.to_owned(),
-    };
-    entry.validate().ok()?;
-    Some(entry)
+/// Same fields and meaning as [`AuditEntry`]; compares equal to the
+/// [`AuditEntry`] with the same field values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntryRef<'a> {
+    /// See [`AuditEntry::seq`].
+    pub seq: u64,
+    /// See [`AuditEntry::time_ms`].
+    pub time_ms: i64,
+    /// See [`AuditEntry::actor`].
+    pub actor: Cow<'a, str>,
+    /// See [`AuditEntry::venue`].
+    pub venue: Cow<'a, str>,
+    /// See [`AuditEntry::action`].
+    pub action: Cow<'a, str>,
+    /// See [`AuditEntry::decision`].
+    pub decision: Cow<'a, str>,
+    /// See [`AuditEntry::reason`].
+    pub reason: Cow<'a, str>,
+    /// See [`AuditEntry::policy_hash`].
+    pub policy_hash: Cow<'a, str>,
+    /// See [`AuditEntry::epsilon`].
+    pub epsilon: f64,
+    /// See [`AuditEntry::rho`].
+    pub rho: f64,
+    /// See [`AuditEntry::release_sha256`].
+    pub release_sha256: Cow<'a, str>,
 }
 
-/// A position in a line for [`parse_exact`].
+impl<'a> AuditEntryRef<'a> {
+    /// Parses one canonical line (without its newline) exactly as
+    /// [`AuditEntry::parse_canonical`] does: same acceptance, same errors.
+    pub fn parse_canonical(line: &'a str) -> Result<Self, EntryError> {
+        LineReader::default().read(line)
+    }
+
+    /// The owned entry.
+    pub fn into_owned(self) -> AuditEntry {
+        AuditEntry {
+            seq: self.seq,
+            time_ms: self.time_ms,
+            actor: self.actor.into_owned(),
+            venue: self.venue.into_owned(),
+            action: self.action.into_owned(),
+            decision: self.decision.into_owned(),
+            reason: self.reason.into_owned(),
+            policy_hash: self.policy_hash.into_owned(),
+            epsilon: self.epsilon,
+            rho: self.rho,
+            release_sha256: self.release_sha256.into_owned(),
+        }
+    }
+
+    /// Checks every field's domain, as [`AuditEntry::validate`].
+    pub fn validate(&self) -> Result<(), EntryError> {
+        validate_fields(
+            &self.actor,
+            &self.action,
+            &self.decision,
+            self.epsilon,
+            self.rho,
+            &self.release_sha256,
+        )
+    }
+}
+
+impl From<AuditEntry> for AuditEntryRef<'_> {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            actor: Cow::Owned(e.actor),
+            venue: Cow::Owned(e.venue),
+            action: Cow::Owned(e.action),
+            decision: Cow::Owned(e.decision),
+            reason: Cow::Owned(e.reason),
+            policy_hash: Cow::Owned(e.policy_hash),
+            epsilon: e.epsilon,
+            rho: e.rho,
+            release_sha256: Cow::Owned(e.release_sha256),
+        }
+    }
+}
+
+impl PartialEq<AuditEntry> for AuditEntryRef<'_> {
+    fn eq(&self, e: &AuditEntry) -> bool {
+        self.seq == e.seq
+            && self.time_ms == e.time_ms
+            && self.actor == e.actor.as_str()
+            && self.venue == e.venue.as_str()
+            && self.action == e.action.as_str()
+            && self.decision == e.decision.as_str()
+            && self.reason == e.reason.as_str()
+            && self.policy_hash == e.policy_hash.as_str()
+            && self.epsilon == e.epsilon
+            && self.rho == e.rho
+            && self.release_sha256 == e.release_sha256.as_str()
+    }
+}
+
+impl PartialEq<AuditEntryRef<'_>> for AuditEntry {
+    fn eq(&self, e: &AuditEntryRef<'_>) -> bool {
+        e == self
+    }
+}
+
+/// Reads canonical lines of one buffer, one after the other. The log repeats
+/// the same costs over and over, so it remembers the last float token it
+/// accepted for `epsilon` and for `rho` with its value: the same token parses
+/// to the same value and is canonical again, so it needs no second check.
+#[derive(Default)]
+pub(crate) struct LineReader<'a> {
+    epsilon: Option<(&'a str, f64)>,
+    rho: Option<(&'a str, f64)>,
+}
+
+impl<'a> LineReader<'a> {
+    /// [`AuditEntryRef::parse_canonical`] of `line`: the fast path, else the
+    /// general parser, which names what is wrong.
+    pub(crate) fn read(&mut self, line: &'a str) -> Result<AuditEntryRef<'a>, EntryError> {
+        if let Some(entry) = self.read_exact(line) {
+            return Ok(entry);
+        }
+        AuditEntry::parse_general(line).map(AuditEntryRef::from)
+    }
+
+    /// Reads `line` if, and only if, it is byte for byte the canonical
+    /// encoding of a valid entry; `None` for anything else (the caller then runs
+    /// the general parser, which names the problem).
+    ///
+    /// Soundness: this accepts exactly the layout [`AuditEntry::to_canonical_json`]
+    /// writes, with every key in [`FIELDS`] order, strings without escapes or
+    /// control characters (so `serde_json` writes them verbatim), integers in
+    /// plain decimal without leading zeros or `-0`, floats only if they are
+    /// [`canonical_f64`] of the value they parse to, and nothing after the
+    /// closing brace; then the entry must pass [`AuditEntry::validate`]. Every
+    /// such line is one the general parser accepts with the same entry; any other
+    /// line (escapes, whitespace, another key order, duplicates, other number
+    /// forms) falls back to it. Tests compare both parsers on many mutations.
+    fn read_exact(&mut self, line: &'a str) -> Option<AuditEntryRef<'a>> {
+        let mut c = Cursor {
+            b: line.as_bytes(),
+            s: line,
+            i: 0,
+        };
+        c.lit(b"{\"action\":")?;
+        let action = c.string()?;
+        c.lit(b",\"actor\":")?;
+        let actor = c.string()?;
+        c.lit(b",\"decision\":")?;
+        let decision = c.string()?;
+        c.lit(b",\"epsilon\":")?;
+        let epsilon = c.float(&mut self.epsilon)?;
+        c.lit(b",\"policy_hash\":")?;
+        let policy_hash = c.string()?;
+        c.lit(b",\"reason\":")?;
+        let reason = c.string()?;
+        c.lit(b",\"release_sha256\":")?;
+        let release_sha256 = c.string()?;
+        c.lit(b",\"rho\":")?;
+        let rho = c.float(&mut self.rho)?;
+        c.lit(b",\"seq\":")?;
+        let seq = c.uint()?;
+        c.lit(b",\"time_ms\":")?;
+        let time_ms = c.int()?;
+        c.lit(b",\"venue\":")?;
+        let venue = c.string()?;
+        c.lit(b"}")?;
+        if c.i != c.b.len() {
+            return None;
+        }
+        validate_fields(actor, action, decision, epsilon, rho, release_sha256).ok()?;
+        Some(AuditEntryRef {
+            seq,
+            time_ms,
+            actor: Cow::Borrowed(actor),
+            venue: Cow::Borrowed(venue),
+            action: Cow::Borrowed(action),
+            decision: Cow::Borrowed(decision),
+            reason: Cow::Borrowed(reason),
+            policy_hash: Cow::Borrowed(policy_hash),
+            epsilon,
+            rho,
+            release_sha256: Cow::Borrowed(release_sha256),
+        })
+    }
+}
+
+/// [`LineReader::read_exact`] of one line on its own (tests compare it with
+/// the general parser).
+#[cfg(test)]
+fn parse_exact(line: &str) -> Option<AuditEntryRef<'_>> {
+    LineReader::default().read_exact(line)
+}
+
+/// Position of the first `"`, `\\` or control character (`< 0x20`) in `b`.
+///
+/// Reads eight bytes at a time: for each byte `x`, `(x - k) & !x` has its
+/// top bit set if `x < k` (for `k <= 0x80`), and `x ^ c` is zero exactly
+/// where `x == c`. A borrow can only set a flag in a byte *above* a byte that
+/// is itself flagged, so the lowest flag is always exact.
+fn find_quote_backslash_or_control(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, k: u8| x.wrapping_sub(ONES * u64::from(k)) & !x;
+    let words = b.chunks_exact(8);
+    let tail = words.remainder();
+    for (w, word) in words.enumerate() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes);
+        let flags = (below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1))
+            & TOPS;
+        if flags != 0 {
+            return Some(8 * w + (flags.trailing_zeros() / 8) as usize);
+        }
+    }
+    let at = b.len() - tail.len();
+    tail.iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|i| at + i)
+}
+
+/// A position in a line for [`LineReader::read_exact`].
 struct Cursor<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -319,9 +505,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = find_quote_backslash_or_control(&self.b[start..])?;
         if self.b[start + len] != b'"' {
             return None;
         }
@@ -377,11 +561,27 @@ impl<'a> Cursor<'a> {
     /// A float token that is exactly [`canonical_f64`] of its value. Only
     /// the bytes of JSON numbers are let through to the standard parser, so
     /// `inf`, `NaN` and the like never reach it.
-    fn float(&mut self) -> Option<f64> {
+    ///
+    /// `last` is the last token accepted for this field and its value: the
+    /// same token again is accepted with that value without a second check.
+    fn float(&mut self, last: &mut Option<(&'a str, f64)>) -> Option<f64> {
         let token = self.number()?;
         if token == "0.0" {
             return Some(0.0);
         }
+        if let Some((t, v)) = *last
+            && t == token
+        {
+            return Some(v);
+        }
+        let v = Self::canonical_float(token)?;
+        *last = Some((token, v));
+        Some(v)
+    }
+
+    /// The value of a float token other than `0.0`, if the token is exactly
+    /// [`canonical_f64`] of it.
+    fn canonical_float(token: &str) -> Option<f64> {
         if !token
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'-' | b'+'))

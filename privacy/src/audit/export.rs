@@ -32,8 +32,9 @@
 //! Exports hold audit entries, hashes and signatures only: never personal data.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::entry::{AuditEntry, EntryError};
+use super::entry::{AuditEntry, AuditEntryRef, EntryError, LineReader};
 use super::error::{AuditError, CheckpointRole};
 use super::merkle::{self, ConsistencyProof, Hash, InclusionProof, MerkleTree};
 use super::note::{Checkpoint, VerifierKey, open_checkpoint};
@@ -67,9 +68,10 @@ pub enum ExportKind {
     Partial,
 }
 
-/// What a successful verification established.
+/// What a successful verification established. Entries borrow their text
+/// from the verified `entries.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VerifiedExport {
+pub struct VerifiedExport<'a> {
     /// Full or partial.
     pub kind: ExportKind,
     /// Tree size of the verified checkpoint.
@@ -85,7 +87,7 @@ pub struct VerifiedExport {
     /// The previous checkpoint, verified consistent with the new one.
     pub previous: Option<Checkpoint>,
     /// The verified entries, in order (for reports).
-    pub entries: Vec<AuditEntry>,
+    pub entries: Vec<AuditEntryRef<'a>>,
 }
 
 /// Serialises entries as `entries.jsonl` (each canonical line plus `\n`).
@@ -160,11 +162,12 @@ fn check_sizes(old: &Checkpoint, new: &Checkpoint) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// One parsed line: the entry and its leaf hash. Lines are kept in file
-/// order, so the line at position `i` is line `i + 1` of the file.
-struct Line {
-    entry: AuditEntry,
-    leaf: Hash,
+/// The parsed lines of an export, in file order (the line at position `i`
+/// is line `i + 1` of the file), and their leaf hashes.
+#[derive(Default)]
+struct Lines<'a> {
+    entries: Vec<AuditEntryRef<'a>>,
+    leaves: Vec<Hash>,
 }
 
 /// Below this many bytes of entries, parsing stays on the calling thread.
@@ -173,9 +176,12 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 /// Most threads [`parse_lines`] uses.
 const MAX_THREADS: usize = 8;
 
-fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
+/// Chunks per thread [`parse_lines`] splits a large export into.
+const CHUNKS_PER_THREAD: usize = 4;
+
+fn parse_lines(jsonl: &str) -> Result<Lines<'_>, AuditError> {
     if jsonl.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Lines::default());
     }
     let Some(body) = jsonl.strip_suffix('\n') else {
         return Err(AuditError::EntriesNotTerminated {
@@ -187,55 +193,102 @@ fn parse_lines(jsonl: &str) -> Result<Vec<Line>, AuditError> {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
     };
-    let chunks = split_at_newlines(body, threads);
-    let results: Vec<ChunkResult> = std::thread::scope(|scope| {
-        // The first chunk is parsed here, the others on their own threads
-        // (or here too, if a thread cannot be started).
-        let others: Vec<_> = chunks[1..]
-            .iter()
-            .map(|&chunk| {
+    parse_body(body, threads)
+}
+
+/// Parses `body` (the entries without the last newline) on `threads` threads.
+fn parse_body(body: &str, threads: usize) -> Result<Lines<'_>, AuditError> {
+    if threads <= 1 {
+        return parse_chunk(body, line_room(body)).map_err(|(i, source)| entry_invalid(i, source));
+    }
+    // More chunks than threads, each taken by whichever thread is free: on a
+    // busy machine one slow thread does not hold up the others for long.
+    let chunks = split_at_newlines(body, threads * CHUNKS_PER_THREAD);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&chunk) = chunks.get(k) else {
+                break;
+            };
+            // The other chunks are appended to the first one's lines: make
+            // room for the whole file there.
+            let room = line_room(if k == 0 { body } else { chunk });
+            done.push((k, parse_chunk(chunk, room)));
+        }
+        done
+    };
+    let mut results: Vec<Option<ChunkResult<'_>>> = (0..chunks.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let work = &work;
+        // If a thread cannot be started, the others (and this one) take its share.
+        let others: Vec<_> = (1..threads)
+            .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("audit-verify".into())
-                    .spawn_scoped(scope, move || parse_chunk(chunk))
-                    .map_err(|_| chunk)
+                    .spawn_scoped(scope, work)
+                    .ok()
             })
             .collect();
-        let mut results = vec![parse_chunk(chunks[0])];
-        for other in others {
-            results.push(match other {
-                Ok(handle) => match handle.join() {
-                    Ok(r) => r,
-                    // A panic in a parser thread is a bug: propagate it.
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                Err(chunk) => parse_chunk(chunk),
-            });
+        for (k, r) in work() {
+            results[k] = Some(r);
         }
-        results
+        for handle in others {
+            match handle.join() {
+                Ok(done) => {
+                    for (k, r) in done {
+                        results[k] = Some(r);
+                    }
+                }
+                // A panic in a parser thread is a bug: propagate it.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
     });
     // Chunks are in file order and each reports its first bad line, so the
     // first error of the first failing chunk is the first bad line of the file.
-    let mut lines: Vec<Line> = Vec::new();
+    let mut parsed = Vec::with_capacity(results.len());
+    let mut before = 0;
     for result in results {
+        // Every chunk index was taken by exactly one thread, which stored its
+        // result before it returned, and every thread was joined.
+        let Some(result) = result else {
+            unreachable!("every chunk is parsed");
+        };
         match result {
-            Ok(mut chunk) => {
-                if lines.is_empty() {
-                    lines = chunk;
-                } else {
-                    lines.append(&mut chunk);
-                }
+            Ok(chunk) => {
+                before += chunk.entries.len();
+                parsed.push(chunk);
             }
-            Err((i, source)) => {
-                let i = lines.len() + i;
-                return Err(AuditError::EntryInvalid {
-                    index: i as u64,
-                    line: i + 1,
-                    source,
-                });
-            }
+            Err((i, source)) => return Err(entry_invalid(before + i, source)),
         }
     }
+    let mut parsed = parsed.into_iter();
+    let mut lines = parsed.next().unwrap_or_default();
+    lines.entries.reserve(before - lines.entries.len());
+    lines.leaves.reserve(before - lines.leaves.len());
+    for chunk in parsed {
+        lines.entries.extend(chunk.entries);
+        lines.leaves.extend_from_slice(&chunk.leaves);
+    }
     Ok(lines)
+}
+
+/// Room for the lines of `text`, if they are about as long as its first.
+fn line_room(text: &str) -> usize {
+    let first_len = text.find('\n').unwrap_or(text.len()) + 1;
+    let lines = text.len() / first_len;
+    lines + lines / 16 + 1
+}
+
+/// The error for the bad line at 0-based position `i` of the file.
+fn entry_invalid(i: usize, source: EntryError) -> AuditError {
+    AuditError::EntryInvalid {
+        index: i as u64,
+        line: i + 1,
+        source,
+    }
 }
 
 /// Splits `body` into at most `parts` pieces of about equal size, each a run
@@ -258,31 +311,32 @@ fn split_at_newlines(body: &str, parts: usize) -> Vec<&str> {
 }
 
 /// The lines of one chunk, or the position in it of its first bad line.
-type ChunkResult = Result<Vec<Line>, (usize, EntryError)>;
+type ChunkResult<'a> = Result<Lines<'a>, (usize, EntryError)>;
 
-/// Parses and hashes the lines of one chunk; on failure, the 0-based
-/// position in the chunk of its first bad line, and why.
-fn parse_chunk(chunk: &str) -> ChunkResult {
-    chunk
-        .split('\n')
-        .enumerate()
-        .map(|(i, text)| {
-            let entry = AuditEntry::parse_canonical(text).map_err(|e| (i, e))?;
-            Ok(Line {
-                entry,
-                // The line is byte-identical to the canonical encoding.
-                leaf: merkle::leaf_hash(text.as_bytes()),
-            })
-        })
-        .collect()
+/// Parses and hashes the lines of one chunk (with room for `room` lines);
+/// on failure, the 0-based position in the chunk of its first bad line, and
+/// why.
+fn parse_chunk(chunk: &str, room: usize) -> ChunkResult<'_> {
+    let mut lines = Lines {
+        entries: Vec::with_capacity(room),
+        leaves: Vec::with_capacity(room),
+    };
+    let mut reader = LineReader::default();
+    for (i, text) in chunk.split('\n').enumerate() {
+        let entry = reader.read(text).map_err(|e| (i, e))?;
+        lines.entries.push(entry);
+        // The line is byte-identical to the canonical encoding.
+        lines.leaves.push(merkle::leaf_hash(text.as_bytes()));
+    }
+    Ok(lines)
 }
 
 /// Checks `seq` runs `first, first + 1, ...`; names the first deviation.
-fn check_sequence(lines: &[Line], first: u64) -> Result<(), AuditError> {
+fn check_sequence(lines: &[AuditEntryRef<'_>], first: u64) -> Result<(), AuditError> {
     let deviation = lines
         .iter()
         .enumerate()
-        .find(|&(i, l)| first.checked_add(i as u64) != Some(l.entry.seq));
+        .find(|&(i, l)| first.checked_add(i as u64) != Some(l.seq));
     let Some((i, l)) = deviation else {
         return Ok(());
     };
@@ -290,11 +344,11 @@ fn check_sequence(lines: &[Line], first: u64) -> Result<(), AuditError> {
     // first appears, to say what kind of deviation it is.
     let mut first_line: HashMap<u64, usize> = HashMap::with_capacity(lines.len());
     for (j, other) in lines.iter().enumerate() {
-        first_line.entry(other.entry.seq).or_insert(j + 1);
+        first_line.entry(other.seq).or_insert(j + 1);
     }
     let index = i as u64;
     let line = i + 1;
-    let found = l.entry.seq;
+    let found = l.seq;
     let Some(expected) = first.checked_add(index) else {
         return Err(AuditError::SequenceGap {
             index,
@@ -331,7 +385,7 @@ fn check_sequence(lines: &[Line], first: u64) -> Result<(), AuditError> {
 
 /// Verifies an export offline; see the module docs for formats and the order
 /// of checks. Returns what was verified, or the first thing wrong.
-pub fn verify_export(input: ExportInput<'_>) -> Result<VerifiedExport, AuditError> {
+pub fn verify_export(input: ExportInput<'_>) -> Result<VerifiedExport<'_>, AuditError> {
     let vkey = VerifierKey::parse(input.vkey)?;
     let cp = open_checkpoint(
         input.checkpoint,
@@ -376,17 +430,17 @@ pub fn verify_export(input: ExportInput<'_>) -> Result<VerifiedExport, AuditErro
         })?),
     };
 
-    let lines = parse_lines(input.entries_jsonl)?;
+    let Lines { entries, leaves } = parse_lines(input.entries_jsonl)?;
     let first = match kind {
         ExportKind::Full => 0,
-        ExportKind::Partial => lines.first().map_or(0, |l| l.entry.seq),
+        ExportKind::Partial => entries.first().map_or(0, |e| e.seq),
     };
-    check_sequence(&lines, first)?;
+    check_sequence(&entries, first)?;
 
     let tree = match input.proofs_json {
-        None => Some(check_full(&lines, &cp)?),
+        None => Some(check_full(leaves, &cp)?),
         Some(json) => {
-            check_partial(&lines, &cp, json)?;
+            check_partial(&entries, &leaves, &cp, json)?;
             None
         }
     };
@@ -411,23 +465,23 @@ pub fn verify_export(input: ExportInput<'_>) -> Result<VerifiedExport, AuditErro
         kind,
         size: cp.size,
         root: cp.root,
-        first_seq: lines.first().map(|l| l.entry.seq),
-        last_seq: lines.last().map(|l| l.entry.seq),
+        first_seq: entries.first().map(|e| e.seq),
+        last_seq: entries.last().map(|e| e.seq),
         checkpoint: cp,
         previous,
-        entries: lines.into_iter().map(|l| l.entry).collect(),
+        entries,
     })
 }
 
-fn check_full(lines: &[Line], cp: &Checkpoint) -> Result<MerkleTree, AuditError> {
-    let count = lines.len() as u64;
+fn check_full(leaves: Vec<Hash>, cp: &Checkpoint) -> Result<MerkleTree, AuditError> {
+    let count = leaves.len() as u64;
     if count != cp.size {
         return Err(AuditError::TreeSizeMismatch {
             checkpoint: cp.size,
             entries: count,
         });
     }
-    let tree = MerkleTree::from_leaves(lines.iter().map(|l| l.leaf));
+    let tree = MerkleTree::from_leaf_vec(leaves);
     let computed = tree.root();
     if computed != cp.root {
         return Err(AuditError::RootMismatch {
@@ -438,35 +492,36 @@ fn check_full(lines: &[Line], cp: &Checkpoint) -> Result<MerkleTree, AuditError>
     Ok(tree)
 }
 
-fn check_partial(lines: &[Line], cp: &Checkpoint, proofs_json: &str) -> Result<(), AuditError> {
+fn check_partial(
+    entries: &[AuditEntryRef<'_>],
+    leaves: &[Hash],
+    cp: &Checkpoint,
+    proofs_json: &str,
+) -> Result<(), AuditError> {
     let proofs = parse_inclusion_proofs(proofs_json)?;
-    if lines.is_empty() {
+    if entries.is_empty() {
         return Err(AuditError::EmptyPartialExport);
     }
-    if let Some((i, l)) = lines
-        .iter()
-        .enumerate()
-        .find(|(_, l)| l.entry.seq >= cp.size)
-    {
+    if let Some((i, e)) = entries.iter().enumerate().find(|(_, e)| e.seq >= cp.size) {
         return Err(AuditError::EntryBeyondTree {
             index: i as u64,
             line: i + 1,
-            seq: l.entry.seq,
+            seq: e.seq,
             size: cp.size,
         });
     }
-    if proofs.len() != lines.len() {
+    if proofs.len() != entries.len() {
         return Err(AuditError::ProofCountMismatch {
             proofs: proofs.len() as u64,
-            entries: lines.len() as u64,
+            entries: entries.len() as u64,
         });
     }
-    for (position, (l, proof)) in lines.iter().zip(&proofs).enumerate() {
-        if proof.index != l.entry.seq {
+    for (position, ((e, leaf), proof)) in entries.iter().zip(leaves).zip(&proofs).enumerate() {
+        if proof.index != e.seq {
             return Err(AuditError::ProofIndexMismatch {
                 position: position as u64,
                 proof_index: proof.index,
-                seq: l.entry.seq,
+                seq: e.seq,
             });
         }
         if proof.tree_size != cp.size {
@@ -476,7 +531,7 @@ fn check_partial(lines: &[Line], cp: &Checkpoint, proofs_json: &str) -> Result<(
                 checkpoint_size: cp.size,
             });
         }
-        if proof.verify(&l.leaf, &cp.root).is_err() {
+        if proof.verify(leaf, &cp.root).is_err() {
             return Err(AuditError::InclusionProofInvalid { index: proof.index });
         }
     }

@@ -56,13 +56,22 @@ impl Hash {
 
     /// Parses 64 lowercase hex digits; `None` otherwise.
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 2 * HASH_LEN || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        if !is_hex_hash(s) {
             return None;
         }
         let mut arr = [0u8; HASH_LEN];
         hex::decode_to_slice(s, &mut arr).ok()?;
         Some(Self(arr))
     }
+}
+
+/// Whether `s` is 64 lowercase hex digits (what [`Hash::from_hex`] accepts),
+/// checked without decoding.
+pub fn is_hex_hash(s: &str) -> bool {
+    // A fold, not `all`: no early exit, so the loop is vectorised.
+    s.len() == 2 * HASH_LEN
+        && s.bytes()
+            .fold(true, |ok, b| ok & matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl fmt::Display for Hash {
@@ -488,6 +497,67 @@ impl ConsistencyProof {
     }
 }
 
+/// Below this many leaves, [`MerkleTree::from_leaf_vec`] stays on the
+/// calling thread.
+const PARALLEL_MIN_LEAVES: usize = 1 << 14;
+
+/// Below this many nodes, a level is hashed on the calling thread.
+const PARALLEL_MIN_NODES: usize = 1 << 12;
+
+/// Most threads [`MerkleTree::from_leaf_vec`] uses.
+const MAX_THREADS: usize = 8;
+
+/// The level above `below`: the parent of `below[2i]` and `below[2i + 1]`
+/// for each `i` (an odd last node of `below` has no parent yet), hashed on up
+/// to `threads` threads (if there are at least `parallel_min_nodes`), each
+/// taking a run of pairs in order.
+fn parents(below: &[Hash], threads: usize, parallel_min_nodes: usize) -> Vec<Hash> {
+    let hash_run = |run: &[Hash], out: &mut Vec<Hash>| {
+        out.extend(
+            run.chunks_exact(2)
+                .map(|pair| node_hash(&pair[0], &pair[1])),
+        );
+    };
+    let count = below.len() / 2;
+    let mut level = Vec::with_capacity(count);
+    if threads <= 1 || count < parallel_min_nodes {
+        hash_run(below, &mut level);
+        return level;
+    }
+    // An even number of nodes per run, so no pair straddles two runs.
+    let per_run = 2 * count.div_ceil(threads);
+    let mut runs = below.chunks(per_run);
+    let first = runs.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        // The first run is hashed here, the others on their own threads (or
+        // here too, if a thread cannot be started).
+        let others: Vec<_> = runs
+            .map(|run| {
+                std::thread::Builder::new()
+                    .name("merkle-level".into())
+                    .spawn_scoped(scope, move || {
+                        let mut out = Vec::with_capacity(run.len() / 2);
+                        hash_run(run, &mut out);
+                        out
+                    })
+                    .map_err(|_| run)
+            })
+            .collect();
+        hash_run(first, &mut level);
+        for other in others {
+            match other {
+                Ok(handle) => match handle.join() {
+                    Ok(out) => level.extend_from_slice(&out),
+                    // A panic in a hashing thread is a bug: propagate it.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(run) => hash_run(run, &mut level),
+            }
+        }
+    });
+    level
+}
+
 /// An append-only RFC 9162 Merkle tree over leaf hashes, kept in memory.
 ///
 /// Appending is O(1) amortised (O(log n) worst case) hashing; the root at any
@@ -510,11 +580,32 @@ impl MerkleTree {
 
     /// A tree with the given leaf hashes, in order.
     pub fn from_leaves(leaves: impl IntoIterator<Item = Hash>) -> Self {
-        let mut tree = Self::new();
-        for leaf in leaves {
-            tree.push(leaf);
+        Self::from_leaf_vec(leaves.into_iter().collect())
+    }
+
+    /// A tree with the given leaf hashes, in order: the same tree as
+    /// [`from_leaves`](Self::from_leaves) or [`push`](Self::push)ing each
+    /// leaf, built a level at a time. A large level is hashed on several
+    /// threads, each writing its own run of the next level, so the result
+    /// does not depend on how the work was split.
+    pub fn from_leaf_vec(leaves: Vec<Hash>) -> Self {
+        let threads = if leaves.len() < PARALLEL_MIN_LEAVES {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+        };
+        Self::build(leaves, threads, PARALLEL_MIN_NODES)
+    }
+
+    /// [`from_leaf_vec`](Self::from_leaf_vec) on up to `threads` threads,
+    /// for levels of at least `parallel_min_nodes` nodes.
+    fn build(leaves: Vec<Hash>, threads: usize, parallel_min_nodes: usize) -> Self {
+        let mut levels = vec![leaves];
+        while let Some(below) = levels.last().filter(|l| l.len() >= 2) {
+            let level = parents(below, threads, parallel_min_nodes);
+            levels.push(level);
         }
-        tree
+        Self { levels }
     }
 
     /// Appends a leaf hash; returns its index.

@@ -399,16 +399,18 @@ async fn compliance_exports_over_grpc_and_others_are_refused() {
         })
         .expect("the gRPC export verifies offline");
         if v.size >= 4 || std::time::Instant::now() > deadline {
-            break v;
+            // The verified entries borrow from `entries`: count here.
+            let refusals = v
+                .entries
+                .iter()
+                .filter(|e| e.action == "auth" && e.decision == "deny")
+                .count();
+            break (v.size, refusals);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(v.size, 4, "policy.load + lease + two audited refusals");
-    let refusals = v
-        .entries
-        .iter()
-        .filter(|e| e.action == "auth" && e.decision == "deny")
-        .count();
+    let (size, refusals) = v;
+    assert_eq!(size, 4, "policy.load + lease + two audited refusals");
     assert_eq!(
         refusals, 2,
         "the node's and the organizer's refused calls are audited"

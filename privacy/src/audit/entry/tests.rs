@@ -333,7 +333,7 @@ proptest! {
 /// error, and the fast path never accepts what the general parser rejects.
 fn assert_parsers_agree(line: &str) {
     let general = AuditEntry::parse_general(line);
-    if let Some(fast) = parse_exact(line) {
+    if let Some(fast) = parse_exact(line).map(AuditEntryRef::into_owned) {
         assert_eq!(Ok(&fast), general.as_ref(), "{line}");
         assert_eq!(fast.to_canonical_json().as_deref(), Ok(line));
     }
@@ -443,7 +443,10 @@ fn fast_path_refuses_every_non_canonical_form() {
     }
     // The canonical line itself, and escapes that are canonical, take the
     // fast path or agree with the general parser.
-    assert_eq!(parse_exact(SAMPLE_LINE), Some(sample(7)));
+    assert_eq!(
+        parse_exact(SAMPLE_LINE).map(AuditEntryRef::into_owned),
+        Some(sample(7))
+    );
     let mut e = sample(1);
     e.reason = "quote \" backslash \\ nul \u{0} é 😀 \u{7f} \u{2028}".to_owned();
     assert_parsers_agree(&e.to_canonical_json().unwrap());
@@ -530,4 +533,113 @@ proptest! {
         assert_parsers_agree(&line);
         prop_assert_eq!(AuditEntry::parse_canonical(&line).unwrap(), e);
     }
+}
+
+proptest! {
+    #[test]
+    fn string_scan_finds_the_first_special_byte(
+        bytes in proptest::collection::vec(
+            prop_oneof![
+                4 => 0x20u8..0x7f,
+                1 => Just(b'"'),
+                1 => Just(b'\\'),
+                1 => 0u8..0x20,
+                1 => 0x7fu8..=0xff,
+            ],
+            0..40,
+        ),
+        offset in 0usize..8,
+    ) {
+        // At every alignment of the slice in memory, and every length.
+        let mut padded = vec![b'x'; offset];
+        padded.extend_from_slice(&bytes);
+        let b = &padded[offset..];
+        for end in 0..=b.len() {
+            let want = b[..end]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+            prop_assert_eq!(find_quote_backslash_or_control(&b[..end]), want);
+        }
+    }
+}
+
+#[test]
+fn string_scan_checks_every_byte_value_at_every_position() {
+    for c in 0..=255u8 {
+        let special = c == b'"' || c == b'\\' || c < 0x20;
+        for len in 1..=20 {
+            for at in 0..len {
+                let mut b = vec![b'a'; len];
+                b[at] = c;
+                let want = special.then_some(at);
+                assert_eq!(
+                    find_quote_backslash_or_control(&b),
+                    want,
+                    "{c:#x} at {at}/{len}"
+                );
+            }
+        }
+    }
+}
+
+/// One reader over many lines (it remembers float tokens) reads each line as
+/// a fresh parse does, whatever came before it.
+#[test]
+fn reader_over_many_lines_agrees_with_fresh_parses() {
+    let eps = [
+        "0.1", "0.10", "0.25", "1e-7", "1e-07", "0.1", "-0.1", "0.1", "1.0", "1", "0.0",
+    ];
+    let rho = ["0.0", "0.5", "0.50", "0.5", "2e-7", "0.5", "0", "0.5"];
+    let mut lines = Vec::new();
+    for (i, e) in eps.iter().enumerate() {
+        for r in &rho {
+            let line = replace(SAMPLE_LINE, "\"epsilon\":0.1", &format!("\"epsilon\":{e}"));
+            lines.push(replace(&line, "\"rho\":0.0", &format!("\"rho\":{r}")));
+            lines.push(replace(SAMPLE_LINE, "\"seq\":7", &format!("\"seq\":{i}")));
+        }
+    }
+    // Forwards and backwards, so each token follows many others.
+    for order in [lines.clone(), lines.iter().rev().cloned().collect()] {
+        let mut reader = LineReader::default();
+        for line in &order {
+            let got = reader.read(line).map(AuditEntryRef::into_owned);
+            assert_eq!(got, AuditEntry::parse_general(line), "{line}");
+        }
+    }
+    let mut reader = LineReader::default();
+    assert!(reader.read(&lines[0]).is_ok());
+    let zero = replace(SAMPLE_LINE, "\"epsilon\":0.1", "\"epsilon\":0.10");
+    assert!(matches!(
+        reader.read(&zero),
+        Err(EntryError::NotCanonical { .. })
+    ));
+}
+
+#[test]
+fn borrowed_entry_matches_the_owned_one() {
+    let e = sample(7);
+    let r = AuditEntryRef::parse_canonical(SAMPLE_LINE).unwrap();
+    // A canonical line without escapes is read without copying its strings.
+    assert!(matches!(r.actor, Cow::Borrowed(_)) && matches!(r.reason, Cow::Borrowed(_)));
+    assert_eq!(r, e);
+    assert_eq!(e, r);
+    assert_eq!(r.validate(), Ok(()));
+    assert_eq!(AuditEntryRef::from(e.clone()), r);
+    assert_eq!(r.clone().into_owned(), e);
+    let mut other = sample(7);
+    other.venue = "arena-2".to_owned();
+    assert_ne!(r, other);
+    // Escaped strings are decoded by the general parser.
+    let mut escaped = sample(1);
+    escaped.reason = "quote \" backslash \\ tab \t".to_owned();
+    let line = escaped.to_canonical_json().unwrap();
+    let r = AuditEntryRef::parse_canonical(&line).unwrap();
+    assert_eq!(r.reason, escaped.reason);
+    assert_eq!(r, escaped);
+    // Errors are those of the owned parser.
+    let bad = replace(SAMPLE_LINE, "\"allow\"", "\"maybe\"");
+    assert_eq!(
+        AuditEntryRef::parse_canonical(&bad).map(AuditEntryRef::into_owned),
+        AuditEntry::parse_canonical(&bad)
+    );
 }

@@ -1187,16 +1187,21 @@ fn large_export_reports_the_first_bad_line() {
     let checkpoint = fx.sign(n, &tree.root());
     let jsonl = to_jsonl(&lines);
     assert!(jsonl.len() > PARALLEL_MIN_BYTES);
+    // What was verified, with the entries owned (they borrow from `jsonl`).
     let verify = |jsonl: &str| {
         verify_export(ExportInput {
             entries_jsonl: jsonl,
             checkpoint: &checkpoint,
             ..fx.full()
         })
+        .map(|v| {
+            let entries: Vec<AuditEntry> = v.entries.into_iter().map(|e| e.into_owned()).collect();
+            (v.size, v.root, entries)
+        })
     };
-    let v = verify(&jsonl).unwrap();
-    assert_eq!((v.size, v.root), (n, tree.root()));
-    assert_eq!(v.entries, entries);
+    let (size, root, verified) = verify(&jsonl).unwrap();
+    assert_eq!((size, root), (n, tree.root()));
+    assert_eq!(verified, entries);
 
     // Bad lines late in the file and early in the file: the early one is named.
     let late = n as usize - 3;
@@ -1232,4 +1237,105 @@ fn large_export_reports_the_first_bad_line() {
         matches!(e, AuditError::SequenceOutOfOrder { line, .. } if line == n as usize / 2 + 1),
         "{e:?}"
     );
+}
+
+/// `parse_body` on any number of threads gives the sequential result, and a
+/// bad line in any chunk (first, middle or last line of it) is reported as
+/// that line of the file; with several bad lines, the first one is.
+#[test]
+fn parallel_parse_names_the_bad_line_in_every_chunk() {
+    let n = 300;
+    let lines: Vec<String> = (0..n)
+        .map(|i| entry(i).to_canonical_json().unwrap())
+        .collect();
+    let jsonl = to_jsonl(&lines);
+    let body = jsonl.strip_suffix('\n').unwrap();
+    let want = parse_body(body, 1).unwrap();
+    assert_eq!(want.entries.len(), n as usize);
+    for threads in 2..=5 {
+        let got = parse_body(body, threads).unwrap();
+        assert!(got.entries == want.entries && got.leaves == want.leaves);
+
+        // The first line of each chunk `parse_body` makes, and the lines
+        // either side of each cut.
+        let chunks = split_at_newlines(body, threads * CHUNKS_PER_THREAD);
+        let mut starts = vec![0];
+        for c in &chunks[..chunks.len() - 1] {
+            starts.push(starts.last().unwrap() + c.split('\n').count());
+        }
+        let mut bad_lines: Vec<usize> = starts
+            .iter()
+            .flat_map(|&s| [s.saturating_sub(1), s, s + 1])
+            .chain([n as usize - 1])
+            .collect();
+        bad_lines.dedup();
+        for &bad in &bad_lines {
+            let mut tampered = lines.clone();
+            tampered[bad] = tampered[bad].replacen("\"seq\":", "\"seq\": ", 1);
+            let jsonl = to_jsonl(&tampered);
+            let e = parse_body(jsonl.strip_suffix('\n').unwrap(), threads)
+                .err()
+                .unwrap();
+            assert!(
+                matches!(e, AuditError::EntryInvalid { index, line, source: EntryError::NotCanonical { .. } }
+                    if index == bad as u64 && line == bad + 1),
+                "{threads} threads, bad line {bad}: {e:?}"
+            );
+            // A later bad line in another chunk does not hide this one.
+            if bad + 40 < n as usize {
+                tampered[bad + 40] = "{}".to_owned();
+                let jsonl = to_jsonl(&tampered);
+                let e = parse_body(jsonl.strip_suffix('\n').unwrap(), threads)
+                    .err()
+                    .unwrap();
+                assert!(
+                    matches!(e, AuditError::EntryInvalid { index, .. } if index == bad as u64),
+                    "{threads} threads, bad lines {bad} and {}: {e:?}",
+                    bad + 40
+                );
+            }
+        }
+    }
+}
+
+/// Through `verify_export` on an export large enough to be read in parallel:
+/// a changed entry anywhere in the file is named by its line.
+#[test]
+fn large_export_names_a_tampered_entry_anywhere() {
+    let fx = Fixture::new();
+    let n = 2 * PARALLEL_MIN_BYTES as u64 / fx.lines[0].len() as u64 + 77;
+    let entries: Vec<AuditEntry> = (0..n).map(entry).collect();
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| e.to_canonical_json().unwrap())
+        .collect();
+    let tree = MerkleTree::from_leaves(entries.iter().map(|e| e.leaf_hash().unwrap()));
+    let checkpoint = fx.sign(n, &tree.root());
+    for k in 0..=16u64 {
+        let bad = (k * (n - 1) / 16) as usize;
+        let mut tampered = lines.clone();
+        // Still canonical, but no longer what the checkpoint covers.
+        tampered[bad] = tampered[bad].replacen("arena-1", "arena-9", 1);
+        let jsonl = to_jsonl(&tampered);
+        let e = verify_export(ExportInput {
+            entries_jsonl: &jsonl,
+            checkpoint: &checkpoint,
+            ..fx.full()
+        })
+        .unwrap_err();
+        assert!(matches!(e, AuditError::RootMismatch { .. }), "{e:?}");
+        // Not canonical: named by its line.
+        tampered[bad] = tampered[bad].replacen("\"rho\":0.0", "\"rho\":0.00", 1);
+        let jsonl = to_jsonl(&tampered);
+        let e = verify_export(ExportInput {
+            entries_jsonl: &jsonl,
+            checkpoint: &checkpoint,
+            ..fx.full()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, AuditError::EntryInvalid { index, line, .. } if index == bad as u64 && line == bad + 1),
+            "bad line {bad}: {e:?}"
+        );
+    }
 }

@@ -385,6 +385,109 @@ fn truncate_then_append_matches_a_fresh_tree() {
     }
 }
 
+/// The tree made by pushing each leaf in turn: the reference for the tree
+/// built a level at a time.
+fn pushed(leaves: &[Hash]) -> MerkleTree {
+    let mut tree = MerkleTree::new();
+    for leaf in leaves {
+        tree.push(*leaf);
+    }
+    tree
+}
+
+#[test]
+fn tree_built_by_levels_equals_pushed_tree() {
+    let leaves = test_leaves(1100);
+    let sizes = (0..=70).chain([127, 128, 129, 255, 256, 257, 1000, 1023, 1024, 1025, 1100]);
+    for size in sizes {
+        let leaves = &leaves[..size];
+        let want = pushed(leaves);
+        // Every thread count, with levels of any size split between threads.
+        for threads in 1..=5 {
+            for parallel_min_nodes in [1, 2, 3, 64] {
+                let got = MerkleTree::build(leaves.to_vec(), threads, parallel_min_nodes);
+                assert_eq!(
+                    got.levels, want.levels,
+                    "size {size}, {threads} threads, parallel from {parallel_min_nodes}"
+                );
+                assert_eq!(got.root(), root_from_leaves(leaves), "size {size}");
+            }
+        }
+        assert_eq!(
+            MerkleTree::from_leaf_vec(leaves.to_vec()).levels,
+            want.levels
+        );
+        assert_eq!(
+            MerkleTree::from_leaves(leaves.iter().copied()).levels,
+            want.levels
+        );
+    }
+}
+
+#[test]
+fn large_tree_built_in_parallel_equals_pushed_tree() {
+    // Above `PARALLEL_MIN_LEAVES`, so `from_leaf_vec` uses every thread the
+    // machine has; odd sizes leave an unpaired node on several levels.
+    for size in [
+        PARALLEL_MIN_LEAVES,
+        PARALLEL_MIN_LEAVES + 1,
+        3 * PARALLEL_MIN_LEAVES / 2 + 7,
+    ] {
+        let leaves = test_leaves(size as u64);
+        let want = pushed(&leaves);
+        assert_eq!(
+            MerkleTree::from_leaf_vec(leaves.clone()).levels,
+            want.levels
+        );
+        for threads in [2, 3, 8] {
+            let got = MerkleTree::build(leaves.clone(), threads, PARALLEL_MIN_NODES);
+            assert_eq!(got.levels, want.levels, "size {size}, {threads} threads");
+        }
+        // A tree built by levels keeps growing like a pushed one.
+        let mut grown = MerkleTree::from_leaf_vec(leaves.clone());
+        let mut want = want;
+        for i in 0..5u64 {
+            let leaf = leaf_hash(&(u64::MAX - i).to_be_bytes());
+            assert_eq!(grown.push(leaf), want.push(leaf));
+        }
+        assert_eq!(grown.levels, want.levels);
+    }
+}
+
+#[test]
+fn hex_hash_check_agrees_with_decoding() {
+    let x = leaf_hash(b"x").to_hex();
+    let mut cases = vec![
+        x.clone(),
+        x.to_uppercase(),
+        x[..63].to_owned(),
+        format!("{x}0"),
+        String::new(),
+        "g".repeat(64),
+        "0".repeat(64),
+        "f".repeat(64),
+        "é".repeat(32),
+    ];
+    for (i, c) in [
+        b'/', b':', b'@', b'`', b'g', b'G', b'A', b'F', b' ', 0, 0x7f,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut bytes = x.clone().into_bytes();
+        bytes[(i * 13) % 64] = *c;
+        cases.push(String::from_utf8(bytes).unwrap());
+    }
+    for s in &cases {
+        assert_eq!(is_hex_hash(s), Hash::from_hex(s).is_some(), "{s:?}");
+        assert_eq!(
+            is_hex_hash(s),
+            hex::decode(s).is_ok() && s.len() == 64 && s.to_lowercase() == *s,
+            "{s:?}"
+        );
+    }
+}
+
 #[test]
 fn out_of_range_requests_are_errors_not_panics() {
     let tree = MerkleTree::from_leaves(test_leaves(5));
