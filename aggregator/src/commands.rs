@@ -153,7 +153,7 @@ pub fn audit_verify(
         .iter()
         .filter(|e| e.action == crate::audit::action::LEASE && e.decision == "allow")
         .map(|e| e.epsilon)
-        .sum();
+        .fold(0.0, |a, b| a + b); // not `sum()`: an empty f64 sum is -0.0 ("-0.0000")
     let denies = v.entries.iter().filter(|e| e.decision == "deny").count();
     msg.push_str(&format!(
         "\n  {} entries: {} refusals; epsilon charged by leases in these entries {:.4} (summed, before composition)",
