@@ -22,6 +22,7 @@ pub mod policy;
 pub mod pseudonym;
 pub mod release;
 pub mod sample;
+pub mod scan;
 #[cfg(test)]
 mod test_stats;
 

@@ -210,7 +210,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b'"')?;
         let start = self.i;
-        let len = find_stop(&self.b[start..], [b'"', b'\\'])?;
+        let len = veil_privacy::scan::find_stop(&self.b[start..], [b'"', b'\\'])?;
         if self.b[start + len] != b'"' {
             return None;
         }
@@ -236,43 +236,13 @@ impl<'a> Cursor<'a> {
     fn array(&mut self) -> Option<&'a str> {
         self.lit(b'[')?;
         let start = self.i;
-        let len = find_stop(&self.b[start..], [b']', b'[', b'{', b'\\'])?;
+        let len = veil_privacy::scan::find_stop(&self.b[start..], [b']', b'[', b'{', b'\\'])?;
         if self.b[start + len] != b']' {
             return None;
         }
         self.i = start + len + 1;
         self.s.get(start..start + len)
     }
-}
-
-/// Index of the first byte of `b` that is one of `stops` or a control
-/// character (below 0x20); eight bytes at a time, as most strings in a line
-/// are longer than that.
-pub(super) fn find_stop<const N: usize>(b: &[u8], stops: [u8; N]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The bytes of `v` below `n` (at most 0x80) flag their high bit. A byte
-    // at or above `n` can be flagged only by a borrow from a lower flagged
-    // byte, so the lowest flag is always exact.
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let hits = stops.iter().fold(below(v, 0x20), |h, &s| {
-            h | below(v ^ (ONES * u64::from(s)), 1)
-        });
-        if hits != 0 {
-            return Some(at + hits.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    let rest = chunks.remainder();
-    rest.iter()
-        .position(|&c| c < 0x20 || stops.contains(&c))
-        .map(|i| at + i)
 }
 
 /// A JSON array item that is a plain string (no `,`, `]`, escapes or

@@ -189,26 +189,6 @@ fn fast_timestamps_agree_with_time() {
 
 proptest::proptest! {
     #[test]
-    fn find_stop_finds_the_first_stop_or_control_byte(
-        bytes in proptest::collection::vec(
-            proptest::prop_oneof![
-                proptest::prelude::any::<u8>(),
-                proptest::sample::select(b"\"\\[]{}\x00\x1f\x20\x21\x7f\x80\xffa".to_vec()),
-            ],
-            0..40,
-        ),
-        start in 0usize..8,
-    ) {
-        let b = &bytes[start.min(bytes.len())..];
-        let naive = |stops: &[u8]| b.iter().position(|&c| c < 0x20 || stops.contains(&c));
-        proptest::prop_assert_eq!(fast::find_stop(b, [b'"', b'\\']), naive(b"\"\\"));
-        proptest::prop_assert_eq!(
-            fast::find_stop(b, [b']', b'[', b'{', b'\\']),
-            naive(b"][{\\")
-        );
-    }
-
-    #[test]
     fn fast_floats_are_serde_json_floats_bit_for_bit(
         negative in proptest::prelude::any::<bool>(),
         int in proptest::prop_oneof![0u64..1000, proptest::prelude::any::<u64>()],

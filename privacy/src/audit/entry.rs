@@ -456,36 +456,6 @@ fn parse_exact(line: &str) -> Option<AuditEntryRef<'_>> {
     LineReader::default().read_exact(line)
 }
 
-/// Position of the first `"`, `\\` or control character (`< 0x20`) in `b`.
-///
-/// Reads eight bytes at a time: for each byte `x`, `(x - k) & !x` has its
-/// top bit set if `x < k` (for `k <= 0x80`), and `x ^ c` is zero exactly
-/// where `x == c`. A borrow can only set a flag in a byte *above* a byte that
-/// is itself flagged, so the lowest flag is always exact.
-fn find_quote_backslash_or_control(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const TOPS: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, k: u8| x.wrapping_sub(ONES * u64::from(k)) & !x;
-    let words = b.chunks_exact(8);
-    let tail = words.remainder();
-    for (w, word) in words.enumerate() {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let x = u64::from_le_bytes(bytes);
-        let flags = (below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1))
-            & TOPS;
-        if flags != 0 {
-            return Some(8 * w + (flags.trailing_zeros() / 8) as usize);
-        }
-    }
-    let at = b.len() - tail.len();
-    tail.iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|i| at + i)
-}
-
 /// A position in a line for [`LineReader::read_exact`].
 struct Cursor<'a> {
     s: &'a str,
@@ -505,7 +475,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let start = self.i;
-        let len = find_quote_backslash_or_control(&self.b[start..])?;
+        let len = crate::scan::find_stop(&self.b[start..], [b'"', b'\\'])?;
         if self.b[start + len] != b'"' {
             return None;
         }

@@ -535,53 +535,6 @@ proptest! {
     }
 }
 
-proptest! {
-    #[test]
-    fn string_scan_finds_the_first_special_byte(
-        bytes in proptest::collection::vec(
-            prop_oneof![
-                4 => 0x20u8..0x7f,
-                1 => Just(b'"'),
-                1 => Just(b'\\'),
-                1 => 0u8..0x20,
-                1 => 0x7fu8..=0xff,
-            ],
-            0..40,
-        ),
-        offset in 0usize..8,
-    ) {
-        // At every alignment of the slice in memory, and every length.
-        let mut padded = vec![b'x'; offset];
-        padded.extend_from_slice(&bytes);
-        let b = &padded[offset..];
-        for end in 0..=b.len() {
-            let want = b[..end]
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            prop_assert_eq!(find_quote_backslash_or_control(&b[..end]), want);
-        }
-    }
-}
-
-#[test]
-fn string_scan_checks_every_byte_value_at_every_position() {
-    for c in 0..=255u8 {
-        let special = c == b'"' || c == b'\\' || c < 0x20;
-        for len in 1..=20 {
-            for at in 0..len {
-                let mut b = vec![b'a'; len];
-                b[at] = c;
-                let want = special.then_some(at);
-                assert_eq!(
-                    find_quote_backslash_or_control(&b),
-                    want,
-                    "{c:#x} at {at}/{len}"
-                );
-            }
-        }
-    }
-}
-
 /// One reader over many lines (it remembers float tokens) reads each line as
 /// a fresh parse does, whatever came before it.
 #[test]
