@@ -5,8 +5,9 @@ use std::{future::Future, net::SocketAddr};
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Identity as TlsIdentity, Server, ServerTlsConfig, server::TcpIncoming,
+};
 
 use veil_privacy::audit::CheckpointSigner;
 use veil_proto::{
@@ -352,14 +353,20 @@ impl Bound {
                 veil_proto::federated_server::FederatedServer::new(federated)
                     .max_decoding_message_size(64 << 20),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), {
-                // Issue 9: live streams end at shutdown, or they would hold it up.
-                let hub = st.alerts.clone();
-                async move {
-                    shutdown.await;
-                    hub.close();
-                }
-            })
+            .serve_with_incoming_shutdown(
+                // Without TCP_NODELAY, Nagle holds back the last small TLS
+                // record of a response (the trailers) until the peer's
+                // delayed ACK: +40 ms on every call.
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                {
+                    // Issue 9: live streams end at shutdown, or they would hold it up.
+                    let hub = st.alerts.clone();
+                    async move {
+                        shutdown.await;
+                        hub.close();
+                    }
+                },
+            )
             .await?;
         for t in web_tasks {
             let _ = t.await;
