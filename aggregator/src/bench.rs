@@ -24,6 +24,7 @@ use veil_proto::{
 
 use crate::{
     audit::{AuditLog, NewEntry, SELF_ACTOR, action},
+    ingest::{check_policy, validate},
     pki,
     storage::Storage,
 };
@@ -118,6 +119,12 @@ pub struct IngestParams {
     /// `ingest.group_max_releases` of the bench aggregator (`None`: the
     /// config default); `Some(batch)` commits every call alone.
     pub group_max_releases: Option<usize>,
+    /// Measure the transport ceiling instead: the same clients submit to
+    /// a bench-only Ingest endpoint that authenticates, validates and
+    /// policy-checks every release and acks it without storing anything.
+    /// Its figures are named `transport_*` so no script mistakes them for
+    /// durable ones.
+    pub transport_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -194,7 +201,10 @@ fn bench_release(node: &str, i: u64, lease_id: &str, policy_hash: &str) -> Relea
 
 struct Client {
     node: String,
+    /// Policy and leases (the aggregator).
     channel: Channel,
+    /// SubmitReleases (the aggregator, or the transport-only endpoint).
+    submit: Channel,
     lease: String,
     policy_hash: String,
     /// (zone, window) of alert-raising releases -> when the first ack of one arrived.
@@ -205,7 +215,7 @@ type AckTimes = Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), In
 
 async fn run_client(c: Client, batch: usize, deadline: Instant) -> ClientResult {
     let mut out = ClientResult::default();
-    let mut ingest = IngestClient::new(c.channel.clone());
+    let mut ingest = IngestClient::new(c.submit.clone());
     let mut lease = c.lease;
     let mut used_in_lease = 0u64;
     let mut next = 0u64;
@@ -361,12 +371,14 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let mut servers = Vec::new();
     let mut endpoints = Vec::new();
     let mut storage = None;
+    let mut state = None;
     let mut metrics = Vec::new();
     for _ in 0..p.replicas {
         let cfg = crate::Config::load(&cfg_path)?;
         let bound = crate::bind(cfg).await?;
         endpoints.push(format!("https://127.0.0.1:{}", bound.local_addr().port()));
         storage.get_or_insert_with(|| bound.storage().clone());
+        state.get_or_insert_with(|| bound.state().clone());
         metrics.push(bound.state().metrics.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(bound.serve(async {
@@ -376,6 +388,11 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     }
     let storage = storage.context("no replica started")?;
     let addr = endpoints.join(", ");
+    let transport = if p.transport_only {
+        Some(TransportOnly::start(&layout.dir, state.clone().context("no replica started")?).await?)
+    } else {
+        None
+    };
 
     // Alert latency: an organizer watches the alert stream over mTLS.
     let (ep, tls) = tls_channel(&endpoints[0], &layout.dir, "organizer")?;
@@ -411,8 +428,16 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             .into_inner()
             .hash;
         let lease = acquire(&channel, &policy_hash).await?;
+        let submit = match &transport {
+            Some(t) => {
+                let (ep, tls) = tls_channel(&t.endpoint, &layout.dir, node)?;
+                ep.tls_config(tls)?.connect().await?
+            }
+            None => channel.clone(),
+        };
         clients.push(Client {
             node: node.clone(),
+            submit,
             channel,
             lease,
             policy_hash,
@@ -455,6 +480,9 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     ticker.abort();
     let stored = storage.count_releases().await?;
+    if let Some(t) = transport {
+        t.stop().await?;
+    }
     // Let the alert task drain what was committed last.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (stop_tx, server) in servers {
@@ -503,7 +531,7 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             x / commits as f64
         }
     };
-    let mut rows = vec![
+    let mut rows: Vec<(String, String)> = vec![
         (
             "aggregator".into(),
             format!(
@@ -554,6 +582,46 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     if let Some(e) = &total.first_error {
         rows.push(("first error".into(), e.clone()));
     }
+    if p.transport_only {
+        rows.retain(|(label, _)| {
+            !label.starts_with("group commits") && !label.starts_with("alert")
+        });
+        rows.insert(
+            1,
+            (
+                "ingest endpoint".into(),
+                "transport only: mTLS + validation + policy check, acked WITHOUT storing".into(),
+            ),
+        );
+        return Ok(Report {
+            title:
+                "veil-aggregator bench ingest --transport-only: the transport ceiling (NOT durable)"
+                    .into(),
+            rows,
+            figures: vec![
+                Figure {
+                    name: "transport_releases_per_s",
+                    value: per_s,
+                    unit: "releases/s",
+                },
+                Figure {
+                    name: "transport_ack_p50_ms",
+                    value: p50,
+                    unit: "ms",
+                },
+                Figure {
+                    name: "transport_ack_p99_ms",
+                    value: p99,
+                    unit: "ms",
+                },
+                Figure {
+                    name: "errors",
+                    value: total.errors as f64,
+                    unit: "count",
+                },
+            ],
+        });
+    }
     Ok(Report {
         title: "veil-aggregator bench ingest: N mTLS node clients on loopback, ack after durable commit".into(),
         rows,
@@ -600,6 +668,102 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             },
         ],
     })
+}
+
+/// The endpoint of `bench ingest --transport-only`: the front half of the
+/// aggregator's Ingest service (caller identity from the client
+/// certificate, batch limits, [`validate`] and [`check_policy`] per
+/// release) on its own mTLS listener with the aggregator's certificate and
+/// CA, acking every valid release at once. It stores nothing and is never
+/// part of a running aggregator: it exists to show how much of the ack
+/// latency and throughput the durable path costs.
+struct TransportOnly {
+    endpoint: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+struct TransportOnlyIngest {
+    state: Arc<crate::state::State>,
+}
+
+impl TransportOnly {
+    async fn start(pki_dir: &Path, state: Arc<crate::state::State>) -> anyhow::Result<Self> {
+        use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                read(&pki_dir.join("server.pem"))?,
+                read(&pki_dir.join("server.key"))?,
+            ))
+            .client_ca_root(Certificate::from_pem(read(&pki_dir.join("ca.pem"))?))
+            .client_auth_optional(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = Server::builder().tls_config(tls)?.add_service(
+            veil_proto::ingest_server::IngestServer::new(TransportOnlyIngest { state }),
+        );
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            endpoint,
+            stop,
+            server,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl veil_proto::ingest_server::Ingest for TransportOnlyIngest {
+    async fn submit_releases(
+        &self,
+        request: tonic::Request<SubmitReleasesRequest>,
+    ) -> Result<tonic::Response<veil_proto::SubmitReleasesResponse>, tonic::Status> {
+        let st = &self.state;
+        let (venue, node) = st.registry.require_node(&request)?;
+        let releases = request.into_inner().releases;
+        if releases.is_empty() || releases.len() > st.limits.max_batch {
+            return Err(tonic::Status::invalid_argument(format!(
+                "a batch holds 1..={} releases, got {}",
+                st.limits.max_batch,
+                releases.len()
+            )));
+        }
+        let policy = st
+            .policies
+            .get(&venue)
+            .ok_or_else(|| tonic::Status::failed_precondition("venue has no policy"))?;
+        let acks = releases
+            .iter()
+            .map(|r| {
+                let (status, reason) = match validate(r, &venue, &node, &policy.hash, &st.limits)
+                    .and_then(|s| check_policy(&s, policy))
+                {
+                    Ok(_) => (AckStatus::Accepted, String::new()),
+                    Err(refusal) => refusal,
+                };
+                veil_proto::ReleaseAck {
+                    idempotency_key: r.idempotency_key.clone(),
+                    status: status as i32,
+                    reason,
+                }
+            })
+            .collect();
+        Ok(tonic::Response::new(veil_proto::SubmitReleasesResponse {
+            acks,
+        }))
+    }
 }
 
 /// A database made for one bench run on a PostgreSQL server, dropped after.

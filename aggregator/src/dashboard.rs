@@ -217,6 +217,11 @@ pub async fn serve(bound: DashboardBound, state: Arc<State>, shutdown: watch::Re
                 continue;
             }
         };
+        // Live views and alerts are small server-sent events: without
+        // TCP_NODELAY, Nagle holds one back until the browser's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Setting TCP_NODELAY on a dashboard connection failed.");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         let mut stop = shutdown.clone();

@@ -189,6 +189,12 @@ enum BenchCommand {
         /// alone (group commit off) for a baseline in the same run.
         #[arg(long)]
         group_max_releases: Option<usize>,
+        /// Measure the transport ceiling instead (NOT durable): the same
+        /// clients submit to a bench-only endpoint that authenticates,
+        /// validates and policy-checks each release and acks it without
+        /// storing. Prints `transport_*` figures.
+        #[arg(long)]
+        transport_only: bool,
     },
     /// Audit-log append and offline verification throughput.
     Audit {
@@ -366,6 +372,7 @@ fn main() -> ExitCode {
                     db,
                     replicas,
                     group_max_releases,
+                    transport_only,
                 },
         } => bench(veil_aggregator::bench::ingest(
             veil_aggregator::bench::IngestParams {
@@ -375,6 +382,7 @@ fn main() -> ExitCode {
                 db,
                 replicas,
                 group_max_releases,
+                transport_only,
             },
         )),
         Command::Bench {

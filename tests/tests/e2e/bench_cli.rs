@@ -84,6 +84,39 @@ fn aggregator_bench_ingest_prints_figures_without_errors() {
 }
 
 #[test]
+fn aggregator_bench_ingest_transport_only_is_labelled_and_stores_nothing() {
+    let out = run(
+        "veil-aggregator",
+        &[
+            "bench",
+            "ingest",
+            "--nodes",
+            "3",
+            "--duration",
+            "1",
+            "--batch",
+            "10",
+            "--transport-only",
+        ],
+    );
+    assert!(figure(&out, "transport_releases_per_s", "releases/s") > 0.0);
+    figure(&out, "transport_ack_p50_ms", "ms");
+    figure(&out, "transport_ack_p99_ms", "ms");
+    assert_eq!(figure(&out, "errors", "count"), 0.0);
+    // Never a durable figure name: scripts compare runs by name.
+    assert!(
+        !out.lines().any(|l| l.starts_with("releases_per_s ")),
+        "transport-only printed a durable figure:\n{out}"
+    );
+    assert!(out.contains("NOT durable"), "{out}");
+    let stored = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("releases stored (count)"))
+        .unwrap_or_else(|| panic!("no stored count:\n{out}"));
+    assert!(stored.trim_end().ends_with(" 0"), "`{stored}`");
+}
+
+#[test]
 fn aggregator_bench_audit_prints_figures() {
     let out = run("veil-aggregator", &["bench", "audit", "--entries", "300"]);
     assert!(figure(&out, "audit_append_per_s", "entries/s") > 0.0);
