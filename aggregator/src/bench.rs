@@ -76,8 +76,15 @@ const VENUE: &str = "bench";
 /// Per-release epsilon of the bench policy: small enough that 100 nodes
 /// can each hold a full lease within the largest day budget a policy allows.
 const BENCH_EPSILON: f64 = 0.001;
-/// The bench day (windows are 1970-01-01, so `max_window_age` is "100y").
-const BENCH_DAY: &str = "1970-01-01";
+/// The bench day: in the past on any machine that runs this (so no window
+/// is refused as future), with `max_window_age = "100y"` so none is too old.
+/// Window starts are 13-digit epoch milliseconds, like a real node's: the
+/// idempotency keys of one series then sort in time order. (With 1970
+/// windows the starts had 1 to 8 digits, so each new key landed at a
+/// scattered place in the key index: one more random page per release.)
+const BENCH_DAY: &str = "2020-01-01";
+/// Epoch milliseconds of [`BENCH_DAY`] 00:00 UTC.
+const BENCH_DAY_MS: i64 = 1_577_836_800_000;
 /// Releases per lease (the ledger's maximum).
 const LEASE_RELEASES: u32 = 100_000;
 /// One-minute windows in the bench day.
@@ -176,7 +183,7 @@ fn bench_release(node: &str, i: u64, lease_id: &str, policy_hash: &str) -> Relea
     // Zones per node, so each alert series has one node and the bench
     // alert is raised by exactly one release.
     let zone = format!("{node}-z{}", i / WINDOWS_PER_DAY);
-    let start_ms = i64::try_from((i % WINDOWS_PER_DAY) * 60_000).unwrap_or(0);
+    let start_ms = BENCH_DAY_MS + i64::try_from((i % WINDOWS_PER_DAY) * 60_000).unwrap_or(0);
     Release {
         idempotency_key: format!("{VENUE}/{node}/occupancy/{zone}/{start_ms}/0"),
         metric: "occupancy".into(),
