@@ -738,24 +738,17 @@ impl veil_proto::ingest_server::Ingest for TransportOnlyIngest {
         request: tonic::Request<SubmitReleasesRequest>,
     ) -> Result<tonic::Response<veil_proto::SubmitReleasesResponse>, tonic::Status> {
         let st = &self.state;
-        let (venue, node) = st.registry.require_node(&request)?;
-        let releases = request.into_inner().releases;
-        if releases.is_empty() || releases.len() > st.limits.max_batch {
-            return Err(tonic::Status::invalid_argument(format!(
-                "a batch holds 1..={} releases, got {}",
-                st.limits.max_batch,
-                releases.len()
-            )));
-        }
-        let policy = st
-            .policies
-            .get(&venue)
-            .ok_or_else(|| tonic::Status::failed_precondition("venue has no policy"))?;
+        let crate::ingest::Admitted {
+            venue,
+            node,
+            releases,
+            policy,
+        } = crate::ingest::admit(st, request)?;
         let acks = releases
             .iter()
             .map(|r| {
                 let (status, reason) = match validate(r, &venue, &node, &policy.hash, &st.limits)
-                    .and_then(|s| check_policy(&s, policy))
+                    .and_then(|s| check_policy(&s, &policy))
                 {
                     Ok(_) => (AckStatus::Accepted, String::new()),
                     Err(refusal) => refusal,

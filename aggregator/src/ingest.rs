@@ -256,6 +256,48 @@ pub fn check_window_time(
     Ok(())
 }
 
+/// A `SubmitReleases` call past its first checks.
+pub(crate) struct Admitted {
+    /// The caller's venue and node, from its certificate.
+    pub venue: String,
+    pub node: String,
+    /// 1..=`ingest.max_batch` releases, not yet validated.
+    pub releases: Vec<Release>,
+    /// The venue's policy in force.
+    pub policy: Arc<LoadedPolicy>,
+}
+
+/// What every `SubmitReleases` call must pass before any release is looked
+/// at: a node certificate of a configured venue, a batch of
+/// 1..=`ingest.max_batch` releases, and a policy in force for the venue.
+pub(crate) fn admit(
+    st: &State,
+    request: Request<SubmitReleasesRequest>,
+) -> Result<Admitted, Status> {
+    let (venue, node) = st.registry.require_node(&request)?;
+    let releases = request.into_inner().releases;
+    if releases.is_empty() || releases.len() > st.limits.max_batch {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1..={} releases, got {}",
+            st.limits.max_batch,
+            releases.len()
+        )));
+    }
+    let policy = st
+        .policies
+        .get(&venue)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("venue {venue} has no policy in force"))
+        })?
+        .clone();
+    Ok(Admitted {
+        venue,
+        node,
+        releases,
+        policy,
+    })
+}
+
 #[tonic::async_trait]
 impl ingest_server::Ingest for IngestService {
     async fn submit_releases(
@@ -264,22 +306,12 @@ impl ingest_server::Ingest for IngestService {
     ) -> Result<Response<SubmitReleasesResponse>, Status> {
         let st = &self.state;
         let started = std::time::Instant::now();
-        let (venue, node) = st.registry.require_node(&request)?;
-        let releases = request.into_inner().releases;
-        if releases.is_empty() || releases.len() > st.limits.max_batch {
-            return Err(Status::invalid_argument(format!(
-                "a batch holds 1..={} releases, got {}",
-                st.limits.max_batch,
-                releases.len()
-            )));
-        }
-        let policy = st
-            .policies
-            .get(&venue)
-            .ok_or_else(|| {
-                Status::failed_precondition(format!("venue {venue} has no policy in force"))
-            })?
-            .clone();
+        let Admitted {
+            venue,
+            node,
+            releases,
+            policy,
+        } = admit(st, request)?;
         // Validation and policy checks need no database: done here, on the
         // caller's task, so the committer only decides what needs the
         // stored state (duplicates, leases) and writes.
