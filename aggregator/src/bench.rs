@@ -1,4 +1,4 @@
-//! `veil-aggregator bench ingest|audit`: measures the aggregator on this
+//! `veil-aggregator bench ingest|audit|sqlite-floor`: measures the aggregator on this
 //! machine and prints a table, then one `name value unit` line per figure.
 //!
 //! Everything runs in a temporary directory with a fresh dev PKI and SQLite
@@ -28,6 +28,9 @@ use crate::{
     pki,
     storage::Storage,
 };
+
+mod floor;
+pub use floor::{FloorParams, sqlite_floor};
 
 /// One measured figure.
 #[derive(Debug, Clone, PartialEq)]

@@ -196,6 +196,25 @@ enum BenchCommand {
         #[arg(long)]
         transport_only: bool,
     },
+    /// The limit of this machine for durable ingest on SQLite: the writes
+    /// of `bench ingest`'s group commits made straight through SQLite's C
+    /// API (Veil's schema and settings, nothing else). An upper bound for
+    /// `bench ingest` with the same --nodes and --batch on the same disk.
+    SqliteFloor {
+        /// Nodes; each commit holds one call of every node.
+        #[arg(long, default_value_t = 100)]
+        nodes: u32,
+        /// Releases per call.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Seconds to commit for.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Directory for the temporary database (default: the system's
+        /// temporary directory); use the disk the aggregator will use.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Audit-log append and offline verification throughput.
     Audit {
         /// Entries appended.
@@ -383,6 +402,22 @@ fn main() -> ExitCode {
                 replicas,
                 group_max_releases,
                 transport_only,
+            },
+        )),
+        Command::Bench {
+            command:
+                BenchCommand::SqliteFloor {
+                    nodes,
+                    batch,
+                    duration,
+                    dir,
+                },
+        } => bench(veil_aggregator::bench::sqlite_floor(
+            veil_aggregator::bench::FloorParams {
+                nodes,
+                batch,
+                duration: std::time::Duration::from_secs(duration),
+                dir,
             },
         )),
         Command::Bench {

@@ -194,8 +194,27 @@ pub struct Storage {
 #[derive(Debug)]
 struct CheckpointerAlive;
 
+/// Settings of every SQLite connection, in order (`PRAGMA` omitted), before
+/// `busy_timeout`. `bench sqlite-floor` opens its connections with the same
+/// list, so the floor it measures moves with these.
+pub(crate) const SQLITE_PRAGMAS: &[&str] = &[
+    // Durability: a commit returns after its WAL frames are fsynced
+    // (checked at start by `check_durability`).
+    "journal_mode = WAL",
+    "synchronous = FULL",
+    "foreign_keys = ON",
+    // Checkpoints run in the background (`spawn_checkpointer`), not
+    // inside commits.
+    "wal_autocheckpoint = 0",
+    // Statement journals of multi-row inserts stay in memory instead of
+    // spilling to temp files; a larger page cache keeps the index pages of
+    // recent releases hot (at most 16 MiB per connection).
+    "temp_store = MEMORY",
+    "cache_size = -16384",
+];
+
 /// How often the SQLite WAL is checkpointed in the background.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Checkpoints a SQLite database's WAL every [`CHECKPOINT_EVERY`], on its
 /// own pooled connection, until `alive` has no holder.
@@ -266,25 +285,12 @@ impl Storage {
                 Box::pin(async move {
                     match Backend::of(conn) {
                         Backend::Sqlite => {
-                            conn.execute("-- after_connect()\nPRAGMA journal_mode = WAL")
+                            for pragma in SQLITE_PRAGMAS {
+                                conn.execute(sqlx::AssertSqlSafe(format!(
+                                    "-- after_connect()\nPRAGMA {pragma}"
+                                )))
                                 .await?;
-                            conn.execute("-- after_connect()\nPRAGMA synchronous = FULL")
-                                .await?;
-                            conn.execute("-- after_connect()\nPRAGMA foreign_keys = ON")
-                                .await?;
-                            // Checkpoints run in the background
-                            // (`spawn_checkpointer`), not inside commits.
-                            conn.execute("-- after_connect()\nPRAGMA wal_autocheckpoint = 0")
-                                .await?;
-                            // Statement journals of multi-row inserts stay
-                            // in memory instead of spilling to temp files;
-                            // a larger page cache keeps the index pages of
-                            // recent releases hot (at most 16 MiB per
-                            // connection).
-                            conn.execute("-- after_connect()\nPRAGMA temp_store = MEMORY")
-                                .await?;
-                            conn.execute("-- after_connect()\nPRAGMA cache_size = -16384")
-                                .await?;
+                            }
                             conn.execute(sqlx::AssertSqlSafe(format!(
                                 "-- after_connect()\nPRAGMA busy_timeout = {timeout_ms}"
                             )))

@@ -122,3 +122,49 @@ fn aggregator_bench_audit_prints_figures() {
     assert!(figure(&out, "audit_append_per_s", "entries/s") > 0.0);
     assert!(figure(&out, "audit_verify_per_s", "entries/s") > 0.0);
 }
+
+#[test]
+fn aggregator_bench_sqlite_floor_prints_floor_figures_in_the_given_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        "veil-aggregator",
+        &[
+            "bench",
+            "sqlite-floor",
+            "--nodes",
+            "3",
+            "--batch",
+            "5",
+            "--duration",
+            "1",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert!(figure(&out, "floor_releases_per_s", "releases/s") > 0.0);
+    let p50 = figure(&out, "floor_commit_p50_ms", "ms");
+    assert!(figure(&out, "floor_commit_p99_ms", "ms") >= p50);
+    // Labelled as the floor, never as an ingest figure.
+    assert!(
+        !out.lines().any(|l| l.starts_with("releases_per_s ")),
+        "{out}"
+    );
+    assert!(out.contains("synchronous = FULL"), "{out}");
+    assert!(
+        out.contains(dir.path().to_str().unwrap()),
+        "the database was not in --dir:\n{out}"
+    );
+    // The temporary database is gone afterwards.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn aggregator_bench_sqlite_floor_refuses_bad_sizes() {
+    let out = Command::new(bin("veil-aggregator"))
+        .args(["bench", "sqlite-floor", "--nodes", "0", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nodes must be at least 1"), "{err}");
+}
