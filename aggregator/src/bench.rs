@@ -102,8 +102,8 @@ const BENCH_POLICY: &str = "version = 1\nname = \"veil-aggregator bench ingest\"
 mechanism = \"discrete_laplace\"\nepsilon = 0.001\nreaders = [\"organizer\", \"compliance\"]\n";
 
 /// Bench alert rule: fires when a zone's value first goes above
-/// [`ALERT_ABOVE`] (the release numbered `i % 500 == 451` of a zone; every
-/// node has zones of its own) and resolves when the values wrap to 0, so
+/// [`ALERT_ABOVE`] (a zone's values climb by 1 per window and wrap at 500;
+/// every node has zones of its own) and resolves when the values wrap, so
 /// alerts keep coming under load. The latency clock starts at the ack of the
 /// call that carried that release.
 const ALERT_ABOVE: f64 = 450.0;
@@ -135,6 +135,8 @@ pub struct IngestParams {
     /// Its figures are named `transport_*` so no script mistakes them for
     /// durable ones.
     pub transport_only: bool,
+    /// Shape of each node's release stream.
+    pub pattern: Pattern,
 }
 
 #[derive(Debug, Default)]
@@ -180,13 +182,71 @@ async fn acquire(channel: &Channel, policy_hash: &str) -> anyhow::Result<String>
     Ok(lease.lease_id)
 }
 
-/// Release number `i` (0-based) of `node`: a distinct (zone, window) per
-/// number, so every key is new.
-fn bench_release(node: &str, i: u64, lease_id: &str, policy_hash: &str) -> Release {
-    // Zones per node, so each alert series has one node and the bench
-    // alert is raised by exactly one release.
-    let zone = format!("{node}-z{}", i / WINDOWS_PER_DAY);
-    let start_ms = BENCH_DAY_MS + i64::try_from((i % WINDOWS_PER_DAY) * 60_000).unwrap_or(0);
+/// The shape of the release stream of `bench ingest` and `bench sqlite-floor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pattern {
+    /// Each call carries consecutive windows of one zone (a node catching
+    /// up one series): a call's keys and series entries sit next to each
+    /// other in the indexes, the cheap case for the database.
+    #[default]
+    Series,
+    /// Each call carries one window of `--batch` zones, as a live node
+    /// sends when a window closes across its zones: every release of a call
+    /// goes to a different series, so to a different index page.
+    Windows,
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "series" => Ok(Self::Series),
+            "windows" => Ok(Self::Windows),
+            other => Err(format!(
+                "unknown pattern {other:?}: use `series` (consecutive windows of one zone per call) \
+                 or `windows` (one window of --batch zones per call)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Series => "series",
+            Self::Windows => "windows",
+        })
+    }
+}
+
+/// Release number `i` (0-based) of `node` in `pattern` with `batch`
+/// releases per call: a distinct (zone, window) per number, so every key
+/// is new. Zones belong to one node, so each alert series has one node and
+/// a bench alert is raised by exactly one release.
+fn bench_release(
+    node: &str,
+    i: u64,
+    (pattern, batch): (Pattern, usize),
+    lease_id: &str,
+    policy_hash: &str,
+) -> Release {
+    let (zone, window, value) = match pattern {
+        Pattern::Series => (i / WINDOWS_PER_DAY, i % WINDOWS_PER_DAY, i % 500),
+        Pattern::Windows => {
+            let b = batch.max(1) as u64;
+            let w = i / b;
+            // Zones start at different values so alerts begin within
+            // seconds, not after 451 windows.
+            let z = i % b;
+            (
+                z + b * (w / WINDOWS_PER_DAY),
+                w % WINDOWS_PER_DAY,
+                (w + 47 * z) % 500,
+            )
+        }
+    };
+    let zone = format!("{node}-z{zone}");
+    let start_ms = BENCH_DAY_MS + i64::try_from(window * 60_000).unwrap_or(0);
     Release {
         idempotency_key: format!("{VENUE}/{node}/occupancy/{zone}/{start_ms}/0"),
         metric: "occupancy".into(),
@@ -196,7 +256,7 @@ fn bench_release(node: &str, i: u64, lease_id: &str, policy_hash: &str) -> Relea
             length_s: 60,
         }),
         mechanism: Mechanism::DiscreteLaplace as i32,
-        value: (i % 500) as f64,
+        value: value as f64,
         scale: 1.0 / BENCH_EPSILON,
         cost: Some(PrivacyCost {
             epsilon: BENCH_EPSILON,
@@ -223,7 +283,11 @@ struct Client {
 
 type AckTimes = Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), Instant>>>;
 
-async fn run_client(c: Client, batch: usize, deadline: Instant) -> ClientResult {
+async fn run_client(
+    c: Client,
+    (pattern, batch): (Pattern, usize),
+    deadline: Instant,
+) -> ClientResult {
     let mut out = ClientResult::default();
     let mut ingest = IngestClient::new(c.submit.clone());
     let mut lease = c.lease;
@@ -246,7 +310,7 @@ async fn run_client(c: Client, batch: usize, deadline: Instant) -> ClientResult 
             }
         }
         let releases: Vec<Release> = (next..next + n)
-            .map(|i| bench_release(&c.node, i, &lease, &c.policy_hash))
+            .map(|i| bench_release(&c.node, i, (pattern, batch), &lease, &c.policy_hash))
             .collect();
         let raising: Vec<(String, i64)> = releases
             .iter()
@@ -463,7 +527,7 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
     let deadline = started + p.duration;
     let mut tasks = Vec::with_capacity(clients.len());
     for c in clients {
-        tasks.push(tokio::spawn(run_client(c, p.batch, deadline)));
+        tasks.push(tokio::spawn(run_client(c, (p.pattern, p.batch), deadline)));
     }
     let ticker = tokio::spawn(async move {
         let mut t = tokio::time::interval(Duration::from_secs(2));
@@ -572,6 +636,7 @@ pub async fn ingest(p: IngestParams) -> anyhow::Result<Report> {
             format!("{} (mTLS, one connection each)", p.nodes),
         ),
         ("batch".into(), format!("{} releases per call", p.batch)),
+        ("pattern".into(), p.pattern.to_string()),
         ("calls".into(), total.latencies_ms.len().to_string()),
         ("releases accepted".into(), total.accepted.to_string()),
         ("releases stored (count)".into(), stored.to_string()),
@@ -950,4 +1015,81 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
             },
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IngestConfig;
+
+    fn stream(pattern: Pattern, batch: usize, n: u64) -> Vec<Release> {
+        (0..n)
+            .map(|i| bench_release("node-7", i, (pattern, batch), "lease", "hash"))
+            .collect()
+    }
+
+    /// Every release of either stream is valid, new (distinct key and
+    /// (zone, window)) and stays on the bench day, across day wraps.
+    #[test]
+    fn bench_streams_are_valid_and_never_repeat_a_key() {
+        let limits = IngestConfig::default();
+        for (pattern, batch) in [
+            (Pattern::Series, 10),
+            (Pattern::Windows, 10),
+            (Pattern::Windows, 7),
+        ] {
+            let releases = stream(pattern, batch, 3 * WINDOWS_PER_DAY * batch as u64);
+            let mut keys = std::collections::HashSet::new();
+            let mut cells = std::collections::HashSet::new();
+            for r in &releases {
+                validate(r, VENUE, "node-7", "hash", &limits).unwrap();
+                let start = r.window.unwrap().start_ms;
+                assert!((BENCH_DAY_MS..BENCH_DAY_MS + 86_400_000).contains(&start));
+                assert!(
+                    keys.insert(r.idempotency_key.clone()),
+                    "{pattern}: repeated key"
+                );
+                assert!(
+                    cells.insert((r.zone.clone(), start)),
+                    "{pattern}: repeated cell"
+                );
+            }
+        }
+    }
+
+    /// `windows`: one call is one window across `batch` zones (as a live
+    /// node sends); `series`: one call is consecutive windows of one zone.
+    #[test]
+    fn patterns_shape_each_call_as_documented() {
+        let call = |pattern, i: usize| stream(pattern, 10, 40)[i * 10..(i + 1) * 10].to_vec();
+        for i in 0..4 {
+            let w = call(Pattern::Windows, i);
+            let starts: std::collections::HashSet<i64> =
+                w.iter().map(|r| r.window.unwrap().start_ms).collect();
+            let zones: std::collections::HashSet<&str> =
+                w.iter().map(|r| r.zone.as_str()).collect();
+            assert_eq!((starts.len(), zones.len()), (1, 10));
+
+            let s = call(Pattern::Series, i);
+            let starts: std::collections::HashSet<i64> =
+                s.iter().map(|r| r.window.unwrap().start_ms).collect();
+            let zones: std::collections::HashSet<&str> =
+                s.iter().map(|r| r.zone.as_str()).collect();
+            assert_eq!((starts.len(), zones.len()), (10, 1));
+        }
+    }
+
+    /// Under both patterns some zone reaches the alert value within the
+    /// first 100 calls of a node, so a 10-second bench sees alerts.
+    #[test]
+    fn alerts_start_early_in_both_patterns() {
+        for pattern in [Pattern::Series, Pattern::Windows] {
+            assert!(
+                stream(pattern, 10, 1000)
+                    .iter()
+                    .any(|r| r.value == ALERT_VALUE),
+                "{pattern}"
+            );
+        }
+    }
 }

@@ -195,6 +195,11 @@ enum BenchCommand {
         /// storing. Prints `transport_*` figures.
         #[arg(long)]
         transport_only: bool,
+        /// Shape of each node's release stream: `series` (consecutive
+        /// windows of one zone per call) or `windows` (one window of
+        /// --batch zones per call, as a live node sends).
+        #[arg(long, default_value = "series")]
+        pattern: veil_aggregator::bench::Pattern,
     },
     /// The limit of this machine for durable ingest on SQLite: the writes
     /// of `bench ingest`'s group commits made straight through SQLite's C
@@ -214,6 +219,11 @@ enum BenchCommand {
         /// temporary directory); use the disk the aggregator will use.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Shape of each node's release stream: `series` (consecutive
+        /// windows of one zone per call) or `windows` (one window of
+        /// --batch zones per call, as a live node sends).
+        #[arg(long, default_value = "series")]
+        pattern: veil_aggregator::bench::Pattern,
     },
     /// Audit-log append and offline verification throughput.
     Audit {
@@ -392,6 +402,7 @@ fn main() -> ExitCode {
                     replicas,
                     group_max_releases,
                     transport_only,
+                    pattern,
                 },
         } => bench(veil_aggregator::bench::ingest(
             veil_aggregator::bench::IngestParams {
@@ -402,6 +413,7 @@ fn main() -> ExitCode {
                 replicas,
                 group_max_releases,
                 transport_only,
+                pattern,
             },
         )),
         Command::Bench {
@@ -411,6 +423,7 @@ fn main() -> ExitCode {
                     batch,
                     duration,
                     dir,
+                    pattern,
                 },
         } => bench(veil_aggregator::bench::sqlite_floor(
             veil_aggregator::bench::FloorParams {
@@ -418,6 +431,7 @@ fn main() -> ExitCode {
                 batch,
                 duration: std::time::Duration::from_secs(duration),
                 dir,
+                pattern,
             },
         )),
         Command::Bench {

@@ -37,7 +37,9 @@ use anyhow::Context as _;
 use rusqlite::{Connection, params};
 use veil_privacy::audit::{AuditEntry, merkle::leaf_hash};
 
-use super::{BENCH_POLICY, Figure, LEASE_RELEASES, Report, VENUE, bench_release, percentile};
+use super::{
+    BENCH_POLICY, Figure, LEASE_RELEASES, Pattern, Report, VENUE, bench_release, percentile,
+};
 use crate::{
     config::IngestConfig,
     ingest::validate,
@@ -57,6 +59,8 @@ pub struct FloorParams {
     /// Directory for the temporary database (default: the system's
     /// temporary directory). Put it on the disk the aggregator will use.
     pub dir: Option<PathBuf>,
+    /// Shape of each node's release stream (as `bench ingest --pattern`).
+    pub pattern: Pattern,
 }
 
 /// What a floor run did.
@@ -123,6 +127,7 @@ pub async fn sqlite_floor(p: FloorParams) -> anyhow::Result<Report> {
                 p.nodes, p.batch
             ),
         ),
+        ("pattern".to_owned(), p.pattern.to_string()),
         ("commits".to_owned(), run.commit_ms.len().to_string()),
         ("releases".to_owned(), run.releases.to_string()),
         (
@@ -272,7 +277,7 @@ fn commit_groups(
         let mut group = Vec::with_capacity(nodes.len() * p.batch);
         for (node, lease) in nodes.iter().zip(leases) {
             for i in next..next + p.batch as u64 {
-                let r = bench_release(node, i, lease, policy_hash);
+                let r = bench_release(node, i, (p.pattern, p.batch), lease, policy_hash);
                 let release = validate(&r, VENUE, node, policy_hash, limits)
                     .map_err(|(_, reason)| anyhow::anyhow!("bench release refused: {reason}"))?;
                 let entry = AuditEntry {
@@ -372,6 +377,7 @@ mod tests {
             batch: 4,
             duration: Duration::from_millis(300),
             dir: None,
+            pattern: Pattern::Windows,
         };
         let path = db.clone();
         let run = tokio::task::spawn_blocking(move || run_floor(&path, &p))

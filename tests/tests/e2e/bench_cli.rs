@@ -137,6 +137,8 @@ fn aggregator_bench_sqlite_floor_prints_floor_figures_in_the_given_dir() {
             "5",
             "--duration",
             "1",
+            "--pattern",
+            "windows",
             "--dir",
             dir.path().to_str().unwrap(),
         ],
@@ -150,6 +152,11 @@ fn aggregator_bench_sqlite_floor_prints_floor_figures_in_the_given_dir() {
         "{out}"
     );
     assert!(out.contains("synchronous = FULL"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("pattern") && l.trim_end().ends_with("windows")),
+        "{out}"
+    );
     assert!(
         out.contains(dir.path().to_str().unwrap()),
         "the database was not in --dir:\n{out}"
