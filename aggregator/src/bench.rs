@@ -1061,21 +1061,18 @@ mod tests {
     /// node sends); `series`: one call is consecutive windows of one zone.
     #[test]
     fn patterns_shape_each_call_as_documented() {
-        let call = |pattern, i: usize| stream(pattern, 10, 40)[i * 10..(i + 1) * 10].to_vec();
+        // (distinct windows, distinct zones) of call `i` (10 releases).
+        let shape = |pattern, i: usize| {
+            let call = &stream(pattern, 10, 40)[i * 10..(i + 1) * 10];
+            let starts: std::collections::HashSet<i64> =
+                call.iter().map(|r| r.window.unwrap().start_ms).collect();
+            let zones: std::collections::HashSet<&str> =
+                call.iter().map(|r| r.zone.as_str()).collect();
+            (starts.len(), zones.len())
+        };
         for i in 0..4 {
-            let w = call(Pattern::Windows, i);
-            let starts: std::collections::HashSet<i64> =
-                w.iter().map(|r| r.window.unwrap().start_ms).collect();
-            let zones: std::collections::HashSet<&str> =
-                w.iter().map(|r| r.zone.as_str()).collect();
-            assert_eq!((starts.len(), zones.len()), (1, 10));
-
-            let s = call(Pattern::Series, i);
-            let starts: std::collections::HashSet<i64> =
-                s.iter().map(|r| r.window.unwrap().start_ms).collect();
-            let zones: std::collections::HashSet<&str> =
-                s.iter().map(|r| r.zone.as_str()).collect();
-            assert_eq!((starts.len(), zones.len()), (10, 1));
+            assert_eq!(shape(Pattern::Windows, i), (1, 10));
+            assert_eq!(shape(Pattern::Series, i), (10, 1));
         }
     }
 
