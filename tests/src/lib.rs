@@ -347,6 +347,13 @@ pub fn release(node: &str, metric: &str, window_start_ms: i64, value: f64, seq: 
 /// Path of a workspace binary (`veil-node`, `veil-aggregator`), built
 /// once per test process with the same cargo and profile as the tests, so
 /// `cargo test --workspace` alone is enough.
+///
+/// The build selects the whole workspace with its test targets, exactly the
+/// package and target selection of `cargo test --workspace`, so cargo
+/// resolves the same dependency features and reuses the test build's
+/// artifacts: only the binaries themselves are compiled. (Selecting just
+/// `-p veil-node -p veil-aggregator --bins` resolves other features and
+/// rebuilt a dozen dependencies, minutes on a 2-core machine.)
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let mut dir = std::env::current_exe().expect("current exe");
@@ -360,11 +367,9 @@ pub fn bin(name: &str) -> PathBuf {
         cmd.args([
             "build",
             "--quiet",
-            "-p",
-            "veil-node",
-            "-p",
-            "veil-aggregator",
+            "--workspace",
             "--bins",
+            "--tests",
         ]);
         if dir.ends_with("release") {
             cmd.arg("--release");
