@@ -140,13 +140,7 @@ impl Pseudonyms {
     }
 }
 
-/// Wall clock, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use veil_common::now_ms;
 
 /// Runs the node until its input ends and the outbox is drained, or until
 /// `shutdown` resolves (then intake stops, the current batch finishes, and
@@ -538,7 +532,7 @@ async fn release_all(
             );
             return Ok(());
         }
-        let day = utc_day(w.start_ms);
+        let day = veil_common::day::day_of(w.start_ms);
         // One lease per (metric, purpose) covers all zones of this window.
         let mut groups: std::collections::BTreeMap<(&str, &str), (Cost, u32)> = Default::default();
         for p in &planned {
@@ -590,14 +584,6 @@ async fn release_all(
             .inc_by(leases.stats.exhausted_releases - exhausted_before);
     }
     Ok(())
-}
-
-/// UTC event day "YYYY-MM-DD" of a Unix-ms time (the ledger's day).
-fn utc_day(ms: i64) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 #[allow(clippy::too_many_arguments)]
