@@ -280,6 +280,11 @@ impl Windower {
                 }
                 agg.app_users.insert(p);
             }
+            Body::Crossing { .. } => {
+                // Tracked crossings feed the attendee-day presence streams
+                // (`units`); the per-window aggregates do not use them.
+                self.stats.unknown_zone += 0;
+            }
             Body::Audio {
                 level_db,
                 peak_db,
