@@ -135,6 +135,9 @@ fn cost_of(
         | PolicyMechanism::ContinualSqrt
         | PolicyMechanism::ContinualTree => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
         PolicyMechanism::NonPersonal => Cost::Free,
+        // Continual streams are released per event day by their own path,
+        // never per window here (fail closed).
+        PolicyMechanism::ContinualSqrt | PolicyMechanism::ContinualTree => return Ok(None),
     };
     let purpose = m.purposes.first().cloned().unwrap_or_default();
     Ok(Some((cost, purpose, m.mechanism)))
