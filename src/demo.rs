@@ -215,7 +215,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             reports.push(t.await??);
         }
         let releases = storage.releases_for_venue(VENUE).await?;
-        // Issue 9: the alert task works off the ack path; let it drain.
+        // The alert task works off the ack path; let it drain.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let alerts = veil_aggregator::alerts::list(&storage, VENUE, 0, 0, 1000).await?;
         let _ = stop_tx.send(());
@@ -223,7 +223,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::Ok((releases, reports, alerts, dashboard))
     })?;
 
-    // Federated round over the same nodes (issue 6).
+    // Federated round over the same nodes.
     let fl = crate::demo_federated::run(
         &rt,
         &dir,
@@ -254,7 +254,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(&day),
     ))?;
 
-    // Post-event report (issue 9), from the database the demo filled.
+    // Post-event report, from the database the demo filled.
     let report_msg = rt.block_on(veil_aggregator::report::run(
         &agg_cfg,
         veil_aggregator::report::ReportArgs {

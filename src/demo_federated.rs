@@ -1,4 +1,4 @@
-//! The demo's federated round (issue 6): after the nodes finished, the
+//! The demo's federated round: after the nodes finished, the
 //! aggregator serves again, imports the shipped forecaster as version 1 (with
 //! a public synthetic evaluation set), the `ml` role opens a round over
 //! mTLS, every node trains on its own zones' occupancy history and submits a
@@ -164,23 +164,18 @@ pub fn run(
     rt.block_on(async {
         let mut cfg = veil_aggregator::Config::load(agg_cfg_path)?;
         cfg.listen = "127.0.0.1:0".parse()?;
-        let policies = veil_aggregator::policy::Policies::load(&cfg).map_err(anyhow::Error::msg)?;
+        let policies = cfg.policies().map_err(anyhow::Error::msg)?;
         let delta = cfg.rounds.delta;
         let bound = veil_aggregator::bind(cfg).await?;
         let addr = bound.local_addr();
         let audit = bound.audit().clone();
-        let store = Rounds::new(bound.storage().pool().clone(), delta).with_charging(Charging {
+        let store = Rounds::new(bound.storage().clone(), delta).with_charging(Charging {
             policies,
             audit: audit.clone(),
         });
         if store.latest(model).await.is_err() {
             store
-                .import_model(
-                    model,
-                    initial,
-                    Some(&eval),
-                    veil_aggregator::state::now_ms(),
-                )
+                .import_model(model, initial, Some(&eval), veil_common::now_ms())
                 .await?;
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -218,7 +213,7 @@ pub fn run(
                 &store,
                 Some(&audit),
                 &round.round_id,
-                veil_aggregator::state::now_ms(),
+                veil_common::now_ms(),
             )
             .await?;
             let mut summary = FederatedSummary {

@@ -1,4 +1,4 @@
-//! The demo's organizer surface (issue 9): dashboard and metrics config,
+//! The demo's organizer surface: dashboard and metrics config,
 //! a dashboard token, and `--serve`.
 
 use std::{fmt::Write as _, path::Path, sync::Arc};
@@ -46,7 +46,7 @@ pub async fn issue_token(
         venue,
         "veil demo",
         std::time::Duration::from_secs(12 * 3600),
-        veil_aggregator::state::now_ms(),
+        veil_common::now_ms(),
     )
     .await?;
     Ok(t.token)

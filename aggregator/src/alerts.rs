@@ -31,12 +31,12 @@ use tokio_stream::{Stream, StreamExt as _, wrappers::BroadcastStream};
 pub use config::AlertsConfig;
 pub use engine::{Engine, Observation};
 
-use crate::{
-    audit::{AuditLog, NewEntry, SELF_ACTOR, action},
-    query::SeriesPoint,
-    state::{State, now_ms},
+use veil_aggregator_core::{
+    audit::{AuditLog, AuditTx, NewEntry, SELF_ACTOR, action},
     storage::{Storage, StoredRelease},
 };
+
+use crate::{query::SeriesPoint, state::State};
 
 /// Lifecycle state of a stored alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,7 +171,7 @@ pub enum AlertError {
     Db(#[from] sqlx::Error),
     /// Audit (Internal).
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditLogError),
+    Audit(#[from] veil_aggregator_core::audit::Error),
 }
 
 /// Counters of the hub (for `/metrics`).
@@ -370,7 +370,10 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
             let Ok(suppress_below) = crate::query::readable(policy, organizer, &r.metric) else {
                 continue;
             };
-            let out = engine.observe(&Observation::from_release(r, suppress_below), now_ms());
+            let out = engine.observe(
+                &Observation::from_release(r, suppress_below),
+                state.now_ms(),
+            );
             state.alerts.publish_point(out.point);
             for ev in out.events {
                 // A raise is published before it is stored: the store waits
@@ -388,7 +391,8 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
         // All transitions of a committed batch in one transaction: one wait
         // for the audit lock per batch, not one per alert, so the task keeps
         // up with ingest however fast it commits.
-        let stored = match store_transitions(&state.storage, &state.audit, &events).await {
+        let now = state.now_ms();
+        let stored = match store_transitions(&state.storage, &state.audit, &events, now).await {
             Ok(stored) => stored,
             Err(e) => {
                 state
@@ -436,24 +440,24 @@ async fn store_transitions(
     storage: &Storage,
     audit: &AuditLog,
     events: &[AlertEvent],
+    now: i64,
 ) -> Result<Vec<Option<AlertRecord>>, AlertError> {
-    let now = now_ms();
-    let mut atx = audit.begin().await;
-    let mut tx = storage.pool().begin().await?;
-    // The audit lock before any row (the lock order every writer keeps).
-    atx.lock(&mut tx).await?;
-    let mut out = Vec::with_capacity(events.len());
-    for ev in events {
-        out.push(store_transition(&mut atx, &mut tx, ev, now).await?);
-    }
-    tx.commit().await?;
-    atx.committed();
-    Ok(out)
+    storage
+        .run_audited(audit, "store_transitions", |tx, atx| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(events.len());
+                for ev in events {
+                    out.push(store_transition(atx, tx, ev, now).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await
 }
 
 /// Stores one transition and its audit entry inside `tx`.
 async fn store_transition(
-    atx: &mut crate::audit::AuditTx<'_>,
+    atx: &mut AuditTx<'_>,
     tx: &mut sqlx::AnyConnection,
     ev: &AlertEvent,
     now: i64,
@@ -600,7 +604,7 @@ pub async fn list(
     to_ms: i64,
     limit: u32,
 ) -> Result<Vec<AlertRecord>, AlertError> {
-    if !crate::identity::valid_name(venue) {
+    if !veil_common::name::valid_name(venue) {
         return Err(AlertError::InvalidArgument(
             "venue must be 1..=64 bytes of [a-z0-9_-]".into(),
         ));
@@ -646,47 +650,54 @@ pub async fn acknowledge(
             "alert_id must be the 32 hex digits of an alert".into(),
         ));
     }
-    if !crate::identity::valid_name(venue) {
+    if !veil_common::name::valid_name(venue) {
         return Err(AlertError::InvalidArgument(
             "venue must be 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
-    let now = now_ms();
-    let mut atx = state.audit.begin().await;
-    let mut tx = state.storage.pool().begin().await?;
-    atx.lock(&mut tx).await?;
-    let changed = sqlx::query(
-        "-- acknowledge()\nUPDATE alerts SET acked_by = $3, acked_ms = $4 \
-         WHERE alert_id = $1 AND venue = $2 AND acked_by = ''",
-    )
-    .bind(alert_id)
-    .bind(venue)
-    .bind(who)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let alert = fetch(&mut tx, venue, alert_id)
-        .await?
-        .ok_or_else(|| AlertError::NotFound(alert_id.to_owned()))?;
-    if changed == 0 {
+    let now = state.now_ms();
+    let alert = state
+        .storage
+        .run_audited(&state.audit, "acknowledge_alert", |tx, atx| {
+            Box::pin(async move {
+                let changed = sqlx::query(
+                    "-- acknowledge()\nUPDATE alerts SET acked_by = $3, acked_ms = $4 \
+                     WHERE alert_id = $1 AND venue = $2 AND acked_by = ''",
+                )
+                .bind(alert_id)
+                .bind(venue)
+                .bind(who)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let alert = fetch(tx, venue, alert_id)
+                    .await?
+                    .ok_or_else(|| AlertError::NotFound(alert_id.to_owned()))?;
+                if changed == 0 {
+                    return Ok::<_, AlertError>((alert, false));
+                }
+                atx.append(
+                    tx,
+                    NewEntry {
+                        actor: who.to_owned(),
+                        venue: venue.to_owned(),
+                        action: action::ALERT_ACK,
+                        allow: true,
+                        reason: audit_reason(&alert, "acknowledged", alert.last_window_ms),
+                        ..NewEntry::default()
+                    },
+                    now,
+                )
+                .await?;
+                Ok((alert, true))
+            })
+        })
+        .await?;
+    let (alert, changed) = alert;
+    if !changed {
         return Ok(alert);
     }
-    atx.append(
-        &mut tx,
-        NewEntry {
-            actor: who.to_owned(),
-            venue: venue.to_owned(),
-            action: action::ALERT_ACK,
-            allow: true,
-            reason: audit_reason(&alert, "acknowledged", alert.last_window_ms),
-            ..NewEntry::default()
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    atx.committed();
     state.alerts.publish_alert(AlertEvent {
         kind: EventKind::Acknowledged,
         alert: alert.clone(),

@@ -806,12 +806,12 @@ impl veil_proto::ingest_server::Ingest for TransportOnlyIngest {
         request: tonic::Request<SubmitReleasesRequest>,
     ) -> Result<tonic::Response<veil_proto::SubmitReleasesResponse>, tonic::Status> {
         let st = &self.state;
-        let crate::ingest::Admitted {
+        let crate::grpc::ingest::Admitted {
             venue,
             node,
             releases,
             policy,
-        } = crate::ingest::admit(st, request)?;
+        } = crate::grpc::ingest::admit(st, request)?;
         let acks = releases
             .iter()
             .map(|r| {
@@ -843,47 +843,26 @@ struct TempPgDatabase {
 
 impl TempPgDatabase {
     async fn create(server: &str) -> anyhow::Result<Self> {
-        use sqlx::{Connection as _, Executor as _};
-        let name = format!(
-            "veil_bench_{}_{}",
-            std::process::id(),
-            crate::state::now_ms()
-        );
-        let mut conn = sqlx::PgConnection::connect(server)
+        let (name, url) = veil_common::test_util::create_database(server, "veil_bench")
             .await
-            .with_context(|| format!("connecting to {}", crate::storage::redact_url(server)))?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .context("creating the bench database")?;
-        conn.close().await?;
-        let (base, query) = match server.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (server, String::new()),
-        };
-        let scheme_end = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[scheme_end..].find('/') {
-            Some(i) => &base[..scheme_end + i],
-            None => base,
-        };
+            .with_context(|| {
+                format!(
+                    "creating a bench database on {}",
+                    crate::storage::redact_url(server)
+                )
+            })?;
         eprintln!("bench: created temporary database {name}");
         Ok(Self {
             admin: server.to_owned(),
-            url: format!("{base}/{name}{query}"),
+            url,
             name,
         })
     }
 
     async fn drop_database(self) -> anyhow::Result<()> {
-        use sqlx::{Connection as _, Executor as _};
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .await
-        .context("dropping the bench database")?;
-        conn.close().await?;
-        Ok(())
+        veil_common::test_util::drop_database(&self.admin, &self.name)
+            .await
+            .context("dropping the bench database")
     }
 }
 
@@ -907,7 +886,7 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
     .await?;
     let signer = CheckpointSigner::generate(pki::AUDIT_KEY_NAME)?;
     let vkey = signer.verifier_key_str();
-    let log = Arc::new(AuditLog::load(storage.pool(), signer, 1000).await?);
+    let log = Arc::new(AuditLog::load(&storage, signer, 1000).await?);
     let origin = log.origin().to_owned();
     let now = || {
         std::time::SystemTime::now()
@@ -944,7 +923,7 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
         }
         tx.commit().await?;
         atx.committed();
-        log.maybe_checkpoint(storage.pool(), t).await?;
+        log.maybe_checkpoint(&storage, t).await?;
         done += n;
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
@@ -954,7 +933,7 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
     let append_s = started.elapsed().as_secs_f64().max(1e-9);
 
     let t0 = Instant::now();
-    let export = log.export(storage.pool(), None, now()).await?;
+    let export = log.export(&storage, None, now()).await?;
     let export_s = t0.elapsed().as_secs_f64();
     eprintln!("bench: verifying the export of {} entries", export.size);
     let t1 = Instant::now();
@@ -1020,7 +999,7 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IngestConfig;
+    use crate::ingest::Limits;
 
     fn stream(pattern: Pattern, batch: usize, n: u64) -> Vec<Release> {
         (0..n)
@@ -1032,7 +1011,7 @@ mod tests {
     /// (zone, window)) and stays on the bench day, across day wraps.
     #[test]
     fn bench_streams_are_valid_and_never_repeat_a_key() {
-        let limits = IngestConfig::default();
+        let limits = Limits::default();
         for (pattern, batch) in [
             (Pattern::Series, 10),
             (Pattern::Windows, 10),

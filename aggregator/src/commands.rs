@@ -26,11 +26,11 @@ pub async fn budget_show(
     day: Option<&str>,
 ) -> anyhow::Result<String> {
     use std::fmt::Write as _;
-    let day = day.map_or_else(|| ledger::day_of(crate::state::now_ms()), str::to_owned);
+    let day = day.map_or_else(|| ledger::day_of(veil_common::now_ms()), str::to_owned);
     if !ledger::valid_day(&day) {
         anyhow::bail!("--day must be YYYY-MM-DD, got {day:?}");
     }
-    let policies = crate::policy::Policies::load(config).map_err(anyhow::Error::msg)?;
+    let policies = config.policies().map_err(anyhow::Error::msg)?;
     let policy = policies.get(venue).ok_or_else(|| {
         anyhow::anyhow!("venue {venue:?} is not in {}", config.base_dir.display())
     })?;
@@ -73,9 +73,7 @@ pub async fn audit_export(
 ) -> anyhow::Result<String> {
     let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = crate::server::open_audit(config, &storage).await?;
-    let export = audit
-        .export(storage.pool(), range, crate::state::now_ms())
-        .await?;
+    let export = audit.export(&storage, range, veil_common::now_ms()).await?;
     export.write(out)?;
     storage.close().await;
     Ok(format!(

@@ -70,7 +70,7 @@ pub struct Config {
     /// Federated rounds (model card delta, scheduled rounds).
     #[serde(default)]
     pub rounds: crate::rounds::RoundsConfig,
-    // --- Organizer surface, web half (issue 9) ---
+    // --- Organizer surface, web half ---
     /// Organizer dashboard: its own HTTPS listener (absent: not served).
     #[serde(default)]
     pub dashboard: Option<crate::dashboard::DashboardConfig>,
@@ -80,8 +80,8 @@ pub struct Config {
     /// Limits the post-event report measures against.
     #[serde(default)]
     pub report: crate::report::ReportConfig,
-    // --- end issue 9 web half ---
-    /// Organizer alerts: anomaly detection and rules (issue 9).
+    // --- end web half ---
+    /// Organizer alerts: anomaly detection and rules.
     #[serde(default)]
     pub alerts: crate::alerts::AlertsConfig,
     /// Directory of the config file; set by [`Config::load`].
@@ -114,7 +114,13 @@ pub struct StorageConfig {
 impl std::fmt::Debug for StorageConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageConfig")
-            .field("url", &self.url.as_deref().map(crate::storage::redact_url))
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(veil_aggregator_core::storage::redact_url),
+            )
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
@@ -248,6 +254,19 @@ fn default_max_cost() -> f64 {
     10.0
 }
 
+impl IngestConfig {
+    /// The limits as the core takes them.
+    pub fn limits(&self) -> veil_aggregator_core::ingest::Limits {
+        veil_aggregator_core::ingest::Limits {
+            max_batch: self.max_batch,
+            max_release_cost: self.max_release_cost,
+            max_window_age: self.max_window_age,
+            max_future_skew: self.max_future_skew,
+            group_max_releases: self.group_max_releases,
+        }
+    }
+}
+
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
@@ -376,9 +395,33 @@ impl Config {
         url.to_owned()
     }
 
+    /// Every venue's policy file, resolved: (venue, path).
+    pub fn policy_files(&self) -> impl Iterator<Item = (&str, PathBuf)> {
+        self.venues
+            .iter()
+            .map(|v| (v.name.as_str(), self.resolve(&v.policy)))
+    }
+
+    /// Who may call: the `[[venue]]` nodes and the `[[principal]]` tables.
+    pub fn registry(&self) -> veil_aggregator_core::auth::Registry {
+        veil_aggregator_core::auth::Registry::new(
+            self.venues
+                .iter()
+                .flat_map(|v| v.nodes.iter().map(|n| (v.name.clone(), n.clone()))),
+            self.principals
+                .iter()
+                .map(|p| (p.id.clone(), p.venues.clone())),
+        )
+    }
+
+    /// The venues' policies in force, loaded and validated.
+    pub fn policies(&self) -> Result<veil_aggregator_core::policy::Policies, String> {
+        veil_aggregator_core::policy::Policies::load(self.policy_files())
+    }
+
     /// How to open the database: [`Config::database_url`] and `[storage]`.
-    pub fn storage_options(&self) -> crate::storage::StorageOptions {
-        crate::storage::StorageOptions {
+    pub fn storage_options(&self) -> veil_aggregator_core::storage::StorageOptions {
+        veil_aggregator_core::storage::StorageOptions {
             url: self.database_url(),
             max_connections: self.storage.max_connections,
             acquire_timeout: self.storage.acquire_timeout,

@@ -30,11 +30,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::watch};
 
+use veil_common::now_ms;
+
 use crate::{
     audit::{NewEntry, action},
     config::Config,
     identity::{Identity, Role},
-    state::{State, now_ms},
+    state::State,
 };
 
 /// The page, its script and its style sheet, embedded in the binary.
@@ -570,30 +572,26 @@ async fn audit_refusals(
     mut rx: tokio::sync::mpsc::Receiver<(String, String, String)>,
 ) {
     while let Some((actor, venue, reason)) = rx.recv().await {
-        let now = now_ms();
-        let mut atx = st.audit.begin().await;
-        let result = async {
-            let mut tx = st.storage.pool().begin().await?;
-            atx.append(
-                &mut tx,
-                NewEntry {
-                    actor,
-                    venue,
-                    action: action::AUTH,
-                    allow: false,
-                    reason,
-                    ..NewEntry::default()
-                },
-                now,
-            )
-            .await
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            tx.commit().await
-        }
-        .await;
-        match result {
-            Ok(()) => atx.committed(),
-            Err(e) => tracing::error!(error = %e, "Auditing a refused dashboard caller failed."),
+        let now = st.now_ms();
+        let entry = NewEntry {
+            actor,
+            venue,
+            action: action::AUTH,
+            allow: false,
+            reason,
+            ..NewEntry::default()
+        };
+        let result = st
+            .storage
+            .run_audited(&st.audit, "audit_dashboard_refusal", |tx, atx| {
+                Box::pin(async move {
+                    atx.append(tx, entry, now).await?;
+                    Ok::<_, veil_aggregator_core::Error>(())
+                })
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Auditing a refused dashboard caller failed.");
         }
     }
 }

@@ -306,7 +306,7 @@ impl Metrics {
 
 /// Refreshes the budget gauges (one per configured venue) from the ledger.
 pub async fn refresh_budget(st: &crate::state::State) {
-    let day = crate::ledger::day_of(crate::state::now_ms());
+    let day = crate::ledger::day_of(st.now_ms());
     for (venue, policy) in st.policies.iter() {
         match crate::ledger::report(st.storage.pool(), venue, &day, Some(policy.as_ref())).await {
             Ok(r) => {

@@ -9,7 +9,6 @@
 //! `suppress_below` are hidden.
 
 pub mod noise;
-pub mod service;
 
 use std::collections::HashMap;
 
@@ -294,7 +293,7 @@ fn check_names(venue: &str, zone: Option<&str>, metric: &str) -> Result<(), Quer
             "zone must be empty or 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
-    if !crate::ingest::valid_metric(metric) {
+    if !veil_common::name::valid_metric(metric) {
         return Err(QueryError::InvalidArgument(
             "metric must be 1..=64 bytes of [a-z0-9_]".into(),
         ));

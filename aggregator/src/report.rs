@@ -228,7 +228,7 @@ pub fn zone_kpis(
 /// Gathers the report's data for `venue` on `day`.
 pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Result<ReportData> {
     let bounds = day_bounds(day)?;
-    let policies = crate::policy::Policies::load(cfg).map_err(anyhow::Error::msg)?;
+    let policies = cfg.policies().map_err(anyhow::Error::msg)?;
     let policy = policies
         .get(venue)
         .ok_or_else(|| anyhow::anyhow!("--venue {venue:?} is not a venue of this config"))?

@@ -15,15 +15,18 @@ use veil_proto::{
     policy_server::PolicyServer,
 };
 
-use crate::{
-    audit::{AuditLog, AuditService, NewEntry, SELF_ACTOR, action},
-    auth::Registry,
-    config::Config,
-    ingest::IngestService,
-    ledger::LedgerService,
-    policy::{Policies, PolicyService},
-    state::{State, now_ms},
+use veil_aggregator_core::{
+    Core, SystemClock,
+    audit::{AuditLog, NewEntry, SELF_ACTOR, action},
     storage::Storage,
+};
+
+use crate::{
+    config::Config,
+    grpc::{
+        audit::AuditService, ingest::IngestService, ledger::LedgerService, policy::PolicyService,
+    },
+    state::State,
 };
 
 /// Errors starting or running the server.
@@ -44,10 +47,13 @@ pub enum ServerError {
     Policy(String),
     /// Storage failed to open.
     #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(#[from] veil_aggregator_core::storage::Error),
     /// The audit log failed to load or the signing key is unusable.
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditLogError),
+    Audit(#[from] veil_aggregator_core::audit::Error),
+    /// Recording the policies in force failed.
+    #[error(transparent)]
+    Core(#[from] veil_aggregator_core::Error),
     /// The audit signing key could not be read.
     #[error("audit signing key {path}: {reason}")]
     AuditKey {
@@ -67,7 +73,7 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The dashboard could not start (issue 9).
+    /// The dashboard could not start.
     #[error(transparent)]
     Dashboard(#[from] crate::dashboard::DashboardError),
     /// The transport failed.
@@ -81,15 +87,15 @@ pub struct Bound {
     addr: SocketAddr,
     tls: ServerTlsConfig,
     state: Arc<State>,
-    refusals: tokio::sync::mpsc::Receiver<crate::auth::Refusal>,
+    refusals: tokio::sync::mpsc::Receiver<veil_aggregator_core::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
-    // Issue 9: the alert task's inputs.
+    // The alert task's inputs.
     alert_task: (
         crate::alerts::HubReceiver,
         Vec<crate::alerts::config::Rule>,
         crate::alerts::AlertsConfig,
     ),
-    /// Organizer surface (issue 9): dashboard and metrics listeners.
+    /// Organizer surface: dashboard and metrics listeners.
     web: WebListeners,
 }
 
@@ -126,41 +132,39 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         .identity(TlsIdentity::from_pem(cert, key))
         .client_ca_root(Certificate::from_pem(ca))
         .client_auth_optional(false);
-    let policies = Policies::load(&config).map_err(ServerError::Policy)?;
+    let policies = config.policies().map_err(ServerError::Policy)?;
     let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = open_audit(&config, &storage).await?;
+    let clock: Arc<dyn veil_aggregator_core::Clock> = Arc::new(SystemClock);
     // Record which policy versions are in force from now on.
     {
-        let now = now_ms();
-        let mut atx = audit.begin().await;
-        let mut tx = storage
-            .pool()
-            .begin()
-            .await
-            .map_err(crate::storage::StorageError::from)?;
+        let now = clock.now_ms();
         let mut venues: Vec<_> = policies.iter().collect();
         venues.sort_by(|a, b| a.0.cmp(b.0));
-        for (venue, p) in venues {
-            atx.append(
-                &mut tx,
-                NewEntry {
-                    actor: SELF_ACTOR.into(),
-                    venue: venue.clone(),
-                    action: action::POLICY_LOAD,
-                    allow: true,
-                    reason: format!("policy \"{}\" in force", p.policy.name),
-                    policy_hash: p.hash.clone(),
-                    ..NewEntry::default()
-                },
-                now,
-            )
+        storage
+            .run_audited(&audit, "record_policies", |tx, atx| {
+                Box::pin(async move {
+                    for (venue, p) in venues {
+                        atx.append(
+                            tx,
+                            NewEntry {
+                                actor: SELF_ACTOR.into(),
+                                venue: venue.clone(),
+                                action: action::POLICY_LOAD,
+                                allow: true,
+                                reason: format!("policy \"{}\" in force", p.policy.name),
+                                policy_hash: p.hash.clone(),
+                                ..NewEntry::default()
+                            },
+                            now,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, veil_aggregator_core::Error>(())
+                })
+            })
             .await?;
-        }
-        tx.commit()
-            .await
-            .map_err(crate::storage::StorageError::from)?;
-        atx.committed();
-        audit.checkpoint(storage.pool(), now).await?;
+        audit.checkpoint(&storage, now).await?;
     }
     let listener = TcpListener::bind(config.listen)
         .await
@@ -172,7 +176,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         addr: config.listen,
         source,
     })?;
-    // Organizer surface (issue 9): bind before serving so a port conflict fails start-up.
+    // Organizer surface: bind before serving so a port conflict fails start-up.
     let web = WebListeners {
         dashboard: match &config.dashboard {
             Some(d) => Some(crate::dashboard::bind(&config, d).await?),
@@ -191,8 +195,8 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         },
     };
     let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
-    let registry = Registry::from_config(&config).with_refusal_sink(refusal_tx);
-    // Issue 9: organizer alerts.
+    let registry = config.registry().with_refusal_sink(refusal_tx);
+    // Organizer alerts.
     let rules = config.alerts.check().map_err(ServerError::Alerts)?;
     let (alerts, alert_rx) = crate::alerts::AlertHub::new(&config.alerts);
     Ok(Bound {
@@ -204,11 +208,14 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         rounds: config.rounds.clone(),
         web,
         state: Arc::new(State {
-            registry,
-            policies,
-            storage,
-            audit,
-            limits: config.ingest.clone(),
+            core: Arc::new(Core {
+                registry,
+                policies,
+                storage,
+                audit,
+                limits: config.ingest.limits(),
+                clock,
+            }),
             metrics: crate::metrics::Metrics::new(),
             alerts,
         }),
@@ -216,32 +223,31 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
 }
 
 /// Writes an `auth` deny entry for every refused caller.
-async fn audit_refusals(st: Arc<State>, mut rx: tokio::sync::mpsc::Receiver<crate::auth::Refusal>) {
+async fn audit_refusals(
+    st: Arc<State>,
+    mut rx: tokio::sync::mpsc::Receiver<veil_aggregator_core::auth::Refusal>,
+) {
     while let Some((actor, reason)) = rx.recv().await {
         st.metrics.auth_refused("grpc");
-        let now = now_ms();
-        let mut atx = st.audit.begin().await;
-        let result = async {
-            let mut tx = st.storage.pool().begin().await?;
-            atx.append(
-                &mut tx,
-                NewEntry {
-                    actor,
-                    action: action::AUTH,
-                    allow: false,
-                    reason,
-                    ..NewEntry::default()
-                },
-                now,
-            )
-            .await
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            tx.commit().await
-        }
-        .await;
-        match result {
-            Ok(()) => atx.committed(),
-            Err(e) => tracing::error!(error = %e, "Auditing a refused caller failed."),
+        let now = st.now_ms();
+        let entry = NewEntry {
+            actor,
+            action: action::AUTH,
+            allow: false,
+            reason,
+            ..NewEntry::default()
+        };
+        let result = st
+            .storage
+            .run_audited(&st.audit, "audit_refusal", |tx, atx| {
+                Box::pin(async move {
+                    atx.append(tx, entry, now).await?;
+                    Ok::<_, veil_aggregator_core::Error>(())
+                })
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Auditing a refused caller failed.");
         }
     }
 }
@@ -256,7 +262,7 @@ pub async fn open_audit(config: &Config, storage: &Storage) -> Result<AuditLog, 
     let text = std::fs::read_to_string(&path).map_err(|e| key_err(e.to_string()))?;
     let signer =
         CheckpointSigner::from_private_key_str(text.trim()).map_err(|e| key_err(e.to_string()))?;
-    Ok(AuditLog::load(storage.pool(), signer, config.audit.checkpoint_every).await?)
+    Ok(AuditLog::load(storage, signer, config.audit.checkpoint_every).await?)
 }
 
 impl Bound {
@@ -296,17 +302,17 @@ impl Bound {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let st = self.state.clone();
         let refusal_auditor = tokio::spawn(audit_refusals(st.clone(), self.refusals));
-        // Issue 9: the alert task and the organizer Query service.
+        // The alert task and the organizer Query service.
         let (alert_rx, rules, alerts_cfg) = self.alert_task;
         let alert_task = tokio::spawn(crate::alerts::run(st.clone(), rules, alerts_cfg, alert_rx));
-        let query = crate::query::service::QueryService::new(st.clone());
+        let query = crate::grpc::query::QueryService::new(st.clone());
         let (ingest, committer) = IngestService::new(st.clone());
         let policy = PolicyService { state: st.clone() };
         let ledger = LedgerService { state: st.clone() };
         let audit = AuditService { state: st.clone() };
-        // Federated rounds (issue 6): the service and its deadline/schedule ticker.
+        // Federated rounds: the service and its deadline/schedule ticker.
         let rounds = Arc::new(
-            crate::rounds::Rounds::new(st.storage.pool().clone(), self.rounds.delta).with_charging(
+            crate::rounds::Rounds::new(st.storage.clone(), self.rounds.delta).with_charging(
                 crate::rounds::Charging {
                     policies: st.policies.clone(),
                     audit: st.audit.clone(),
@@ -318,7 +324,7 @@ impl Bound {
             Some(st.audit.clone()),
             self.rounds.schedule.clone(),
         );
-        let federated = crate::rounds::FederatedService::new(
+        let federated = crate::grpc::rounds::FederatedService::new(
             rounds,
             st.registry.clone(),
             Some(st.audit.clone()),
@@ -332,7 +338,7 @@ impl Bound {
         health_reporter
             .set_serving::<LedgerServer<LedgerService>>()
             .await;
-        // Organizer surface (issue 9): dashboard and metrics stop with the server.
+        // Organizer surface: dashboard and metrics stop with the server.
         let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
         let web_tasks = spawn_web(self.web, st.clone(), web_stopped);
         let shutdown = async move {
@@ -359,7 +365,7 @@ impl Bound {
                 // delayed ACK: +40 ms on every call.
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 {
-                    // Issue 9: live streams end at shutdown, or they would hold it up.
+                    // Live streams end at shutdown, or they would hold it up.
                     let hub = st.alerts.clone();
                     async move {
                         shutdown.await;
@@ -378,7 +384,7 @@ impl Bound {
         refusal_auditor.abort();
         alert_task.abort();
         // A final checkpoint covers everything acknowledged.
-        if let Err(e) = st.audit.checkpoint(st.storage.pool(), now_ms()).await {
+        if let Err(e) = st.audit.checkpoint(&st.storage, st.now_ms()).await {
             tracing::error!(error = %e, "Final audit checkpoint failed.");
         }
         st.storage.close().await;
@@ -387,7 +393,7 @@ impl Bound {
     }
 }
 
-/// Starts the dashboard and metrics listeners (issue 9); they end when
+/// Starts the dashboard and metrics listeners; they end when
 /// `stop` turns true.
 fn spawn_web(
     web: WebListeners,

@@ -1,34 +1,40 @@
-//! What every gRPC service shares: who may call, policies, storage, the
-//! audit log and limits.
+//! What the application's services share: the core (who may call,
+//! policies, storage, audit log, limits, clock) and the organizer layer's
+//! handles (metrics, the alert hub), which hear about committed releases
+//! through [`CommitObserver`].
 
-use crate::{
-    audit::AuditLog, auth::Registry, config::IngestConfig, policy::Policies, storage::Storage,
-};
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use veil_aggregator_core::{Core, ingest::CommitObserver, storage::StoredRelease};
 
 /// Shared aggregator state.
 #[derive(Debug)]
 pub struct State {
-    /// Registered nodes and principals.
-    pub registry: Registry,
-    /// Policies in force.
-    pub policies: Policies,
-    /// Database.
-    pub storage: Storage,
-    /// Audit log.
-    pub audit: AuditLog,
-    /// Ingest limits.
-    pub limits: IngestConfig,
-    /// Prometheus metrics (issue 9).
+    /// The core: decides and writes.
+    pub core: Arc<Core>,
+    /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
-    /// Organizer alerts and live series (issue 9): committed releases in,
-    /// alert events and series points out.
+    /// Organizer alerts and live series: committed releases in, alert
+    /// events and series points out.
     pub alerts: crate::alerts::AlertHub,
 }
 
-/// Current wall-clock time, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The services read the core's handles (`st.storage`, `st.audit`, ...)
+/// through the state.
+impl Deref for State {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl CommitObserver for State {
+    fn group_committed(&self, calls: usize, releases: usize, took: Duration) {
+        self.metrics.record_group(calls, releases, took);
+    }
+
+    fn releases_stored(&self, releases: Vec<StoredRelease>) {
+        self.alerts.offer(releases);
+    }
 }

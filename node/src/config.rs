@@ -330,10 +330,10 @@ impl Config {
             key,
             reason: reason.into(),
         };
-        if !crate::event::valid_zone(&cfg.venue) {
+        if !veil_common::name::valid_name(&cfg.venue) {
             return Err(invalid("venue", "must be 1..=64 bytes of [a-z0-9_-]"));
         }
-        if !crate::event::valid_zone(&cfg.node_id) {
+        if !veil_common::name::valid_name(&cfg.node_id) {
             return Err(invalid("node_id", "must be 1..=64 bytes of [a-z0-9_-]"));
         }
         let len = cfg.windows.length;
@@ -370,7 +370,7 @@ impl Config {
             return Err(invalid("zone", "at least one [[zone]] is required"));
         }
         for z in &cfg.zones {
-            if !crate::event::valid_zone(&z.name) {
+            if !veil_common::name::valid_name(&z.name) {
                 return Err(invalid("zone.name", "must be 1..=64 bytes of [a-z0-9_-]"));
             }
             if z.cameras > 64 {

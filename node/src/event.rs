@@ -269,15 +269,6 @@ fn check_range(name: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), Event
     Ok(())
 }
 
-/// Whether `zone` is a valid zone name: 1..=64 bytes of [a-z0-9_-].
-pub fn valid_zone(zone: &str) -> bool {
-    !zone.is_empty()
-        && zone.len() <= 64
-        && zone
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
 /// Parses and validates one JSON line.
 ///
 /// Compact lines (as sensors and the simulator write them) and `...Z`
@@ -295,7 +286,7 @@ pub fn parse_line(line: &str) -> Result<ValidEvent<'_>, EventError> {
         None => parse_ts_general(&event.ts)?,
     };
     check_name("sensor", &event.sensor)?;
-    if !valid_zone(&event.zone) {
+    if !veil_common::name::valid_name(&event.zone) {
         return Err(field("zone", "must be 1..=64 bytes of [a-z0-9_-]"));
     }
     if let Some(fw) = &event.firmware {

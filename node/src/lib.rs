@@ -16,6 +16,7 @@ pub mod event;
 pub mod federated;
 pub mod inference;
 pub mod lease;
+pub mod metric;
 pub mod metrics;
 pub mod outbox;
 pub mod release;

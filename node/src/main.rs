@@ -283,7 +283,7 @@ fn privacy_sample(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format.as_deref());
+    veil_common::init_tracing(cli.log_format.as_deref(), "info");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Run { config } => run(config),
@@ -389,7 +389,7 @@ fn status(config: PathBuf) -> anyhow::Result<()> {
 fn run(config: PathBuf) -> anyhow::Result<()> {
     let cfg = veil_node::Config::load(&config)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(veil_node::run(cfg, shutdown_signal()));
+    let report = rt.block_on(veil_node::run(cfg, veil_common::shutdown_signal()));
     // A blocking stdin read must not hold the exit after shutdown.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     let report = report?;
@@ -465,40 +465,4 @@ fn simulate(
         stats.events, stats.malformed
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        #[cfg(unix)]
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
-/// Installs the tracing subscriber: `RUST_LOG` filter (default info), JSON
-/// when asked or when stderr is not a terminal.
-fn init_tracing(format: Option<&str>) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        Some(f) => f == "json",
-        None => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -161,13 +161,7 @@ impl Pseudonyms {
     }
 }
 
-/// Wall clock, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use veil_common::now_ms;
 
 /// Runs the node until its input ends and the outbox is drained, or until
 /// `shutdown` resolves (then intake stops, the current batch finishes, and
@@ -634,10 +628,9 @@ async fn release_all(
             );
             return Ok(());
         }
-        let day = match w.day {
-            Some(sd) => event_day_string(sd.day),
-            None => utc_day(w.start_ms),
-        };
+        // The ledger's day: the event day in the policy's calendar (UTC
+        // days without a privacy unit).
+        let day = veil_common::day::event_day_of(w.start_ms, policy.event_day_offset_seconds());
         // One lease per (metric, purpose) covers all zones of this window;
         // a stream lease covers the metric's whole event day.
         let mut groups: std::collections::BTreeMap<(&str, &str), (Cost, u32, Option<u32>)> =
@@ -761,22 +754,6 @@ async fn release_all(
             .inc_by(leases.stats.exhausted_releases - exhausted_before);
     }
     Ok(())
-}
-
-/// "YYYY-MM-DD" of an event day (the ledger's day under a privacy unit).
-pub fn event_day_string(day: EventDay) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(i64::from(day.days_since_epoch()) * 86_400)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// UTC event day "YYYY-MM-DD" of a Unix-ms time (the ledger's day).
-fn utc_day(ms: i64) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 #[allow(clippy::too_many_arguments)]

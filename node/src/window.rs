@@ -324,7 +324,7 @@ impl Windower {
         let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
         let lateness_ms = i64::try_from(cfg.windows.lateness.as_millis()).unwrap_or(0);
         let consent = policy
-            .metric(crate::release::metric::APP_USERS)
+            .metric(crate::metric::APP_USERS)
             .and_then(|m| m.purposes.first())
             .and_then(|purpose| policy.consent_scope(veil_privacy::policy::Signal::App, purpose));
         let w = Self::new(length_s, lateness_ms, &cfg.zones, limits, consent);

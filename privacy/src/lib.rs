@@ -11,7 +11,9 @@
 #![warn(missing_docs)]
 
 pub mod accounting;
-pub mod audit;
+/// The audit log's entries, Merkle tree and checkpoints: the `veil-audit`
+/// crate, re-exported under its old path.
+pub use veil_audit as audit;
 pub mod bounds;
 pub mod cost;
 pub mod error;
@@ -22,7 +24,8 @@ pub mod policy;
 pub mod pseudonym;
 pub mod release;
 pub mod sample;
-pub mod scan;
+/// Byte scans of the strict JSON-line readers, from `veil-common`.
+pub use veil_common::scan;
 #[cfg(test)]
 mod test_stats;
 

@@ -400,12 +400,7 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
+use veil_common::name::valid_metric as valid_name;
 
 impl LoadedPolicy {
     /// Parses and validates a policy document.

@@ -111,58 +111,24 @@ pub fn test_database_url(dir: &Path) -> String {
 /// Creates `veil_test_<random>` on the PostgreSQL server `server` and
 /// returns its URL (blocking; usable from sync and async code).
 pub fn create_database(server: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let name = format!(
-        "veil_test_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = server.to_owned();
-    let db = name.clone();
+    let server = server.to_owned();
     std::thread::spawn(move || {
-        let server = admin;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(async move {
-            use sqlx::{Connection as _, Executor as _};
-            let mut conn = sqlx::PgConnection::connect(&server)
-                .await
-                .unwrap_or_else(|e| panic!("VEIL_TEST_DATABASE_URL {server}: {e}"));
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-                .await
-                .expect("create test database");
-            conn.close().await.expect("close");
-        });
+        rt.block_on(veil_common::test_util::create_database(
+            &server,
+            "veil_test",
+        ))
+        .unwrap_or_else(|e| panic!("VEIL_TEST_DATABASE_URL {server}: {e}"))
+        .1
     })
     .join()
-    .expect("create database thread");
-    with_database(server, &name)
+    .expect("create database thread")
 }
 
-/// `url` with its database name replaced by `db`.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
+pub use veil_common::test_util::with_database;
 
 /// The database URL an aggregator config in `dir` uses, resolved.
 pub fn aggregator_database_url(config: &Path) -> String {
@@ -347,6 +313,13 @@ pub fn release(node: &str, metric: &str, window_start_ms: i64, value: f64, seq: 
 /// Path of a workspace binary (`veil-node`, `veil-aggregator`), built
 /// once per test process with the same cargo and profile as the tests, so
 /// `cargo test --workspace` alone is enough.
+///
+/// The build selects the whole workspace with its test targets, exactly the
+/// package and target selection of `cargo test --workspace`, so cargo
+/// resolves the same dependency features and reuses the test build's
+/// artifacts: only the binaries themselves are compiled. (Selecting just
+/// `-p veil-node -p veil-aggregator --bins` resolves other features and
+/// rebuilt a dozen dependencies, minutes on a 2-core machine.)
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let mut dir = std::env::current_exe().expect("current exe");
@@ -360,11 +333,9 @@ pub fn bin(name: &str) -> PathBuf {
         cmd.args([
             "build",
             "--quiet",
-            "-p",
-            "veil-node",
-            "-p",
-            "veil-aggregator",
+            "--workspace",
             "--bins",
+            "--tests",
         ]);
         if dir.ends_with("release") {
             cmd.arg("--release");

@@ -240,7 +240,7 @@ fn condition(
     below: Option<f64>,
     rising: Option<u32>,
 ) -> Result<Condition, String> {
-    if !crate::ingest::valid_metric(metric) {
+    if !veil_common::name::valid_metric(metric) {
         return Err(format!(
             "rule {rule}: metric `{metric}` must be 1..=64 bytes of [a-z0-9_]"
         ));
@@ -292,7 +292,11 @@ impl AlertsConfig {
         if a.warmup_windows > 10_000 {
             return Err("alerts.anomaly.warmup_windows must be at most 10000".into());
         }
-        if let Some(m) = a.metrics.iter().find(|m| !crate::ingest::valid_metric(m)) {
+        if let Some(m) = a
+            .metrics
+            .iter()
+            .find(|m| !veil_common::name::valid_metric(m))
+        {
             return Err(format!(
                 "alerts.anomaly.metrics: `{m}` must be 1..=64 bytes of [a-z0-9_]"
             ));

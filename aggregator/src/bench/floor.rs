@@ -41,8 +41,7 @@ use super::{
     BENCH_POLICY, Figure, LEASE_RELEASES, Pattern, Report, VENUE, bench_release, percentile,
 };
 use crate::{
-    config::IngestConfig,
-    ingest::validate,
+    ingest::{Limits, validate},
     policy::sha256_hex,
     storage::{CHECKPOINT_EVERY, SQLITE_PRAGMAS, Storage, StoredRelease},
 };
@@ -205,7 +204,7 @@ fn thread_cpu() -> Option<Duration> {
 pub(crate) fn run_floor(path: &Path, p: &FloorParams) -> anyhow::Result<FloorRun> {
     let conn = open(path).with_context(|| format!("opening {}", path.display()))?;
     let policy_hash = sha256_hex(BENCH_POLICY.as_bytes());
-    let limits = IngestConfig::default();
+    let limits = Limits::default();
     let nodes: Vec<String> = (1..=p.nodes).map(|i| format!("node-{i}")).collect();
     let leases: Vec<String> = nodes
         .iter()
@@ -253,7 +252,7 @@ fn commit_groups(
     nodes: &[String],
     leases: &[String],
     policy_hash: &str,
-    limits: &IngestConfig,
+    limits: &Limits,
 ) -> anyhow::Result<FloorRun> {
     let mut take = conn.prepare("UPDATE leases SET used = used + ?1 WHERE lease_id = ?2")?;
     let mut insert = conn.prepare(
@@ -273,7 +272,7 @@ fn commit_groups(
     let deadline = Instant::now() + p.duration;
     while Instant::now() < deadline {
         // Build the group (not timed: this is Veil's work, not SQLite's).
-        let now = crate::state::now_ms();
+        let now = veil_common::now_ms();
         let mut group = Vec::with_capacity(nodes.len() * p.batch);
         for (node, lease) in nodes.iter().zip(leases) {
             for i in next..next + p.batch as u64 {

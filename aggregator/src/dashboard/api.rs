@@ -97,7 +97,7 @@ pub async fn budget(
     let venue = cred.venue(&ctx, p.venue.as_deref())?;
     let day = p
         .day
-        .unwrap_or_else(|| ledger::day_of(crate::state::now_ms()));
+        .unwrap_or_else(|| ledger::day_of(veil_common::now_ms()));
     if !ledger::valid_day(&day) {
         return Err(ApiError::bad_request("day must be YYYY-MM-DD"));
     }

@@ -70,7 +70,7 @@ fn ms_to_rfc3339(ms: i64) -> String {
 /// Runs a token command; returns what to print.
 pub async fn run(cfg: &Config, cmd: TokenCommand) -> anyhow::Result<String> {
     let storage = Storage::open(&cfg.database_url()).await?;
-    let now = crate::state::now_ms();
+    let now = veil_common::now_ms();
     let out = match cmd {
         TokenCommand::Issue {
             venue, ttl, label, ..

@@ -6,13 +6,15 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use veil_proto::{PullModelRequest, federated_client::FederatedClient};
 
 use super::{OpenParams, Rounds, action, kernel, record_round_event};
-use crate::{audit::NewEntry, config::Config, state::now_ms, storage::Storage};
+use veil_common::now_ms;
+
+use crate::{audit::NewEntry, config::Config, storage::Storage};
 
 async fn open_store(
     cfg: &Config,
 ) -> Result<(Storage, Rounds), Box<dyn std::error::Error + Send + Sync>> {
     let storage = Storage::open_with(&cfg.storage_options()).await?;
-    let rounds = Rounds::new(storage.pool().clone(), cfg.rounds.delta);
+    let rounds = Rounds::new(storage.clone(), cfg.rounds.delta);
     Ok((storage, rounds))
 }
 

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use serde_json::json;
 use sqlx::{AnyPool, Row};
 
-use crate::storage::Backend;
+use crate::storage::{Backend, Storage};
 use tokio::sync::Mutex;
 use veil_privacy::model_update::{ModelPrivacy, RoundPrivacy};
 use veil_proto::Round;
@@ -38,6 +38,12 @@ pub enum RoundError {
     /// Appending to the audit log failed.
     #[error("audit: {0}")]
     Audit(String),
+}
+
+impl From<veil_aggregator_core::audit::Error> for RoundError {
+    fn from(e: veil_aggregator_core::audit::Error) -> Self {
+        RoundError::Audit(e.to_string())
+    }
 }
 
 /// Parameters of a new round.
@@ -161,6 +167,7 @@ const SELECT_ROUND: &str = "SELECT round_id, model, base_version, min_nodes, cli
 /// The rounds and model store of one aggregator database.
 #[derive(Debug)]
 pub struct Rounds {
+    storage: Storage,
     pool: AnyPool,
     delta: f64,
     lock: Mutex<()>,
@@ -168,11 +175,12 @@ pub struct Rounds {
 }
 
 impl Rounds {
-    /// Over the aggregator's pool (migration 0003 applied); model cards
-    /// state epsilon at `delta`.
-    pub fn new(pool: AnyPool, delta: f64) -> Self {
+    /// Over the aggregator's database (migration 0003 applied); model
+    /// cards state epsilon at `delta`.
+    pub fn new(storage: Storage, delta: f64) -> Self {
         Self {
-            pool,
+            pool: storage.pool().clone(),
+            storage,
             delta,
             lock: Mutex::new(()),
             charging: None,
@@ -191,6 +199,11 @@ impl Rounds {
     /// The pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The database.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Stores `weights` as the next version of `model` with no training

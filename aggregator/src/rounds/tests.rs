@@ -26,7 +26,7 @@ fn update(values: &[f32]) -> Vec<u8> {
 async fn rounds() -> (tempfile::TempDir, Rounds) {
     let dir = tempfile::tempdir().unwrap();
     let storage = crate::storage::open_test_storage(dir.path()).await;
-    let r = Rounds::new(storage.pool().clone(), 1e-6);
+    let r = Rounds::new(storage.clone(), 1e-6);
     r.import_model("m", &model_bytes(0.5), None, 0)
         .await
         .unwrap();
@@ -252,13 +252,13 @@ async fn charging_rounds(budgets: &[(&str, f64)]) -> (tempfile::TempDir, Rounds,
     let dir = tempfile::tempdir().unwrap();
     let storage = crate::storage::open_test_storage(dir.path()).await;
     let signer = veil_privacy::audit::CheckpointSigner::generate("test-audit").unwrap();
-    let audit = AuditLog::load(storage.pool(), signer, 1000).await.unwrap();
+    let audit = AuditLog::load(&storage, signer, 1000).await.unwrap();
     let policies = crate::policy::Policies::from_loaded(
         budgets
             .iter()
             .map(|(v, b)| ((*v).to_owned(), policy_with_budget(*b))),
     );
-    let r = Rounds::new(storage.pool().clone(), 1e-6).with_charging(Charging { policies, audit });
+    let r = Rounds::new(storage.clone(), 1e-6).with_charging(Charging { policies, audit });
     r.import_model("m", &model_bytes(0.5), None, 0)
         .await
         .unwrap();

@@ -416,7 +416,7 @@ impl Worker {
         if releases.is_empty() {
             return Ok(());
         }
-        let now = crate::run::now_ms();
+        let now = veil_common::now_ms();
         stats.audio_releases += self.outbox.push(&releases, &self.policy.hash, now).await?;
         for r in &releases {
             self.metrics.add_releases(r.metric, 1);

@@ -515,7 +515,7 @@ fn config_is_validated() {
     let s = sim(base);
     assert!(s.write_events(1, &mut std::io::sink()).is_err());
     for z in zones(VenueKind::Arena) {
-        assert!(crate::event::valid_zone(z.name));
+        assert!(veil_common::name::valid_name(z.name));
         assert_eq!(z.node(3), (z.index % 3) as u32);
     }
 }

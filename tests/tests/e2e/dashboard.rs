@@ -1,4 +1,4 @@
-//! The organizer dashboard (issue 9) over real HTTPS: token and certificate
+//! The organizer dashboard over real HTTPS: token and certificate
 //! access, refusals, acknowledgement audit, the live stream, `/metrics`, the
 //! post-event report, and the page in headless Chromium.
 
@@ -212,7 +212,7 @@ async fn wait_for_alert(env: &Env, token: &str) -> serde_json::Value {
 async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgements() {
     let mut env = Env::start().await;
     let ca = env.pki().join("ca.pem");
-    let now = veil_aggregator::state::now_ms();
+    let now = veil_common::now_ms();
     let good = env.token("arena", Duration::from_secs(3600), now).await;
     let expired = env
         .token("arena", Duration::from_secs(60), now - 3_600_000)
@@ -465,7 +465,7 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
 async fn stream_pushes_points_and_report_names_the_checkpoint() {
     let mut env = Env::start().await;
     let ca = env.pki().join("ca.pem");
-    let now = veil_aggregator::state::now_ms();
+    let now = veil_common::now_ms();
     let good = env.token("arena", Duration::from_secs(3600), now).await;
 
     // Open the stream first, then ingest: the point arrives as an SSE event.
@@ -624,7 +624,7 @@ async fn dashboard_in_headless_chromium_shows_data_only_with_credentials() {
         return;
     }
     let mut env = Env::start().await;
-    let now = veil_aggregator::state::now_ms();
+    let now = veil_common::now_ms();
     let good = env.token("arena", Duration::from_secs(3600), now).await;
     env.submit(1, 4, 20.0).await;
     env.submit(4, 6, 500.0).await;

@@ -42,7 +42,7 @@ async fn federated_rounds_across_three_venues_improve_the_forecaster() {
         None => format!("sqlite://{}", dir.path().join("agg.db").display()),
     };
     let storage = veil_aggregator::storage::Storage::open(&url).await.unwrap();
-    let store = Rounds::new(storage.pool().clone(), 1e-6);
+    let store = Rounds::new(storage.clone(), 1e-6);
     let initial = embedded_weights(FORECASTER_SPEC.name).unwrap();
     store
         .import_model(FORECASTER_SPEC.name, initial, None, 0)
@@ -153,7 +153,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
 
     let env = TestEnv::start().await;
     let initial = embedded_weights(FORECASTER_SPEC.name).unwrap();
-    Rounds::new(env.storage.pool().clone(), 1e-6)
+    Rounds::new(env.storage.clone(), 1e-6)
         .import_model(FORECASTER_SPEC.name, initial, None, 0)
         .await
         .unwrap();
@@ -259,7 +259,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
     assert!((cks_epsilon(rho, 1e-6) - card["epsilon"].as_f64().unwrap()).abs() < 0.01);
 
     // The venue's ledger was charged: two updates of rho m / (2 z^2) = 1.
-    let day = veil_aggregator::ledger::day_of(veil_aggregator::state::now_ms());
+    let day = veil_aggregator::ledger::day_of(veil_common::now_ms());
     let rep = veil_aggregator::ledger::report(env.storage.pool(), VENUE, &day, None)
         .await
         .unwrap();

@@ -1,4 +1,4 @@
-//! Group commit (issue 8): concurrent SubmitReleases calls share
+//! Group commit: concurrent SubmitReleases calls share
 //! transactions, yet every release is decided exactly as if the calls had
 //! come one at a time, and one failing call never fails the calls committed
 //! with it.
@@ -47,7 +47,7 @@ async fn lease_used(env: &TestEnv, lease_id: &str) -> i64 {
 async fn exported_entries(env: &TestEnv) -> Vec<AuditEntry> {
     let export = env
         .audit
-        .export(env.storage.pool(), None, 0)
+        .export(&env.storage, None, 0)
         .await
         .expect("export");
     let vkey = std::fs::read_to_string(env.pki.join("audit.vkey")).expect("vkey");

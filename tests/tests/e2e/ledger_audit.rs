@@ -71,7 +71,7 @@ async fn policy_refusals_are_denied_with_reasons_and_audited() {
     assert_eq!(env.storage.count_releases().await.expect("count"), 0);
     let export = env
         .audit
-        .export(env.storage.pool(), None, 0)
+        .export(&env.storage, None, 0)
         .await
         .expect("export");
     let denies: Vec<&str> = export

@@ -125,7 +125,7 @@ async fn query_service_is_for_organizers_only() {
     // Refusals are audited.
     let export = env
         .audit
-        .export(env.storage.pool(), None, 0)
+        .export(&env.storage, None, 0)
         .await
         .expect("export");
     assert!(
@@ -233,7 +233,7 @@ async fn series_combine_two_nodes_and_alerts_reach_the_stream() {
     assert_eq!(ack_ev.event, "acknowledged");
     let export = env
         .audit
-        .export(env.storage.pool(), None, 0)
+        .export(&env.storage, None, 0)
         .await
         .expect("export");
     for action in ["alert.raise", "alert.ack"] {

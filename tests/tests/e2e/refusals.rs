@@ -67,7 +67,7 @@ async fn valid_certificate_with_unknown_identity_is_permission_denied() {
     for _ in 0..50 {
         let export = env
             .audit
-            .export(env.storage.pool(), None, 0)
+            .export(&env.storage, None, 0)
             .await
             .expect("export");
         if export.entries_jsonl.lines().any(|l| {

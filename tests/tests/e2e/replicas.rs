@@ -211,16 +211,8 @@ async fn two_replicas_never_overspend_never_double_store_and_export_one_log() {
     pool.close().await;
 
     // One audit log: both replicas export the same bytes, and it verifies.
-    let ea = a
-        .audit
-        .export(a.storage.pool(), None, 0)
-        .await
-        .expect("export a");
-    let eb = b
-        .audit
-        .export(b.storage.pool(), None, 0)
-        .await
-        .expect("export b");
+    let ea = a.audit.export(&a.storage, None, 0).await.expect("export a");
+    let eb = b.audit.export(&b.storage, None, 0).await.expect("export b");
     assert_eq!(ea.entries_jsonl, eb.entries_jsonl, "same entries");
     assert_eq!(ea.checkpoint, eb.checkpoint, "same signed checkpoint");
     let vkey = std::fs::read_to_string(pki.join("audit.vkey")).expect("vkey");
@@ -363,11 +355,7 @@ async fn postgres_restart_under_load_loses_nothing_acknowledged() {
         acked.difference(&stored).collect::<Vec<_>>()
     );
     // And the audit log is still one verifiable tree.
-    let e = r
-        .audit
-        .export(r.storage.pool(), None, 0)
-        .await
-        .expect("export");
+    let e = r.audit.export(&r.storage, None, 0).await.expect("export");
     let vkey = std::fs::read_to_string(pki.join("audit.vkey")).expect("vkey");
     let verified = verify_export(ExportInput {
         entries_jsonl: &e.entries_jsonl,

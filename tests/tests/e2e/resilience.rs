@@ -751,7 +751,7 @@ async fn conflicting_resubmission_is_audited_and_windows_out_of_range_are_refuse
         resp.acks[0].reason
     );
     // Older than the dedup-key retention (checked against the limits).
-    let limits = veil_aggregator::config::IngestConfig {
+    let limits = veil_aggregator::ingest::Limits {
         max_window_age: Duration::from_secs(7 * 86_400),
         ..Default::default()
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::storage::Backend;
+use crate::storage::{Backend, Storage};
 use tokio::sync::{Mutex, MutexGuard};
 use veil_privacy::audit::{
     AuditEntry, Checkpoint, CheckpointSigner, Hash, InclusionProof, MerkleTree, check_consistent,
@@ -36,9 +36,9 @@ pub mod action {
     pub const ALERT_ACK: &str = "alert.ack";
 }
 
-/// Audit errors.
+/// Audit log errors.
 #[derive(Debug, thiserror::Error)]
-pub enum AuditLogError {
+pub enum Error {
     /// Database error.
     #[error("audit database: {0}")]
     Db(#[from] sqlx::Error),
@@ -125,7 +125,7 @@ const AUDIT_LOCK_KEY: i64 = 0x7665_696c_6175_6474;
 
 /// Extends `tree` with the stored entries it lacks (appended by another
 /// replica or process), checking the sequence has no gap.
-async fn catch_up(tree: &mut MerkleTree, conn: &mut AnyConnection) -> Result<(), AuditLogError> {
+async fn catch_up(tree: &mut MerkleTree, conn: &mut AnyConnection) -> Result<(), Error> {
     let from = tree.len();
     let rows = sqlx::query(
         "-- catch_up()\nSELECT seq, leaf_hash FROM audit_log WHERE seq >= $1 ORDER BY seq",
@@ -137,14 +137,14 @@ async fn catch_up(tree: &mut MerkleTree, conn: &mut AnyConnection) -> Result<(),
         let seq: i64 = row.try_get("seq")?;
         let expected = tree.len();
         if u64::try_from(seq).ok() != Some(expected) {
-            return Err(AuditLogError::Corrupt(format!(
+            return Err(Error::Corrupt(format!(
                 "sequence gap: expected {expected}, found {seq}"
             )));
         }
         let bytes: Vec<u8> = row.try_get("leaf_hash")?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            AuditLogError::Corrupt(format!("entry {seq}: leaf hash is not 32 bytes"))
-        })?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::Corrupt(format!("entry {seq}: leaf hash is not 32 bytes")))?;
         tree.push(Hash(arr));
     }
     Ok(())
@@ -157,10 +157,11 @@ impl AuditLog {
     /// Loads the tree from the database and checks it against the latest
     /// stored checkpoint.
     pub async fn load(
-        pool: &AnyPool,
+        storage: &Storage,
         signer: CheckpointSigner,
         checkpoint_every: u64,
-    ) -> Result<Self, AuditLogError> {
+    ) -> Result<Self, Error> {
+        let pool = storage.pool();
         let mut tree = MerkleTree::new();
         let mut conn = pool.acquire().await?;
         catch_up(&mut tree, &mut conn).await?;
@@ -169,7 +170,7 @@ impl AuditLog {
         if let Some(cp) = last.as_mut() {
             cp.origin = signer.name().to_owned();
             if cp.size > tree.len() {
-                return Err(AuditLogError::Corrupt(format!(
+                return Err(Error::Corrupt(format!(
                     "checkpoint of size {} but only {} entries stored",
                     cp.size,
                     tree.len()
@@ -177,9 +178,9 @@ impl AuditLog {
             }
             let root = tree
                 .root_at(cp.size)
-                .map_err(|e| AuditLogError::Corrupt(e.to_string()))?;
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
             if root != cp.root {
-                return Err(AuditLogError::Corrupt(format!(
+                return Err(Error::Corrupt(format!(
                     "stored entries do not hash to the signed checkpoint of size {}",
                     cp.size
                 )));
@@ -204,7 +205,10 @@ impl AuditLog {
         self.signer.verifier_key_str()
     }
 
-    /// Takes the writer lock for one database transaction.
+    /// Takes the writer lock for one database transaction. Writers use
+    /// [`Storage::run_audited`], which takes it, locks, and commits; only
+    /// a writer whose audit log is optional (rounds without charging,
+    /// benches) takes it by hand.
     pub async fn begin(&self) -> AuditTx<'_> {
         let guard = self.inner.lock().await;
         let start = guard.tree.len();
@@ -225,11 +229,12 @@ impl AuditLog {
     /// size), after checking it is consistent with the previous checkpoint.
     pub async fn checkpoint(
         &self,
-        pool: &AnyPool,
+        storage: &Storage,
         now_ms: i64,
-    ) -> Result<(Checkpoint, String), AuditLogError> {
+    ) -> Result<(Checkpoint, String), Error> {
         let mut inner = self.inner.lock().await;
-        self.checkpoint_locked(&mut inner, pool, now_ms).await
+        self.checkpoint_locked(&mut inner, storage.pool(), now_ms)
+            .await
     }
 
     async fn checkpoint_locked(
@@ -237,7 +242,7 @@ impl AuditLog {
         inner: &mut Inner,
         pool: &AnyPool,
         now_ms: i64,
-    ) -> Result<(Checkpoint, String), AuditLogError> {
+    ) -> Result<(Checkpoint, String), Error> {
         // Other replicas (or a CLI process) may have appended and signed
         // since: sign over the shared log, never over a stale prefix, and
         // check against the latest checkpoint whoever signed it.
@@ -252,10 +257,10 @@ impl AuditLog {
                 || inner
                     .tree
                     .root_at(stored.size)
-                    .map_err(|e| AuditLogError::Corrupt(e.to_string()))?
+                    .map_err(|e| Error::Corrupt(e.to_string()))?
                     != stored.root
             {
-                return Err(AuditLogError::Corrupt(format!(
+                return Err(Error::Corrupt(format!(
                     "stored checkpoint of size {} does not match the stored entries",
                     stored.size
                 )));
@@ -282,7 +287,7 @@ impl AuditLog {
             let proof = inner
                 .tree
                 .consistency_proof(last.size, size)
-                .map_err(|e| AuditLogError::Corrupt(e.to_string()))?;
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
             check_consistent(last, &new, &proof)?;
         }
         let note = self.signer.sign_checkpoint(&new)?;
@@ -298,11 +303,12 @@ impl AuditLog {
     }
 
     /// Signs a checkpoint if `checkpoint_every` entries accumulated since the last.
-    pub async fn maybe_checkpoint(&self, pool: &AnyPool, now_ms: i64) -> Result<(), AuditLogError> {
+    pub async fn maybe_checkpoint(&self, storage: &Storage, now_ms: i64) -> Result<(), Error> {
         let mut inner = self.inner.lock().await;
         let last = inner.last.as_ref().map_or(0, |c| c.size);
         if inner.tree.len() >= last + self.checkpoint_every {
-            self.checkpoint_locked(&mut inner, pool, now_ms).await?;
+            self.checkpoint_locked(&mut inner, storage.pool(), now_ms)
+                .await?;
         }
         Ok(())
     }
@@ -311,10 +317,11 @@ impl AuditLog {
     /// a fresh checkpoint; a partial export carries inclusion proofs.
     pub async fn export(
         &self,
-        pool: &AnyPool,
+        storage: &Storage,
         range: Option<(u64, u64)>,
         now_ms: i64,
-    ) -> Result<Export, AuditLogError> {
+    ) -> Result<Export, Error> {
+        let pool = storage.pool();
         let mut inner = self.inner.lock().await;
         let (checkpoint, note) = self.checkpoint_locked(&mut inner, pool, now_ms).await?;
         let size = checkpoint.size;
@@ -322,7 +329,7 @@ impl AuditLog {
             None => (0, size, false),
             Some((a, b)) => {
                 if a > b || b >= size {
-                    return Err(AuditLogError::Corrupt(format!(
+                    return Err(Error::Corrupt(format!(
                         "range {a}..={b} is outside the log (size {size})"
                     )));
                 }
@@ -346,7 +353,7 @@ impl AuditLog {
                     inner
                         .tree
                         .inclusion_proof(i, size)
-                        .map_err(|e| AuditLogError::Corrupt(e.to_string()))?,
+                        .map_err(|e| Error::Corrupt(e.to_string()))?,
                 );
             }
             Some(inclusion_proofs_to_json(&ps))
@@ -377,10 +384,10 @@ pub struct Export {
 
 impl Export {
     /// Writes `entries.jsonl`, `checkpoint` and (partial) `proofs.json` into `dir`.
-    pub fn write(&self, dir: &std::path::Path) -> Result<(), AuditLogError> {
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), Error> {
         let io = |path: &std::path::Path| {
             let path = path.display().to_string();
-            move |source| AuditLogError::Io { path, source }
+            move |source| Error::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let p = dir.join("entries.jsonl");
@@ -400,7 +407,7 @@ impl Export {
     }
 }
 
-async fn latest_checkpoint(pool: &AnyPool) -> Result<Option<Checkpoint>, AuditLogError> {
+async fn latest_checkpoint(pool: &AnyPool) -> Result<Option<Checkpoint>, Error> {
     let row = sqlx::query(
         "-- latest_checkpoint()\nSELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1",
     )
@@ -411,7 +418,7 @@ async fn latest_checkpoint(pool: &AnyPool) -> Result<Option<Checkpoint>, AuditLo
     let root: Vec<u8> = row.try_get("root")?;
     let root: [u8; 32] = root
         .try_into()
-        .map_err(|_| AuditLogError::Corrupt("checkpoint root is not 32 bytes".into()))?;
+        .map_err(|_| Error::Corrupt("checkpoint root is not 32 bytes".into()))?;
     Ok(Some(Checkpoint {
         origin: String::new(),
         size: u64::try_from(size).unwrap_or(0),
@@ -426,7 +433,7 @@ impl AuditTx<'_> {
         tx: &mut AnyConnection,
         e: NewEntry,
         now_ms: i64,
-    ) -> Result<u64, AuditLogError> {
+    ) -> Result<u64, Error> {
         self.append_many(tx, vec![e], now_ms).await
     }
 
@@ -437,7 +444,7 @@ impl AuditTx<'_> {
         tx: &mut AnyConnection,
         entries: Vec<NewEntry>,
         now_ms: i64,
-    ) -> Result<u64, AuditLogError> {
+    ) -> Result<u64, Error> {
         self.lock(tx).await?;
         let first = self.guard.tree.len();
         let mut rows: Vec<(i64, String, Hash)> = Vec::with_capacity(entries.len());
@@ -500,7 +507,7 @@ impl AuditTx<'_> {
     /// replicas cannot deadlock. On SQLite the database write lock plays
     /// this part (one writer at a time); the catch-up still matters when a
     /// CLI command appended while the server runs.
-    pub async fn lock(&mut self, tx: &mut AnyConnection) -> Result<(), AuditLogError> {
+    pub async fn lock(&mut self, tx: &mut AnyConnection) -> Result<(), Error> {
         if self.synced {
             return Ok(());
         }
@@ -531,126 +538,5 @@ impl Drop for AuditTx<'_> {
         if !self.done {
             self.guard.tree.truncate(self.start);
         }
-    }
-}
-
-/// The `veil.v1.Audit` service (compliance role only).
-#[derive(Debug, Clone)]
-pub struct AuditService {
-    pub(crate) state: Arc<crate::state::State>,
-}
-
-type ExportStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<veil_proto::ExportChunk, tonic::Status>> + Send>,
->;
-
-/// Entries per export chunk.
-const EXPORT_CHUNK: usize = 1000;
-
-#[tonic::async_trait]
-impl veil_proto::audit_server::Audit for AuditService {
-    type ExportStream = ExportStream;
-
-    async fn export(
-        &self,
-        request: tonic::Request<veil_proto::ExportRequest>,
-    ) -> Result<tonic::Response<Self::ExportStream>, tonic::Status> {
-        use crate::identity::Role;
-        let st = &self.state;
-        st.registry.require_role(&request, &[Role::Compliance])?;
-        let r = request.into_inner();
-        let range = (r.from_seq != 0 || r.to_seq != 0).then_some((r.from_seq, r.to_seq));
-        let export = st
-            .audit
-            .export(st.storage.pool(), range, crate::state::now_ms())
-            .await
-            .map_err(|e| match e {
-                AuditLogError::Corrupt(m) if m.starts_with("range") => {
-                    tonic::Status::out_of_range(m)
-                }
-                AuditLogError::Db(e) if crate::storage::is_unavailable(&e) => {
-                    tracing::warn!(error = %e, "Audit export: database unavailable.");
-                    tonic::Status::unavailable("audit database unavailable, retry")
-                }
-                other => {
-                    tracing::error!(error = %other, "Audit export failed.");
-                    tonic::Status::internal("audit export failed")
-                }
-            })?;
-        let lines: Vec<String> = export.entries_jsonl.lines().map(str::to_owned).collect();
-        let proofs = match &export.proofs_json {
-            Some(p) => veil_privacy::audit::parse_inclusion_proofs(p)
-                .map_err(|_| tonic::Status::internal("audit proofs"))?,
-            None => Vec::new(),
-        };
-        let checkpoint = veil_proto::Checkpoint {
-            note: export.checkpoint.clone(),
-            size: export.size,
-            root: Vec::new(),
-        };
-        let mut chunks: Vec<Result<veil_proto::ExportChunk, tonic::Status>> = lines
-            .chunks(EXPORT_CHUNK)
-            .map(|c| {
-                Ok(veil_proto::ExportChunk {
-                    entries: c.to_vec(),
-                    checkpoint: None,
-                    proofs: Vec::new(),
-                })
-            })
-            .collect();
-        chunks.push(Ok(veil_proto::ExportChunk {
-            entries: Vec::new(),
-            checkpoint: Some(checkpoint),
-            proofs: proofs
-                .into_iter()
-                .map(|p| veil_proto::InclusionProof {
-                    index: p.index,
-                    tree_size: p.tree_size,
-                    path: p.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
-                })
-                .collect(),
-        }));
-        Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
-    }
-
-    async fn latest_checkpoint(
-        &self,
-        request: tonic::Request<veil_proto::LatestCheckpointRequest>,
-    ) -> Result<tonic::Response<veil_proto::Checkpoint>, tonic::Status> {
-        use crate::identity::Role;
-        let st = &self.state;
-        st.registry.require_role(&request, &[Role::Compliance])?;
-        let (cp, note) = st
-            .audit
-            .checkpoint(st.storage.pool(), crate::state::now_ms())
-            .await
-            .map_err(|e| match e {
-                AuditLogError::Db(e) if crate::storage::is_unavailable(&e) => {
-                    tracing::warn!(error = %e, "Checkpoint: database unavailable.");
-                    tonic::Status::unavailable("audit database unavailable, retry")
-                }
-                other => {
-                    tracing::error!(error = %other, "Checkpoint failed.");
-                    tonic::Status::internal("checkpoint failed")
-                }
-            })?;
-        Ok(tonic::Response::new(veil_proto::Checkpoint {
-            note,
-            size: cp.size,
-            root: cp.root.as_bytes().to_vec(),
-        }))
-    }
-
-    async fn verifier_key(
-        &self,
-        request: tonic::Request<veil_proto::VerifierKeyRequest>,
-    ) -> Result<tonic::Response<veil_proto::VerifierKeyResponse>, tonic::Status> {
-        use crate::identity::Role;
-        self.state
-            .registry
-            .require_role(&request, &[Role::Compliance])?;
-        Ok(tonic::Response::new(veil_proto::VerifierKeyResponse {
-            vkey: self.state.audit.verifier_key(),
-        }))
     }
 }

@@ -1,5 +1,5 @@
 //! Byte scans shared by the strict JSON-line readers: the node's event
-//! reader (`veil_node::event`) and the audit-log reader ([`crate::audit`]).
+//! reader (`veil_node::event`) and the audit-log reader (`veil_audit`).
 
 /// Index of the first byte of `b` that is one of `stops` or a control
 /// character (below 0x20), or `None`.

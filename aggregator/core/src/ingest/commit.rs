@@ -18,36 +18,52 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use veil_privacy::{Cost, policy::LoadedPolicy};
 use veil_proto::{AckStatus, ReleaseAck};
 
-use super::{IngestFailure, Refusal, check_window_time, deny};
+use super::{Refusal, check_window_time, deny};
 use crate::{
-    audit::{NewEntry, action},
+    Core, Error,
+    audit::{AuditTx, NewEntry, action},
     ledger::{self, LeaseBook},
-    state::{State, now_ms},
     storage::StoredRelease,
 };
 
+/// Who hears about committed groups (metrics, the alert engine), without
+/// the committer knowing them. Called on the committer task: must not wait.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// A group of `calls` calls holding `releases` releases committed
+    /// (not called for the one-by-one retry of a failed group).
+    fn group_committed(&self, calls: usize, releases: usize, took: Duration);
+    /// Releases a commit stored, after their calls were answered.
+    fn releases_stored(&self, releases: Vec<StoredRelease>);
+}
+
 /// A release that passed validation and policy, with its cost, or why not.
-pub(crate) type Checked = Result<(StoredRelease, Cost), Refusal>;
+pub type Checked = Result<(StoredRelease, Cost), Refusal>;
 
 /// One `SubmitReleases` call, validated and waiting for its commit.
-pub(crate) struct Job {
+#[derive(Debug)]
+pub struct Job {
+    /// The caller's venue, from its certificate.
     pub venue: String,
+    /// The caller's node, from its certificate.
     pub node: String,
+    /// The venue's policy in force.
     pub policy: Arc<LoadedPolicy>,
     /// Per release, in the call's order: the acknowledgement skeleton and
     /// either the checked release with its cost or why it was refused.
     pub items: Vec<(ReleaseAck, Checked)>,
-    pub reply: oneshot::Sender<Result<Vec<ReleaseAck>, IngestFailure>>,
+    /// Where the acks go once the group committed (or why nothing was).
+    pub reply: oneshot::Sender<Result<Vec<ReleaseAck>, Error>>,
 }
 
 /// Handle to the committer task: cheap to clone, one per service.
 #[derive(Debug, Clone)]
-pub(crate) struct Committer {
+pub struct Committer {
     queue: mpsc::Sender<Job>,
 }
 
@@ -64,13 +80,16 @@ const QUEUE_JOBS: usize = 4096;
 
 /// Starts the committer. It stops when every [`Committer`] is dropped,
 /// after committing what was queued.
-pub(crate) fn spawn(state: Arc<State>) -> (Committer, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    core: Arc<Core>,
+    observer: Arc<dyn CommitObserver>,
+) -> (Committer, tokio::task::JoinHandle<()>) {
     let (queue, rx) = mpsc::channel(QUEUE_JOBS);
-    let task = tokio::spawn(run(state, rx));
+    let task = tokio::spawn(run(core, observer, rx));
     (Committer { queue }, task)
 }
 
-async fn run(st: Arc<State>, mut rx: mpsc::Receiver<Job>) {
+async fn run(st: Arc<Core>, observer: Arc<dyn CommitObserver>, mut rx: mpsc::Receiver<Job>) {
     let max = st.limits.group_max_releases.max(1);
     let mut carry: Option<Job> = None;
     loop {
@@ -102,25 +121,24 @@ async fn run(st: Arc<State>, mut rx: mpsc::Receiver<Job>) {
         if jobs.is_empty() {
             continue;
         }
-        commit_and_answer(&st, jobs).await;
+        commit_and_answer(&st, observer.as_ref(), jobs).await;
     }
 }
 
-async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
+async fn commit_and_answer(st: &Core, observer: &dyn CommitObserver, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let n_releases: usize = jobs.iter().map(|j| j.items.len()).sum();
     let n_jobs = jobs.len();
     let mut jobs = jobs;
     match commit_group(st, &jobs).await {
         Ok((acks, stored)) => {
-            st.metrics
-                .record_group(n_jobs, n_releases, started.elapsed());
+            observer.group_committed(n_jobs, n_releases, started.elapsed());
             let committed = take_stored(&mut jobs, &stored);
             for (job, acks) in jobs.into_iter().zip(acks) {
                 let _ = job.reply.send(Ok(acks));
             }
             // After the acks, off their path; never waits.
-            st.alerts.offer(committed);
+            observer.releases_stored(committed);
         }
         Err(e) if n_jobs > 1 => {
             tracing::warn!(error = %e, calls = n_jobs, "A group commit failed; committing its calls one by one.");
@@ -129,7 +147,7 @@ async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
                     Ok((mut acks, stored)) => {
                         let committed = take_stored(std::slice::from_mut(&mut job), &stored);
                         let _ = job.reply.send(Ok(acks.pop().unwrap_or_default()));
-                        st.alerts.offer(committed);
+                        observer.releases_stored(committed);
                     }
                     Err(e) => {
                         let _ = job.reply.send(Err(e));
@@ -143,7 +161,7 @@ async fn commit_and_answer(st: &State, jobs: Vec<Job>) {
             }
         }
     }
-    if let Err(e) = st.audit.maybe_checkpoint(st.storage.pool(), now_ms()).await {
+    if let Err(e) = st.audit.maybe_checkpoint(&st.storage, st.now_ms()).await {
         tracing::error!(error = %e, "Signing an audit checkpoint failed.");
     }
 }
@@ -165,38 +183,27 @@ fn take_stored(jobs: &mut [Job], stored: &[(usize, usize)]) -> Vec<StoredRelease
 
 /// Decides and stores every release of `jobs` in one transaction; returns
 /// each job's acks and the releases stored. On `Err` nothing was stored.
-async fn commit_group(st: &State, jobs: &[Job]) -> Result<GroupOutcome, IngestFailure> {
-    let now = now_ms();
-    let mut audit = st.audit.begin().await;
-    let mut tx = st.storage.pool().begin().await?;
-    match decide_and_write(st, jobs, &mut audit, &mut tx, now).await {
-        Ok(outcome) => {
-            tx.commit().await?;
-            audit.committed();
-            Ok(outcome)
-        }
-        Err(e) => {
-            // Roll back now, while the audit lock is still held, so the next
-            // transaction (perhaps this group's calls retried one by one)
-            // never waits on this one's locks.
-            if let Err(rb) = tx.rollback().await {
-                tracing::warn!(error = %rb, "Rolling back a failed group commit failed.");
-            }
-            Err(e)
-        }
-    }
+async fn commit_group(st: &Core, jobs: &[Job]) -> Result<GroupOutcome, Error> {
+    let now = st.now_ms();
+    // A failed group rolls back while the audit lock is still held, so the
+    // next transaction (perhaps this group's calls retried one by one)
+    // never waits on this one's locks.
+    st.storage
+        .run_audited(&st.audit, "commit_group", |tx, audit| {
+            Box::pin(decide_and_write(st, jobs, audit, tx, now))
+        })
+        .await
 }
 
 /// Everything of [`commit_group`] up to the commit, inside `tx`.
 async fn decide_and_write(
-    st: &State,
+    st: &Core,
     jobs: &[Job],
-    audit: &mut crate::audit::AuditTx<'_>,
+    audit: &mut AuditTx<'_>,
     tx: &mut sqlx::AnyConnection,
     now: i64,
-) -> Result<GroupOutcome, IngestFailure> {
-    // The audit lock first (see `AuditTx::lock`): lease rows after it.
-    audit.lock(&mut *tx).await?;
+) -> Result<GroupOutcome, Error> {
+    // `run_audited` took the audit lock: lease rows after it.
 
     // What the database already holds for these keys and leases.
     let keys: Vec<&str> = jobs

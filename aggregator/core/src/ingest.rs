@@ -1,57 +1,62 @@
-//! The `Ingest` service: validates node releases, stores them durably, and
-//! acknowledges each item only after commit. Concurrent calls share one
-//! transaction per group ([`commit`]): many acks per fsync.
+//! Ingest of node releases: validation against the caller's identity and
+//! the ingest limits, the policy check, and durable storage with one audit
+//! entry per decision, each item acknowledged only after commit.
+//! Concurrent calls share one transaction per group ([`commit`]): many acks
+//! per fsync.
 //!
 //! The venue and node of every release come from the caller's certificate;
-//! the idempotency key must name the same venue and node.
+//! the idempotency key must name the same venue and node. Knows nothing of
+//! the transport: the gRPC service hands it validated jobs.
+
+use std::time::Duration;
 
 use prost::Message;
-use tonic::{Request, Response, Status};
-use veil_proto::{
-    AckStatus, Mechanism, Release, ReleaseAck, SubmitReleasesRequest, SubmitReleasesResponse,
-    ingest_server,
-};
-
-use std::sync::Arc;
+use veil_proto::{AckStatus, Mechanism, Release};
 
 use veil_privacy::{
     Cost,
     policy::{LoadedPolicy, PolicyMechanism},
 };
 
-use crate::{
-    audit::NewEntry, config::IngestConfig, ledger, policy::sha256_hex, state::State,
-    storage::StoredRelease,
-};
+use crate::{audit::NewEntry, ledger, policy::sha256_hex, storage::StoredRelease};
 
 mod commit;
 
-/// The `veil.v1.Ingest` service.
-#[derive(Debug, Clone)]
-pub struct IngestService {
-    pub(crate) state: Arc<State>,
-    committer: commit::Committer,
+pub use commit::{Checked, CommitObserver, Committer, Job, spawn};
+use veil_common::name::valid_metric;
+
+/// Ingest limits (`[ingest]` of the config file, as a plain struct).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Most releases in one SubmitReleases call.
+    pub max_batch: usize,
+    /// Largest accepted per-release epsilon (or rho).
+    pub max_release_cost: f64,
+    /// Oldest accepted window, by the aggregator's clock: a release whose
+    /// window ended longer ago is refused, so a replay cannot outlive the
+    /// idempotency keys that would catch it.
+    pub max_window_age: Duration,
+    /// How far in the future (aggregator's clock) a window may start.
+    pub max_future_skew: Duration,
+    /// Most releases decided and stored in one group commit across
+    /// concurrent calls. A call is never split.
+    pub group_max_releases: usize,
 }
 
-impl IngestService {
-    /// The service and its group committer task (see [`commit`]); the task
-    /// ends after the last clone of the service is dropped and what was
-    /// queued is committed.
-    pub fn new(state: Arc<State>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (committer, task) = commit::spawn(state.clone());
-        (Self { state, committer }, task)
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            max_release_cost: 10.0,
+            max_window_age: Duration::from_secs(400 * 86_400),
+            max_future_skew: Duration::from_secs(86_400),
+            group_max_releases: 4096,
+        }
     }
 }
 
-pub(crate) fn valid_metric(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 /// Why an item was not accepted: its ack status and reason.
-type Refusal = (AckStatus, String);
+pub type Refusal = (AckStatus, String);
 
 fn invalid(reason: impl Into<String>) -> Refusal {
     (AckStatus::Invalid, reason.into())
@@ -112,7 +117,7 @@ pub fn validate(
     venue: &str,
     node: &str,
     policy_hash: &str,
-    limits: &IngestConfig,
+    limits: &Limits,
 ) -> Result<StoredRelease, Refusal> {
     let key = &r.idempotency_key;
     if key.is_empty() || key.len() > 256 || !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
@@ -132,7 +137,7 @@ pub fn validate(
     if !valid_metric(&r.metric) {
         return Err(invalid("metric must be 1..=64 bytes of [a-z0-9_]"));
     }
-    if !crate::identity::valid_name(&r.zone) {
+    if !veil_common::name::valid_name(&r.zone) {
         return Err(invalid("zone must be 1..=64 bytes of [a-z0-9_-]"));
     }
     let w = r
@@ -228,11 +233,7 @@ pub fn validate(
 /// Refuses a window older than the dedup-key retention
 /// (`ingest.max_window_age`) or starting further in the future than
 /// `ingest.max_future_skew`, both against the aggregator's clock `now_ms`.
-pub fn check_window_time(
-    r: &StoredRelease,
-    now_ms: i64,
-    limits: &IngestConfig,
-) -> Result<(), Refusal> {
+pub fn check_window_time(r: &StoredRelease, now_ms: i64, limits: &Limits) -> Result<(), Refusal> {
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let end = r
         .window_start_ms
@@ -254,119 +255,6 @@ pub fn check_window_time(
         )));
     }
     Ok(())
-}
-
-/// A `SubmitReleases` call past its first checks.
-pub(crate) struct Admitted {
-    /// The caller's venue and node, from its certificate.
-    pub venue: String,
-    pub node: String,
-    /// 1..=`ingest.max_batch` releases, not yet validated.
-    pub releases: Vec<Release>,
-    /// The venue's policy in force.
-    pub policy: Arc<LoadedPolicy>,
-}
-
-/// What every `SubmitReleases` call must pass before any release is looked
-/// at: a node certificate of a configured venue, a batch of
-/// 1..=`ingest.max_batch` releases, and a policy in force for the venue.
-pub(crate) fn admit(
-    st: &State,
-    request: Request<SubmitReleasesRequest>,
-) -> Result<Admitted, Status> {
-    let (venue, node) = st.registry.require_node(&request)?;
-    let releases = request.into_inner().releases;
-    if releases.is_empty() || releases.len() > st.limits.max_batch {
-        return Err(Status::invalid_argument(format!(
-            "a batch holds 1..={} releases, got {}",
-            st.limits.max_batch,
-            releases.len()
-        )));
-    }
-    let policy = st
-        .policies
-        .get(&venue)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("venue {venue} has no policy in force"))
-        })?
-        .clone();
-    Ok(Admitted {
-        venue,
-        node,
-        releases,
-        policy,
-    })
-}
-
-#[tonic::async_trait]
-impl ingest_server::Ingest for IngestService {
-    async fn submit_releases(
-        &self,
-        request: Request<SubmitReleasesRequest>,
-    ) -> Result<Response<SubmitReleasesResponse>, Status> {
-        let st = &self.state;
-        let started = std::time::Instant::now();
-        let Admitted {
-            venue,
-            node,
-            releases,
-            policy,
-        } = admit(st, request)?;
-        // Validation and policy checks need no database: done here, on the
-        // caller's task, so the committer only decides what needs the
-        // stored state (duplicates, leases) and writes.
-        let items = releases
-            .iter()
-            .map(|r| {
-                let ack = ReleaseAck {
-                    idempotency_key: r.idempotency_key.clone(),
-                    status: AckStatus::Unspecified as i32,
-                    reason: String::new(),
-                };
-                let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
-                    let cost = check_policy(&s, &policy)?;
-                    Ok((s, cost))
-                });
-                (ack, checked)
-            })
-            .collect();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = commit::Job {
-            venue,
-            node,
-            policy,
-            items,
-            reply,
-        };
-        let stopping = || {
-            Status::unavailable(
-                "the aggregator is stopping; nothing from this batch was stored, retry",
-            )
-        };
-        self.committer.submit(job).await.map_err(|()| stopping())?;
-        let acks = match answer.await.map_err(|_| stopping())? {
-            Ok(acks) => acks,
-            Err(e) => {
-                tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
-                return Err(Status::unavailable(
-                    "storage failed; nothing from this batch was stored, retry",
-                ));
-            }
-        };
-        st.metrics.record_acks(&acks, started.elapsed());
-        Ok(Response::new(SubmitReleasesResponse { acks }))
-    }
-}
-
-/// A failure that aborts a whole batch (nothing is acknowledged).
-#[derive(Debug, thiserror::Error)]
-enum IngestFailure {
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditLogError),
-    #[error(transparent)]
-    Ledger(#[from] ledger::LedgerError),
 }
 
 /// A deny entry.

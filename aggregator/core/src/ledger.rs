@@ -18,7 +18,7 @@ pub const MAX_LEASE_RELEASES: u32 = 100_000;
 
 /// Why a lease or a lease use was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
+pub enum Error {
     /// The request is malformed.
     #[error("invalid lease request: {0}")]
     Invalid(String),
@@ -36,19 +36,7 @@ pub enum LedgerError {
     Accounting(#[from] veil_privacy::PrivacyError),
 }
 
-/// UTC day "YYYY-MM-DD" of a Unix-ms time.
-pub fn day_of(ms: i64) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// Whether `s` is a valid "YYYY-MM-DD".
-pub fn valid_day(s: &str) -> bool {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s, &fmt).is_ok()
-}
+pub use veil_common::day::{day_of, valid_day};
 
 /// A lease request after identity checks.
 #[derive(Debug, Clone)]
@@ -85,16 +73,12 @@ pub struct Granted {
 }
 
 /// The policy's per-release cost for `metric`, checked against `cost`.
-pub fn policy_cost(
-    policy: &LoadedPolicy,
-    metric: &str,
-    purpose: &str,
-) -> Result<Cost, LedgerError> {
-    let m = policy.metric(metric).ok_or_else(|| {
-        LedgerError::Denied(format!("metric `{metric}` is not in the venue's policy"))
-    })?;
+pub fn policy_cost(policy: &LoadedPolicy, metric: &str, purpose: &str) -> Result<Cost, Error> {
+    let m = policy
+        .metric(metric)
+        .ok_or_else(|| Error::Denied(format!("metric `{metric}` is not in the venue's policy")))?;
     if !m.purposes.iter().any(|p| p == purpose) {
-        return Err(LedgerError::Denied(format!(
+        return Err(Error::Denied(format!(
             "purpose `{purpose}` is not allowed for metric `{metric}`"
         )));
     }
@@ -114,7 +98,7 @@ async fn day_composition(
     venue: &str,
     day: &str,
     policy: &LoadedPolicy,
-) -> Result<(Composition, f64, f64), LedgerError> {
+) -> Result<(Composition, f64, f64), Error> {
     let b = &policy.policy.budget;
     sqlx::query(
         "-- day_composition()\nINSERT INTO ledger_days (venue, day, budget_epsilon, delta) VALUES ($1, $2, $3, $4) ON CONFLICT (venue, day) DO NOTHING",
@@ -164,30 +148,30 @@ pub async fn acquire(
     policy: &LoadedPolicy,
     lease_id: String,
     now_ms: i64,
-) -> Result<Granted, LedgerError> {
+) -> Result<Granted, Error> {
     if req.releases == 0 || req.releases > MAX_LEASE_RELEASES {
-        return Err(LedgerError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "releases must be in 1..={MAX_LEASE_RELEASES}"
         )));
     }
     if !valid_day(&req.day) {
-        return Err(LedgerError::Invalid("day must be YYYY-MM-DD".into()));
+        return Err(Error::Invalid("day must be YYYY-MM-DD".into()));
     }
     if req.policy_hash != policy.hash {
-        return Err(LedgerError::Denied(format!(
+        return Err(Error::Denied(format!(
             "lease requested under policy {:?}, but the policy in force is {:?}",
             req.policy_hash, policy.hash
         )));
     }
     let cost = policy_cost(policy, &req.metric, &req.purpose)?;
     if matches!(cost, Cost::Free) {
-        return Err(LedgerError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "metric `{}` is declared non-personal and needs no lease",
             req.metric
         )));
     }
     if !same_cost(cost, req.cost) {
-        return Err(LedgerError::Denied(format!(
+        return Err(Error::Denied(format!(
             "cost per release (epsilon {}, rho {}) differs from the policy's (epsilon {}, rho {})",
             req.cost.epsilon(),
             req.cost.rho(),
@@ -200,7 +184,7 @@ pub async fn acquire(
     let spent = after.epsilon_at(delta)?;
     if spent > budget {
         let had = before.epsilon_at(delta)?;
-        return Err(LedgerError::Exhausted(format!(
+        return Err(Error::Exhausted(format!(
             "venue {} day {}: {:.4} of {budget} epsilon spent, this lease would make it {spent:.4}",
             req.venue, req.day, had
         )));
@@ -262,7 +246,7 @@ pub async fn acquire(
 /// `model:<name>`, `purpose` `model_training`); they are not policy metrics,
 /// so the policy supplies only the day budget. The budget check is the one
 /// [`acquire`] makes: the day's composition after the charge, as epsilon at
-/// the day's delta, may not exceed the budget, else [`LedgerError::Exhausted`]
+/// the day's delta, may not exceed the budget, else [`Error::Exhausted`]
 /// and nothing is written. The returned lease id is `direct:<metric>`.
 pub async fn charge_direct(
     tx: &mut AnyConnection,
@@ -272,17 +256,17 @@ pub async fn charge_direct(
     purpose: &str,
     cost: Cost,
     policy: &LoadedPolicy,
-) -> Result<Granted, LedgerError> {
+) -> Result<Granted, Error> {
     if !valid_day(day) {
-        return Err(LedgerError::Invalid("day must be YYYY-MM-DD".into()));
+        return Err(Error::Invalid("day must be YYYY-MM-DD".into()));
     }
     if metric.is_empty() || purpose.is_empty() {
-        return Err(LedgerError::Invalid(
+        return Err(Error::Invalid(
             "a direct charge needs a metric and a purpose".into(),
         ));
     }
     if matches!(cost, Cost::Free) {
-        return Err(LedgerError::Invalid(
+        return Err(Error::Invalid(
             "a direct charge needs a positive cost".into(),
         ));
     }
@@ -291,7 +275,7 @@ pub async fn charge_direct(
     let spent = after.epsilon_at(delta)?;
     if spent > budget {
         let had = before.epsilon_at(delta)?;
-        return Err(LedgerError::Exhausted(format!(
+        return Err(Error::Exhausted(format!(
             "venue {venue} day {day}: {had:.4} of {budget} epsilon spent, {metric} would make it {spent:.4}"
         )));
     }
@@ -362,7 +346,7 @@ impl LeaseBook {
     pub async fn load(
         tx: &mut AnyConnection,
         ids: &std::collections::BTreeSet<&str>,
-    ) -> Result<Self, LedgerError> {
+    ) -> Result<Self, Error> {
         let mut book = Self::default();
         let ids: Vec<&str> = ids.iter().copied().collect();
         for chunk in ids.chunks(LEASE_LOOKUP_CHUNK) {
@@ -437,7 +421,7 @@ impl LeaseBook {
     }
 
     /// Writes the uses taken back, inside the same transaction.
-    pub async fn flush(&self, tx: &mut AnyConnection) -> Result<(), LedgerError> {
+    pub async fn flush(&self, tx: &mut AnyConnection) -> Result<(), Error> {
         for (id, l) in self.leases.iter().filter(|(_, l)| l.taken > 0) {
             let done = sqlx::query(
                 "-- LeaseBook::flush()\nUPDATE leases SET used = used + $2 WHERE lease_id = $1 AND used = $3 AND used + $2 <= releases",
@@ -450,7 +434,7 @@ impl LeaseBook {
             if done.rows_affected() != 1 {
                 // Every writer holds the audit lock, so this means a write
                 // outside Veil: abort; the retry reads the lease again.
-                return Err(LedgerError::Invalid(format!(
+                return Err(Error::Invalid(format!(
                     "lease {id:?} changed during the transaction; nothing was stored"
                 )));
             }
@@ -485,7 +469,7 @@ pub async fn report(
     venue: &str,
     day: &str,
     policy: Option<&LoadedPolicy>,
-) -> Result<BudgetReport, LedgerError> {
+) -> Result<BudgetReport, Error> {
     let row = sqlx::query(
         "-- report()\nSELECT budget_epsilon, delta, pure_epsilon, pure_as_rho, rho FROM ledger_days WHERE venue = $1 AND day = $2",
     )
@@ -538,197 +522,4 @@ pub async fn report(
         remaining_epsilon: (budget - spent).max(0.0),
         lines,
     })
-}
-
-/// The `veil.v1.Ledger` service.
-#[derive(Debug, Clone)]
-pub struct LedgerService {
-    pub(crate) state: std::sync::Arc<crate::state::State>,
-}
-
-fn new_lease_id() -> Result<String, tonic::Status> {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| tonic::Status::internal("no randomness for a lease id"))?;
-    Ok(hex::encode(b))
-}
-
-#[tonic::async_trait]
-impl veil_proto::ledger_server::Ledger for LedgerService {
-    async fn acquire_lease(
-        &self,
-        request: tonic::Request<veil_proto::AcquireLeaseRequest>,
-    ) -> Result<tonic::Response<veil_proto::Lease>, tonic::Status> {
-        use crate::audit::{NewEntry, action};
-        let st = &self.state;
-        let (venue, node) = st.registry.require_node(&request)?;
-        let r = request.into_inner();
-        let policy = st
-            .policies
-            .get(&venue)
-            .ok_or_else(|| {
-                tonic::Status::failed_precondition(format!("venue {venue} has no policy in force"))
-            })?
-            .clone();
-        let c = r.cost_per_release.unwrap_or_default();
-        let cost = match (c.epsilon > 0.0, c.rho > 0.0) {
-            (true, false) => Epsilon::new(c.epsilon).map(Cost::Pure),
-            (false, true) => Rho::new(c.rho).map(Cost::Zcdp),
-            _ => {
-                return Err(tonic::Status::invalid_argument(
-                    "cost_per_release needs exactly one of epsilon > 0 or rho > 0",
-                ));
-            }
-        }
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let req = LeaseRequest {
-            venue: venue.clone(),
-            node: node.clone(),
-            day: r.day.clone(),
-            metric: r.metric.clone(),
-            purpose: r.purpose.clone(),
-            cost,
-            releases: r.releases,
-            policy_hash: r.policy_hash.clone(),
-        };
-        let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
-        let now = crate::state::now_ms();
-        let lease_id = new_lease_id()?;
-        let mut audit = st.audit.begin().await;
-        let mut tx = st
-            .storage
-            .pool()
-            .begin()
-            .await
-            .map_err(|_| tonic::Status::unavailable("ledger database unavailable"))?;
-        // The audit lock before the ledger row lock (see `AuditTx::lock`).
-        if let Err(e) = audit.lock(&mut tx).await {
-            tracing::error!(error = %e, "Ledger transaction failed; no lease granted.");
-            return Err(tonic::Status::unavailable(
-                "ledger unavailable; no lease granted, retry",
-            ));
-        }
-        let outcome = acquire(&mut tx, &req, &policy, lease_id, now).await;
-        let entry = match &outcome {
-            Ok(g) => NewEntry {
-                actor,
-                venue: venue.clone(),
-                action: action::LEASE,
-                allow: true,
-                reason: format!(
-                    "{} releases of {} for {} on {} (lease {})",
-                    req.releases, req.metric, req.purpose, req.day, g.lease_id
-                ),
-                policy_hash: policy.hash.clone(),
-                epsilon: g.epsilon,
-                rho: g.rho,
-                release_sha256: String::new(),
-            },
-            Err(e) => {
-                crate::ingest::deny(&actor, &venue, action::LEASE, &e.to_string(), &policy.hash)
-            }
-        };
-        let audited = audit.append(&mut tx, entry, now).await;
-        let committed = match audited {
-            Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "Ledger transaction failed; no lease granted.");
-            return Err(tonic::Status::unavailable(
-                "ledger unavailable; no lease granted, retry",
-            ));
-        }
-        audit.committed();
-        let _ = st.audit.maybe_checkpoint(st.storage.pool(), now).await;
-        match outcome {
-            Ok(g) => Ok(tonic::Response::new(veil_proto::Lease {
-                lease_id: g.lease_id,
-                day: req.day,
-                cost_per_release: Some(veil_proto::PrivacyCost {
-                    epsilon: cost.epsilon(),
-                    rho: cost.rho(),
-                }),
-                releases: req.releases,
-                remaining_epsilon: g.remaining_epsilon,
-            })),
-            Err(LedgerError::Exhausted(m)) => Err(tonic::Status::resource_exhausted(m)),
-            Err(LedgerError::Denied(m)) => Err(tonic::Status::permission_denied(m)),
-            Err(LedgerError::Invalid(m)) => Err(tonic::Status::invalid_argument(m)),
-            Err(LedgerError::Db(e)) if crate::storage::is_unavailable(&e) => {
-                Err(tonic::Status::unavailable("ledger unavailable; retry"))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Ledger error.");
-                Err(tonic::Status::internal("ledger error"))
-            }
-        }
-    }
-
-    async fn get_budget(
-        &self,
-        request: tonic::Request<veil_proto::GetBudgetRequest>,
-    ) -> Result<tonic::Response<veil_proto::BudgetReport>, tonic::Status> {
-        use crate::identity::{Identity, Role};
-        let st = &self.state;
-        let id = st.registry.identify(&request)?;
-        let r = request.into_inner();
-        let venue = match &id {
-            Identity::Node { venue, .. } => venue.clone(),
-            Identity::Role {
-                role: Role::Compliance | Role::Organizer,
-                ..
-            } => {
-                if !st.registry.may_see_venue(&id, &r.venue) {
-                    return Err(tonic::Status::permission_denied(format!(
-                        "{id} may not see venue {}",
-                        r.venue
-                    )));
-                }
-                r.venue.clone()
-            }
-            Identity::Role { .. } => {
-                return Err(tonic::Status::permission_denied(format!(
-                    "{id} may not call this: requires a node, compliance or organizer"
-                )));
-            }
-        };
-        let day = if r.day.is_empty() {
-            day_of(crate::state::now_ms())
-        } else {
-            r.day
-        };
-        if !valid_day(&day) {
-            return Err(tonic::Status::invalid_argument("day must be YYYY-MM-DD"));
-        }
-        let rep = report(
-            st.storage.pool(),
-            &venue,
-            &day,
-            st.policies.get(&venue).map(|p| p.as_ref()),
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "Budget report failed.");
-            tonic::Status::unavailable("ledger unavailable")
-        })?;
-        Ok(tonic::Response::new(veil_proto::BudgetReport {
-            venue: rep.venue,
-            day: rep.day,
-            budget_epsilon: rep.budget_epsilon,
-            delta: rep.delta,
-            spent_epsilon: rep.spent_epsilon,
-            remaining_epsilon: rep.remaining_epsilon,
-            lines: rep
-                .lines
-                .into_iter()
-                .map(|(metric, purpose, epsilon, rho)| veil_proto::BudgetLine {
-                    metric,
-                    purpose,
-                    epsilon,
-                    rho,
-                })
-                .collect(),
-        }))
-    }
 }

@@ -475,7 +475,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let start = self.i;
-        let len = crate::scan::find_stop(&self.b[start..], [b'"', b'\\'])?;
+        let len = veil_common::scan::find_stop(&self.b[start..], [b'"', b'\\'])?;
         if self.b[start + len] != b'"' {
             return None;
         }

@@ -15,7 +15,8 @@ use veil_proto::{
     WatchAlertsRequest, WatchSeriesRequest, query_server,
 };
 
-use super::{QueryError, SeriesQuery};
+use super::auth::Authorize as _;
+use crate::query::{QueryError, SeriesQuery};
 use crate::{alerts::AlertError, identity::Role, state::State};
 
 /// The `veil.v1.Query` service.
@@ -92,14 +93,14 @@ impl query_server::Query for QueryService {
             page_size: r.page_size,
             page_token: r.page_token,
         };
-        let page = super::series(&self.state.storage, &policy, Reader::Organizer, &q)
+        let page = crate::query::series(&self.state.storage, &policy, Reader::Organizer, &q)
             .await
             .map_err(query_status)?;
         Ok(Response::new(QuerySeriesResponse {
             points: page
                 .points
                 .iter()
-                .map(super::SeriesPoint::to_proto)
+                .map(crate::query::SeriesPoint::to_proto)
                 .collect(),
             next_page_token: page.next_page_token,
         }))
@@ -114,7 +115,7 @@ impl query_server::Query for QueryService {
         let (_, policy) = self.organizer(&request, &request.get_ref().venue)?;
         let r = request.into_inner();
         if !r.metric.is_empty() {
-            super::readable(&policy, Reader::Organizer, &r.metric).map_err(query_status)?;
+            crate::query::readable(&policy, Reader::Organizer, &r.metric).map_err(query_status)?;
         }
         let venue = r.venue;
         let metric = r.metric;
@@ -178,7 +179,7 @@ impl query_server::Query for QueryService {
     ) -> Result<Response<ListZonesResponse>, Status> {
         let (_, policy) = self.organizer(&request, &request.get_ref().venue)?;
         let venue = request.into_inner().venue;
-        let zones = super::zones(&self.state.storage, &policy, Reader::Organizer, &venue)
+        let zones = crate::query::zones(&self.state.storage, &policy, Reader::Organizer, &venue)
             .await
             .map_err(query_status)?;
         Ok(Response::new(ListZonesResponse { zones }))
@@ -190,7 +191,7 @@ impl query_server::Query for QueryService {
     ) -> Result<Response<QuerySeriesResponse>, Status> {
         let (_, policy) = self.organizer(&request, &request.get_ref().venue)?;
         let r = request.into_inner();
-        let points = super::latest(
+        let points = crate::query::latest(
             &self.state.storage,
             &policy,
             Reader::Organizer,
@@ -200,7 +201,10 @@ impl query_server::Query for QueryService {
         .await
         .map_err(query_status)?;
         Ok(Response::new(QuerySeriesResponse {
-            points: points.iter().map(super::SeriesPoint::to_proto).collect(),
+            points: points
+                .iter()
+                .map(crate::query::SeriesPoint::to_proto)
+                .collect(),
             next_page_token: String::new(),
         }))
     }

@@ -2,9 +2,9 @@
 //! named error.
 
 use super::*;
-use crate::audit::entry::{DECISION_ALLOW, DECISION_DENY, EntryError};
-use crate::audit::merkle::{empty_root, leaf_hash};
-use crate::audit::note::CheckpointSigner;
+use crate::entry::{DECISION_ALLOW, DECISION_DENY, EntryError};
+use crate::merkle::{empty_root, leaf_hash};
+use crate::note::CheckpointSigner;
 
 const ORIGIN: &str = "veil.example/audit/arena";
 const SIZE: u64 = 12;
@@ -976,8 +976,8 @@ fn consistency_proof_problems() {
 fn check_consistent_for_the_aggregator() {
     let fx = Fixture::new();
     let vkey = fx.vkey.clone();
-    let old = crate::audit::parse_and_verify_checkpoint(&fx.previous, &vkey, ORIGIN).unwrap();
-    let new = crate::audit::parse_and_verify_checkpoint(&fx.checkpoint, &vkey, ORIGIN).unwrap();
+    let old = crate::parse_and_verify_checkpoint(&fx.previous, &vkey, ORIGIN).unwrap();
+    let new = crate::parse_and_verify_checkpoint(&fx.checkpoint, &vkey, ORIGIN).unwrap();
     let proof = fx.tree.consistency_proof(OLD, SIZE).unwrap();
     check_consistent(&old, &new, &proof).unwrap();
     // Refuses a new checkpoint that is not an extension.

@@ -57,13 +57,7 @@ pub enum Identity {
     },
 }
 
-/// Whether `s` is a valid venue/node/principal name: 1..=64 bytes of [a-z0-9_-].
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
+pub use veil_common::name::valid_name;
 
 impl Identity {
     /// Parses a Veil SPIFFE id.

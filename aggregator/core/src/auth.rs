@@ -1,12 +1,13 @@
 //! Authentication (identity from the verified client certificate) and
-//! authorisation (which identities may call what).
+//! authorisation (which identities may call what). Transport-free: the
+//! caller hands over the leaf certificate the TLS layer verified; refusals
+//! come back as [`Error::Unauthenticated`] or [`Error::PermissionDenied`]
+//! and are reported to the refusal sink, which the server audits.
 
 use std::collections::{HashMap, HashSet};
 
-use tonic::{Request, Status};
-
 use crate::{
-    config::Config,
+    Error,
     identity::{Identity, Role},
 };
 
@@ -25,22 +26,15 @@ pub struct Registry {
 pub const UNKNOWN_ACTOR: &str = "spiffe://veil/unknown";
 
 impl Registry {
-    /// From the config's `[[venue]]` and `[[principal]]` tables.
-    pub fn from_config(cfg: &Config) -> Self {
-        let mut nodes = HashSet::new();
-        for v in &cfg.venues {
-            for n in &v.nodes {
-                nodes.insert((v.name.clone(), n.clone()));
-            }
-        }
-        let principals = cfg
-            .principals
-            .iter()
-            .map(|p| (p.id.clone(), p.venues.clone()))
-            .collect();
+    /// From the registered (venue, node) pairs and the role principals
+    /// (SPIFFE id, venues it may see; empty = all).
+    pub fn new(
+        nodes: impl IntoIterator<Item = (String, String)>,
+        principals: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Self {
         Self {
-            nodes,
-            principals,
+            nodes: nodes.into_iter().collect::<HashSet<_>>(),
+            principals: principals.into_iter().collect(),
             refusals: None,
         }
     }
@@ -52,25 +46,21 @@ impl Registry {
         self
     }
 
-    fn refuse(&self, actor: String, status: Status) -> Status {
+    fn refuse(&self, actor: String, reason: String) -> Error {
         if let Some(sink) = &self.refusals
-            && sink.try_send((actor, status.message().to_owned())).is_err()
+            && sink.try_send((actor, reason.clone())).is_err()
         {
             tracing::warn!("Refusal not audited: the audit queue is full.");
         }
-        status
+        Error::PermissionDenied(reason)
     }
 
-    /// The caller's identity from its certificate, refused if unknown.
-    pub fn identify<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let id = Identity::from_cert_der(leaf.as_ref())
-            .map_err(|e| self.refuse(UNKNOWN_ACTOR.into(), Status::permission_denied(e)))?;
+    /// The caller's identity from its verified leaf certificate (DER),
+    /// refused if absent or unknown.
+    pub fn identify_cert(&self, leaf: Option<&[u8]>) -> Result<Identity, Error> {
+        let leaf =
+            leaf.ok_or_else(|| Error::Unauthenticated("a client certificate is required".into()))?;
+        let id = Identity::from_cert_der(leaf).map_err(|e| self.refuse(UNKNOWN_ACTOR.into(), e))?;
         let known = match &id {
             Identity::Node { venue, node } => self.nodes.contains(&(venue.clone(), node.clone())),
             Identity::Role { .. } => self.principals.contains_key(&id.spiffe()),
@@ -79,53 +69,48 @@ impl Registry {
             tracing::warn!(identity = %id, "Refused unknown identity.");
             return Err(self.refuse(
                 id.spiffe(),
-                Status::permission_denied(format!(
-                    "identity {id} is not registered with this aggregator"
-                )),
+                format!("identity {id} is not registered with this aggregator"),
             ));
         }
         Ok(id)
     }
 
     /// Requires a registered node; returns (venue, node).
-    pub fn require_node<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
-        match self.identify(req)? {
+    pub fn node_of_cert(&self, leaf: Option<&[u8]>) -> Result<(String, String), Error> {
+        match self.identify_cert(leaf)? {
             Identity::Node { venue, node } => Ok((venue, node)),
             other => Err(self.refuse(
                 other.spiffe(),
-                Status::permission_denied(format!("{other} may not call this: nodes only")),
+                format!("{other} may not call this: nodes only"),
             )),
         }
     }
 
     /// Requires one of `roles`; returns the identity.
-    pub fn require_role<T>(&self, req: &Request<T>, roles: &[Role]) -> Result<Identity, Status> {
-        let id = self.identify(req)?;
+    pub fn role_of_cert(&self, leaf: Option<&[u8]>, roles: &[Role]) -> Result<Identity, Error> {
+        let id = self.identify_cert(leaf)?;
         match &id {
             Identity::Role { role, .. } if roles.contains(role) => Ok(id),
             _ => Err(self.refuse(
                 id.spiffe(),
-                Status::permission_denied(format!(
+                format!(
                     "{id} may not call this: requires role {}",
                     roles
                         .iter()
                         .map(|r| r.as_str())
                         .collect::<Vec<_>>()
                         .join(" or ")
-                )),
+                ),
             )),
         }
     }
 
     /// Refuses (audited) unless `id` may see `venue`.
-    pub fn require_venue(&self, id: &Identity, venue: &str) -> Result<(), Status> {
+    pub fn authorize_venue(&self, id: &Identity, venue: &str) -> Result<(), Error> {
         if self.may_see_venue(id, venue) {
             Ok(())
         } else {
-            Err(self.refuse(
-                id.spiffe(),
-                Status::permission_denied(format!("{id} may not see venue {venue:?}")),
-            ))
+            Err(self.refuse(id.spiffe(), format!("{id} may not see venue {venue:?}")))
         }
     }
 

@@ -1,3 +1,5 @@
+//! # veil-audit
+//!
 //! Audit-log primitives: canonical entries, an RFC 9162 Merkle tree, and
 //! checkpoints signed in the C2SP signed-note format, plus offline
 //! verification of an audit export.
@@ -18,6 +20,8 @@
 //! - [`merkle`]: RFC 9162 hashing, proofs, and the incremental [`MerkleTree`];
 //! - [`note`]: signed notes, key strings, and tlog checkpoints;
 //! - [`export`]: the export file formats and [`verify_export`].
+
+#![warn(missing_docs)]
 
 pub mod entry;
 pub mod error;

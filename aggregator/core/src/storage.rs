@@ -12,16 +12,18 @@
 //! (BIGINT, DOUBLE PRECISION/REAL, TEXT, BYTEA/BLOB). Where a statement must
 //! differ (row locks, the audit lock), [`Backend::of`] picks it.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyConnection, AnyPool, Executor as _, Row,
     any::{AnyPoolOptions, AnyRow},
 };
 
+use crate::audit::{AuditLog, AuditTx};
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub enum Error {
     /// Database error.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -58,13 +60,13 @@ pub enum Backend {
 
 impl Backend {
     /// The backend of `url` (`sqlite:` or `postgres:`/`postgresql:`).
-    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+    pub fn of_url(url: &str) -> Result<Self, Error> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
         } else {
-            Err(StorageError::Config(
+            Err(Error::Config(
                 "database URL must start with sqlite:// or postgres://".into(),
             ))
         }
@@ -197,7 +199,7 @@ struct CheckpointerAlive;
 /// Settings of every SQLite connection, in order (`PRAGMA` omitted), before
 /// `busy_timeout`. `bench sqlite-floor` opens its connections with the same
 /// list, so the floor it measures moves with these.
-pub(crate) const SQLITE_PRAGMAS: &[&str] = &[
+pub const SQLITE_PRAGMAS: &[&str] = &[
     // Durability: a commit returns after its WAL frames are fsynced
     // (checked at start by `check_durability`).
     "journal_mode = WAL",
@@ -214,7 +216,7 @@ pub(crate) const SQLITE_PRAGMAS: &[&str] = &[
 ];
 
 /// How often the SQLite WAL is checkpointed in the background.
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Checkpoints a SQLite database's WAL every [`CHECKPOINT_EVERY`], on its
 /// own pooled connection, until `alive` has no holder.
@@ -256,7 +258,7 @@ fn spawn_checkpointer(pool: AnyPool, alive: std::sync::Weak<CheckpointerAlive>) 
 
 impl Storage {
     /// Opens `url` with the default pool settings (see [`Storage::open_with`]).
-    pub async fn open(url: &str) -> Result<Self, StorageError> {
+    pub async fn open(url: &str) -> Result<Self, Error> {
         Self::open_with(&StorageOptions::new(url)).await
     }
 
@@ -265,13 +267,11 @@ impl Storage {
     /// PostgreSQL: every connection gets the statement timeout. Refuses a
     /// database whose schema is newer than this binary knows, before
     /// touching it.
-    pub async fn open_with(opts: &StorageOptions) -> Result<Self, StorageError> {
+    pub async fn open_with(opts: &StorageOptions) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(&opts.url)?;
         if opts.max_connections == 0 {
-            return Err(StorageError::Config(
-                "max_connections must be at least 1".into(),
-            ));
+            return Err(Error::Config("max_connections must be at least 1".into()));
         }
         let timeout_ms = u64::try_from(opts.statement_timeout.as_millis()).unwrap_or(u64::MAX);
         let url = match backend {
@@ -338,17 +338,17 @@ impl Storage {
             .check_schema_version(known_version(migrator))
             .await?;
         migrator.run(&storage.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::VersionMissing(v) => StorageError::SchemaTooNew {
+            sqlx::migrate::MigrateError::VersionMissing(v) => Error::SchemaTooNew {
                 found: v,
                 known: known_version(migrator),
             },
-            other => StorageError::Migrate(other),
+            other => Error::Migrate(other),
         })?;
         Ok(storage)
     }
 
     /// Refuses a database migrated by a newer release.
-    async fn check_schema_version(&self, known: i64) -> Result<(), StorageError> {
+    async fn check_schema_version(&self, known: i64) -> Result<(), Error> {
         let exists: bool = match self.backend {
             Backend::Sqlite => sqlx::query_scalar::<_, i64>(
                 "-- check_schema_version()\nSELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
@@ -372,18 +372,18 @@ impl Storage {
         .fetch_one(&self.pool)
         .await?;
         match found {
-            Some(found) if found > known => Err(StorageError::SchemaTooNew { found, known }),
+            Some(found) if found > known => Err(Error::SchemaTooNew { found, known }),
             _ => Ok(()),
         }
     }
 
-    async fn check_durability(&self) -> Result<(), StorageError> {
+    async fn check_durability(&self) -> Result<(), Error> {
         let mut conn = self.pool.acquire().await?;
         let mode: String = sqlx::query_scalar("-- check_durability()\nPRAGMA journal_mode")
             .fetch_one(&mut *conn)
             .await?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StorageError::Durability(format!(
+            return Err(Error::Durability(format!(
                 "journal_mode is {mode}, expected wal"
             )));
         }
@@ -391,7 +391,7 @@ impl Storage {
             .fetch_one(&mut *conn)
             .await?;
         if sync != 2 {
-            return Err(StorageError::Durability(format!(
+            return Err(Error::Durability(format!(
                 "synchronous is {sync}, expected 2 (FULL)"
             )));
         }
@@ -404,7 +404,7 @@ impl Storage {
     }
 
     /// Number of stored releases.
-    pub async fn count_releases(&self) -> Result<u64, StorageError> {
+    pub async fn count_releases(&self) -> Result<u64, Error> {
         let n: i64 = sqlx::query_scalar("-- count_releases()\nSELECT COUNT(*) FROM releases")
             .fetch_one(&self.pool)
             .await?;
@@ -412,10 +412,7 @@ impl Storage {
     }
 
     /// All releases of a venue, ordered by metric, zone, window, node.
-    pub async fn releases_for_venue(
-        &self,
-        venue: &str,
-    ) -> Result<Vec<StoredRelease>, StorageError> {
+    pub async fn releases_for_venue(&self, venue: &str) -> Result<Vec<StoredRelease>, Error> {
         let rows = sqlx::query(
             "-- releases_for_venue()\nSELECT idempotency_key, content_sha256, venue, node, metric, zone, \
              window_start_ms, window_len_s, mechanism, value, scale, epsilon, rho, purpose, policy_hash, \
@@ -427,9 +424,57 @@ impl Storage {
         rows.iter().map(row_to_release).collect()
     }
 
-    /// The underlying pool (for the modules that share the transaction).
+    /// The pool, for reads (analytics, reports) and for the tables rounds
+    /// own. A write that needs an audit entry goes through
+    /// [`Storage::run_audited`] instead.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs `body` in one database transaction that holds the audit log's
+    /// writer lock, then commits; the entries `body` appended are kept only
+    /// if the commit succeeds. On `Err` the transaction is rolled back
+    /// while the lock is still held, so the next writer never waits on its
+    /// row locks. `name` names the transaction in logs.
+    ///
+    /// Lock order (every audited writer, on every replica): the in-process
+    /// audit mutex, then the database's audit lock (taken here, right after
+    /// `BEGIN`, see [`AuditTx::lock`]), then any row `body` touches. Keeping
+    /// one order is what lets replicas share a PostgreSQL database without
+    /// deadlocks.
+    ///
+    /// `body` may borrow anything that outlives the call (`'env`): the
+    /// transaction and the audit writer it gets live shorter (`'a`).
+    pub async fn run_audited<'env, T, E, F>(
+        &self,
+        audit: &'env AuditLog,
+        name: &'static str,
+        body: F,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error> + From<crate::audit::Error> + std::fmt::Display,
+        F: for<'a> FnOnce(&'a mut AnyConnection, &'a mut AuditTx<'env>) -> TxFuture<'a, T, E>,
+    {
+        let mut atx = audit.begin().await;
+        let mut tx = self.pool.begin().await?;
+        let outcome = match atx.lock(&mut tx).await {
+            Ok(()) => body(&mut tx, &mut atx).await,
+            Err(e) => Err(E::from(e)),
+        };
+        match outcome {
+            Ok(v) => {
+                tx.commit().await?;
+                atx.committed();
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(tx = name, error = %rb, "Rolling back a failed transaction failed.");
+                }
+                tracing::debug!(tx = name, error = %e, "Transaction rolled back.");
+                Err(e)
+            }
+        }
     }
 
     /// Closes the pool (SQLite: flushing the WAL).
@@ -437,6 +482,10 @@ impl Storage {
         self.pool.close().await;
     }
 }
+
+/// What the body of [`Storage::run_audited`] returns: a boxed future
+/// borrowing the transaction and the audit writer.
+pub type TxFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
 
 /// Whether a database error means the database is unreachable or
 /// overloaded (retry later) rather than a bug or bad data.
@@ -603,7 +652,7 @@ pub async fn insert_many(
     Ok(())
 }
 
-fn row_to_release(row: &AnyRow) -> Result<StoredRelease, StorageError> {
+fn row_to_release(row: &AnyRow) -> Result<StoredRelease, Error> {
     Ok(StoredRelease {
         idempotency_key: row.try_get("idempotency_key")?,
         content_sha256: row.try_get("content_sha256")?,
@@ -627,27 +676,14 @@ fn row_to_release(row: &AnyRow) -> Result<StoredRelease, StorageError> {
 
 /// A fresh database for a unit test: a SQLite file in `dir`, or with
 /// `VEIL_TEST_DATABASE_URL=postgres://...` a new database on that server.
-#[cfg(test)]
-pub(crate) async fn open_test_storage(dir: &std::path::Path) -> Storage {
-    use sqlx::Connection as _;
+#[cfg(any(test, feature = "test-util"))]
+pub async fn open_test_storage(dir: &std::path::Path) -> Storage {
     let url = match std::env::var("VEIL_TEST_DATABASE_URL") {
         Ok(server) if server.starts_with("postgres") => {
-            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let name = format!(
-                "veil_unit_{}_{}_{}",
-                std::process::id(),
-                crate::state::now_ms(),
-                COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            );
-            let mut conn = sqlx::PgConnection::connect(&server)
+            veil_common::test_util::create_database(&server, "veil_unit")
                 .await
-                .expect("VEIL_TEST_DATABASE_URL");
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .await
-                .expect("create database");
-            conn.close().await.expect("close");
-            let (base, _) = server.rsplit_once('/').expect("url has a database");
-            format!("{base}/{name}")
+                .expect("VEIL_TEST_DATABASE_URL")
+                .1
         }
         _ => format!("sqlite://{}", dir.join("a.db").display()),
     };
@@ -744,7 +780,7 @@ mod tests {
         s.close().await;
         let err = Storage::open(&url).await.expect_err("refused");
         assert!(
-            matches!(err, StorageError::SchemaTooNew { found: 9999, known } if known >= 3),
+            matches!(err, Error::SchemaTooNew { found: 9999, known } if known >= 3),
             "{err}"
         );
         assert!(err.to_string().contains("9999"), "{err}");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::audit::merkle::{empty_root, leaf_hash};
+use crate::merkle::{empty_root, leaf_hash};
 
 // Test vectors from golang.org/x/mod/sumdb/note (note_test.go).
 const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";

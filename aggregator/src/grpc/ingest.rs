@@ -1,0 +1,137 @@
+//! The `veil.v1.Ingest` service: admits a call (node certificate, batch
+//! size, policy in force), validates and policy-checks its releases on the
+//! caller's task, and hands them to the core's group committer; answers
+//! with the acks once they are committed.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use veil_aggregator_core::ingest::{self, Committer, Job, check_policy, validate};
+use veil_privacy::policy::LoadedPolicy;
+use veil_proto::{
+    AckStatus, Release, ReleaseAck, SubmitReleasesRequest, SubmitReleasesResponse, ingest_server,
+};
+
+use super::auth::Authorize as _;
+use crate::state::State;
+
+/// The `veil.v1.Ingest` service.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    pub(crate) state: Arc<State>,
+    committer: Committer,
+}
+
+impl IngestService {
+    /// The service and its group committer task (see
+    /// [`veil_aggregator_core::ingest::spawn`]); the task ends after the
+    /// last clone of the service is dropped and what was queued is
+    /// committed. Committed groups are reported to the state's metrics and
+    /// alert engine.
+    pub fn new(state: Arc<State>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (committer, task) = ingest::spawn(state.core.clone(), state.clone());
+        (Self { state, committer }, task)
+    }
+}
+
+/// A `SubmitReleases` call past its first checks.
+pub(crate) struct Admitted {
+    /// The caller's venue and node, from its certificate.
+    pub venue: String,
+    pub node: String,
+    /// 1..=`ingest.max_batch` releases, not yet validated.
+    pub releases: Vec<Release>,
+    /// The venue's policy in force.
+    pub policy: Arc<LoadedPolicy>,
+}
+
+/// What every `SubmitReleases` call must pass before any release is looked
+/// at: a node certificate of a configured venue, a batch of
+/// 1..=`ingest.max_batch` releases, and a policy in force for the venue.
+pub(crate) fn admit(
+    st: &State,
+    request: Request<SubmitReleasesRequest>,
+) -> Result<Admitted, Status> {
+    let (venue, node) = st.registry.require_node(&request)?;
+    let releases = request.into_inner().releases;
+    if releases.is_empty() || releases.len() > st.limits.max_batch {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1..={} releases, got {}",
+            st.limits.max_batch,
+            releases.len()
+        )));
+    }
+    let policy = st
+        .policies
+        .get(&venue)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("venue {venue} has no policy in force"))
+        })?
+        .clone();
+    Ok(Admitted {
+        venue,
+        node,
+        releases,
+        policy,
+    })
+}
+
+#[tonic::async_trait]
+impl ingest_server::Ingest for IngestService {
+    async fn submit_releases(
+        &self,
+        request: Request<SubmitReleasesRequest>,
+    ) -> Result<Response<SubmitReleasesResponse>, Status> {
+        let st = &self.state;
+        let started = std::time::Instant::now();
+        let Admitted {
+            venue,
+            node,
+            releases,
+            policy,
+        } = admit(st, request)?;
+        // Validation and policy checks need no database: done here, on the
+        // caller's task, so the committer only decides what needs the
+        // stored state (duplicates, leases) and writes.
+        let items = releases
+            .iter()
+            .map(|r| {
+                let ack = ReleaseAck {
+                    idempotency_key: r.idempotency_key.clone(),
+                    status: AckStatus::Unspecified as i32,
+                    reason: String::new(),
+                };
+                let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
+                    let cost = check_policy(&s, &policy)?;
+                    Ok((s, cost))
+                });
+                (ack, checked)
+            })
+            .collect();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            venue,
+            node,
+            policy,
+            items,
+            reply,
+        };
+        let stopping = || {
+            Status::unavailable(
+                "the aggregator is stopping; nothing from this batch was stored, retry",
+            )
+        };
+        self.committer.submit(job).await.map_err(|()| stopping())?;
+        let acks = match answer.await.map_err(|_| stopping())? {
+            Ok(acks) => acks,
+            Err(e) => {
+                tracing::error!(error = %e, "Storing a batch failed; nothing acknowledged.");
+                return Err(Status::unavailable(
+                    "storage failed; nothing from this batch was stored, retry",
+                ));
+            }
+        };
+        st.metrics.record_acks(&acks, started.elapsed());
+        Ok(Response::new(SubmitReleasesResponse { acks }))
+    }
+}

@@ -1,0 +1,70 @@
+//! Rules both ends of the wire must agree on, written once: the name
+//! grammar of venues, nodes, zones and metrics ([`name`]), the ledger's
+//! event day ([`day`]), the wall clock ([`clock`]), the byte scans of the
+//! strict JSON-line readers ([`scan`]), and the process plumbing
+//! every binary needs (`shutdown_signal`, `init_tracing`; feature `runtime`).
+//!
+//! Holds no domain logic and never depends on the node or the aggregator.
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod day;
+pub mod name;
+pub mod scan;
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use clock::{Clock, SystemClock, now_ms};
+
+/// Resolves when SIGTERM or SIGINT arrives.
+#[cfg(feature = "runtime")]
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Cannot listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("Shutdown signal received.");
+}
+
+/// Installs the tracing subscriber on stderr: `RUST_LOG` filter (default
+/// `default_level`), JSON when `format` is `"json"`, or, with no `format`,
+/// when stderr is not a terminal.
+#[cfg(feature = "runtime")]
+pub fn init_tracing(format: Option<&str>, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let json = match format {
+        Some(f) => f == "json",
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
