@@ -41,7 +41,10 @@ mod tests {
     fn event_days_start_at_the_day_start() {
         let offset = 3600 - 6 * 3600; // UTC+1, day starts 06:00 local = 05:00 UTC
         let d = 1_699_920_000_000; // 2023-11-14T00:00:00Z
-        assert_eq!(event_day_of(d + 4 * 3_600_000 + 59 * 60_000, offset), "2023-11-13");
+        assert_eq!(
+            event_day_of(d + 4 * 3_600_000 + 59 * 60_000, offset),
+            "2023-11-13"
+        );
         assert_eq!(event_day_of(d + 5 * 3_600_000, offset), "2023-11-14");
     }
 }

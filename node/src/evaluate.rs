@@ -68,10 +68,12 @@ pub fn exact_streams(
     };
     loop {
         line.clear();
-        let n = input.read_line(&mut line).map_err(|source| crate::run::NodeError::Input {
-            path: "evaluation input".into(),
-            source,
-        })?;
+        let n = input
+            .read_line(&mut line)
+            .map_err(|source| crate::run::NodeError::Input {
+                path: "evaluation input".into(),
+                source,
+            })?;
         if n == 0 {
             break;
         }

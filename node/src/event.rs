@@ -347,7 +347,7 @@ pub fn parse_line(line: &str) -> Result<ValidEvent<'_>, EventError> {
             check_name("track", track)?;
             for (name, z) in [("from", from), ("to", to)] {
                 if let Some(z) = z
-                    && !valid_zone(z)
+                    && !veil_common::name::valid_name(z)
                 {
                     return Err(field(name, "must be 1..=64 bytes of [a-z0-9_-]"));
                 }

@@ -109,9 +109,7 @@ impl Leases {
             return Ok(h.id.clone());
         }
         let releases = n.saturating_mul(self.windows_per_lease).clamp(n, 100_000);
-        let id = self
-            .acquire(&key, cost, releases, n, None, stop)
-            .await?;
+        let id = self.acquire(&key, cost, releases, n, None, stop).await?;
         self.held.insert(
             key,
             Held {

@@ -6,7 +6,7 @@
 
 use veil_privacy::{
     Cost, Epsilon, PrivacyError, Privatized, Rho,
-    mechanisms::{self, Contribution, ContinualStream, StreamMechanism, StreamParams},
+    mechanisms::{self, ContinualStream, Contribution, StreamMechanism, StreamParams},
     policy::{LoadedPolicy, PolicyMechanism, StreamShape},
 };
 
@@ -95,9 +95,6 @@ fn cost_of(
         | PolicyMechanism::ContinualSqrt
         | PolicyMechanism::ContinualTree => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
         PolicyMechanism::NonPersonal => Cost::Free,
-        // Continual streams are released per event day by their own path,
-        // never per window here (fail closed).
-        PolicyMechanism::ContinualSqrt | PolicyMechanism::ContinualTree => return Ok(None),
     };
     let purpose = m.purposes.first().cloned().unwrap_or_default();
     Ok(Some((cost, purpose, m.mechanism)))
@@ -135,7 +132,10 @@ pub fn plan_window(
                 })
             };
             if zone.cameras > 0 {
-                candidates.push((metric::OCCUPANCY, stream(metric::OCCUPANCY, agg.tracked.net())));
+                candidates.push((
+                    metric::OCCUPANCY,
+                    stream(metric::OCCUPANCY, agg.tracked.net()),
+                ));
             }
             if zone.gate {
                 candidates.push((metric::INGRESS, stream(metric::INGRESS, count(agg.ingress))));

@@ -9,8 +9,8 @@ use tokio::{
 };
 use veil_privacy::{
     Cost,
-    policy::LoadedPolicy,
     mechanisms::{ContinualStream, StreamState},
+    policy::LoadedPolicy,
     pseudonym::{DayKey, EventDay, Pseudonym, SealedDayKey},
 };
 use veil_proto::ingest_client::IngestClient;
@@ -387,7 +387,10 @@ async fn ingest(
     let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
     if let Some(end) = outbox.released_end(length_s).await? {
         windower.resume_after(end);
-        tracing::info!(released_until_ms = end, "Windows released before are skipped if read again: nothing is released or charged twice.");
+        tracing::info!(
+            released_until_ms = end,
+            "Windows released before are skipped if read again: nothing is released or charged twice."
+        );
     }
     for day in outbox.bound_days().await? {
         for (family, unit, state) in outbox.unit_bounds(day).await? {
@@ -719,9 +722,10 @@ async fn release_all(
             Some(sd) => {
                 let mut out = Vec::with_capacity(stepped.len());
                 for (metric, zone) in &stepped {
-                    if let Some(s) = streams
-                        .open
-                        .get(&(sd.day.days_since_epoch(), *metric, zone.clone()))
+                    if let Some(s) =
+                        streams
+                            .open
+                            .get(&(sd.day.days_since_epoch(), *metric, zone.clone()))
                     {
                         let json = serde_json::to_string(s.state()).map_err(|e| {
                             NodeError::Policy(format!("cannot store stream state: {e}"))

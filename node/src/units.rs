@@ -185,15 +185,19 @@ impl DayBounds {
         let f = family as usize;
         let limits = self.limits;
         let st = self.units[f].entry(unit).or_default();
-        let outcome = match st.zone(zone) {
-            Some(z) if z.inside => {
+        let outcome = match st.zones.iter().position(|z| z.zone == zone) {
+            Some(i) if st.zones[i].inside => {
+                let z = &mut st.zones[i];
                 z.last_seen_ms = z.last_seen_ms.max(ts_ms);
                 Outcome::Unchanged
             }
-            Some(z) => {
-                if z.visits >= limits.max_visits_per_zone || st.visits >= limits.max_zone_visits {
+            Some(i) => {
+                if st.zones[i].visits >= limits.max_visits_per_zone
+                    || st.visits >= limits.max_zone_visits
+                {
                     Outcome::Bounded
                 } else {
+                    let z = &mut st.zones[i];
                     z.visits += 1;
                     z.inside = true;
                     z.last_seen_ms = ts_ms;
@@ -246,7 +250,11 @@ impl DayBounds {
         let mut exits: Vec<(u16, u64)> = Vec::new();
         for (unit, st) in self.units[f].iter_mut() {
             let mut touched = false;
-            for z in st.zones.iter_mut().filter(|z| z.inside && z.last_seen_ms < before_ms) {
+            for z in st
+                .zones
+                .iter_mut()
+                .filter(|z| z.inside && z.last_seen_ms < before_ms)
+            {
                 z.inside = false;
                 touched = true;
                 match exits.iter_mut().find(|(zone, _)| *zone == z.zone) {

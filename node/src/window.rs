@@ -373,16 +373,18 @@ impl Windower {
             return;
         }
         if let Body::Crossing { track, from, to } = &ev.event.body {
+            if self.day_mode.is_none() {
+                // Only attendee-day policies release tracked presence.
+                self.stats.accepted += 1;
+                return;
+            }
             // Only zones with cameras have an occupancy stream; a crossing
             // into any other zone spends none of the unit's visits.
             let from = from.as_deref().and_then(|z| self.tracked_zone(z));
             let to = to.as_deref().and_then(|z| self.tracked_zone(z));
             if from.is_none() && to.is_none() {
-                self.stats.unknown_zone += 1;
-                return;
-            }
-            if self.day_mode.is_none() {
-                // Only attendee-day policies release tracked presence.
+                // Between zones this node does not track (a gate and the
+                // outside, or another node's zones): nothing to count here.
                 self.stats.accepted += 1;
                 return;
             }
@@ -570,7 +572,11 @@ impl Windower {
     /// Applies the day bounds to a closing window's unit events, in event
     /// time order, and ends the presence of devices and app users not seen
     /// for the presence timeout by the window's end.
-    fn apply_day_bounds(&mut self, start: i64, w: &mut OpenWindow) -> Vec<(Family, [u8; 32], Vec<u8>)> {
+    fn apply_day_bounds(
+        &mut self,
+        start: i64,
+        w: &mut OpenWindow,
+    ) -> Vec<(Family, [u8; 32], Vec<u8>)> {
         let Some(mode) = self.day_mode.clone() else {
             return Vec::new();
         };

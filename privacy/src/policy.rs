@@ -584,8 +584,8 @@ impl LoadedPolicy {
                 return Err(bad("readers", "at least one reader role".into()));
             }
         }
-        let loaded_cost = attendee_day_cost(&policy)
-            .map_err(|reason| top("budget.epsilon_per_day", reason))?;
+        let loaded_cost =
+            attendee_day_cost(&policy).map_err(|reason| top("budget.epsilon_per_day", reason))?;
         if let Some(cost) = &loaded_cost
             && cost.epsilon > b.epsilon_per_day
         {
@@ -593,7 +593,12 @@ impl LoadedPolicy {
                 "budget.epsilon_per_day",
                 format!(
                     "the continual streams can cost one attendee epsilon {:.3} per day at delta {:e} ({} nodes x rho {:.4} = rho {:.4}), more than the budget of {}: lower the metrics' rho or the bounds, or raise the budget",
-                    cost.epsilon, b.delta, cost.nodes, cost.rho_per_node, cost.rho, b.epsilon_per_day
+                    cost.epsilon,
+                    b.delta,
+                    cost.nodes,
+                    cost.rho_per_node,
+                    cost.rho,
+                    b.epsilon_per_day
                 ),
             ));
         }
@@ -683,12 +688,21 @@ impl LoadedPolicy {
                 let _ = writeln!(
                     s,
                     "  privacy unit: one attendee over one event day (day starts {} at UTC{}); at most {} zone visits ({} per zone) and {} gate passes per direction per attendee-day, enforced on each node",
-                    u.day_start, u.utc_offset, u.max_zone_visits, u.max_visits_per_zone, u.max_gate_passes
+                    u.day_start,
+                    u.utc_offset,
+                    u.max_zone_visits,
+                    u.max_visits_per_zone,
+                    u.max_gate_passes
                 );
                 let _ = writeln!(
                     s,
                     "  attendee-day cost: {} nodes x rho {:.4} = rho {:.4} = epsilon {:.3} at delta {:e} (budget {})",
-                    c.nodes, c.rho_per_node, c.rho, c.epsilon, p.budget.delta, p.budget.epsilon_per_day
+                    c.nodes,
+                    c.rho_per_node,
+                    c.rho,
+                    c.epsilon,
+                    p.budget.delta,
+                    p.budget.epsilon_per_day
                 );
             }
             _ => {

@@ -124,7 +124,9 @@ impl Outbox {
             };
             match SealedDayKey::from_stored(&key) {
                 Ok(sealed) => out.push(DayKey::unseal(EventDay::new(day), &sealed)),
-                Err(e) => tracing::error!(day, error = %e, "Stored day key unreadable; that day's pseudonyms start afresh."),
+                Err(e) => {
+                    tracing::error!(day, error = %e, "Stored day key unreadable; that day's pseudonyms start afresh.")
+                }
             }
         }
         Ok(out)
@@ -163,7 +165,10 @@ impl Outbox {
             sqlx::query_scalar("-- Outbox::bound_days()\nSELECT DISTINCT day FROM unit_bounds")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(days.into_iter().filter_map(|d| u32::try_from(d).ok()).collect())
+        Ok(days
+            .into_iter()
+            .filter_map(|d| u32::try_from(d).ok())
+            .collect())
     }
 
     /// A stream's stored state (JSON), if it was ever stepped.

@@ -637,11 +637,11 @@ pub(crate) struct Crossing {
 }
 
 impl Crossing {
-    pub(crate) fn from_zone(&self) -> Option<usize> {
+    pub(crate) fn zone_left(&self) -> Option<usize> {
         (self.from != OUTSIDE).then_some(usize::from(self.from))
     }
 
-    pub(crate) fn to_zone(&self) -> Option<usize> {
+    pub(crate) fn zone_entered(&self) -> Option<usize> {
         (self.to != OUTSIDE).then_some(usize::from(self.to))
     }
 }

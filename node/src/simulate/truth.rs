@@ -366,10 +366,10 @@ impl<'a> Accumulator<'a> {
 
     fn add_crossing(&mut self, c: &Crossing) {
         let accs = self.window(c.ts_ms);
-        if let Some(z) = c.to_zone() {
+        if let Some(z) = c.zone_entered() {
             accs[z].net += 1;
         }
-        if let Some(z) = c.from_zone() {
+        if let Some(z) = c.zone_left() {
             accs[z].net -= 1;
         }
     }

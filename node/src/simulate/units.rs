@@ -135,11 +135,11 @@ impl UnitStats {
         while let Some(step) = engine.step() {
             for c in step.crossings {
                 let i = c.person as usize;
-                match (c.from_zone(), c.to_zone()) {
+                match (c.zone_left(), c.zone_entered()) {
                     (_, Some(z)) => {
                         entries[i] += 1;
                         per_zone[i * nz + z] += 1;
-                        if c.from_zone().is_none() {
+                        if c.zone_left().is_none() {
                             ins[i] += 1;
                         }
                     }

@@ -108,5 +108,9 @@ fn state_survives_a_restart_through_its_encoding() {
     assert_eq!(restored.enter(Family::Tracks, a, 3, 11), Outcome::Bounded);
     assert_eq!(restored.gate(a, true), Outcome::Counted);
     assert_eq!(restored.gate(a, true), Outcome::Bounded);
-    assert!(restored.restore_unit(Family::Tracks, a, &[1, 2, 3]).is_err());
+    assert!(
+        restored
+            .restore_unit(Family::Tracks, a, &[1, 2, 3])
+            .is_err()
+    );
 }
