@@ -251,7 +251,7 @@ pub struct PrivacyConfig {
 }
 
 fn default_presence_timeout() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_secs(900)
 }
 
 fn default_max_events() -> u32 {
