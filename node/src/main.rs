@@ -410,6 +410,29 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         report.inference.latency_p99_us,
         report.inference.alerts_raised.values().sum::<u64>()
     );
+    let bounded: veil_node::units::UnitStats =
+        report.units.iter().fold(Default::default(), |mut a, u| {
+            a.add(u);
+            a
+        });
+    println!(
+        "already_released_events {} stream_leases {} unit_events_bounded {} ({:.2}%)",
+        report.windows.already_released,
+        report.stream_leases,
+        bounded.bounded,
+        100.0 * bounded.bounded_share()
+    );
+    if report.windows.already_released > 0 && report.releases == 0 {
+        println!(
+            "Nothing new to release: every window of this input was released before (its noise drawn and its budget charged then); nothing was sent or charged again."
+        );
+    }
+    if let Some(c) = report.attendee_day {
+        println!(
+            "Attendee-day guarantee of the venue's policy: epsilon {:.3} per attendee and event day ({} nodes x rho {:.4}).",
+            c.epsilon, c.nodes, c.rho_per_node
+        );
+    }
     for bad in &report.first_invalid {
         println!("invalid line {}: {}", bad.line, bad.reason);
     }

@@ -223,3 +223,85 @@ impl Outbox {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use veil_privacy::pseudonym::{DayKey, EventDay, Pseudonym};
+
+    use super::*;
+    use crate::units::{DayBounds, Outcome, UnitLimits};
+
+    const LIMITS: UnitLimits = UnitLimits {
+        max_zone_visits: 2,
+        max_visits_per_zone: 2,
+        max_gate_passes: 1,
+    };
+
+    /// A node restarted within the event day pseudonymises the same
+    /// identifier the same way and keeps enforcing the same bounds; the
+    /// database file is owner-only.
+    #[tokio::test]
+    async fn bounds_and_day_keys_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let day = EventDay::new(20_500);
+        let (key, sealed) = DayKey::generate(day).unwrap();
+        let unit = key.pseudonym(b"track-7");
+        let mut bounds = DayBounds::new(LIMITS);
+        assert_eq!(bounds.enter(Family::Tracks, unit, 0, 1), Outcome::Counted);
+        assert_eq!(bounds.exit(Family::Tracks, unit, 0), Outcome::Counted);
+        assert_eq!(bounds.enter(Family::Tracks, unit, 1, 2), Outcome::Counted);
+        {
+            let outbox = Outbox::open(&path, "v", "n", 100).await.unwrap();
+            let commit = WindowCommit {
+                start_ms: 60_000,
+                length_s: 60,
+                day: Some(day.days_since_epoch()),
+                new_keys: &[(day, &sealed)],
+                units: &bounds.take_dirty(),
+                streams: &[],
+            };
+            outbox.commit_window(&[], "hash", 0, &commit).await.unwrap();
+            outbox.close().await;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "outbox file mode {mode:o}");
+        }
+        // Restart: a new process has only the file.
+        let outbox = Outbox::open(&path, "v", "n", 100).await.unwrap();
+        assert_eq!(outbox.released_end(60).await.unwrap(), Some(120_000));
+        let keys = outbox.day_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        let again = keys[0].pseudonym(b"track-7");
+        assert_eq!(again, unit, "same pseudonym after the restart");
+        let mut restored = DayBounds::new(LIMITS);
+        for (family, bytes, state) in outbox.unit_bounds(day.days_since_epoch()).await.unwrap() {
+            restored
+                .restore_unit(family, Pseudonym::from_stored(bytes), &state)
+                .unwrap();
+        }
+        // V = 2 was spent before the restart: a third visit is dropped, and
+        // the exit of the zone it is still in counts.
+        assert_eq!(
+            restored.enter(Family::Tracks, again, 2, 3),
+            Outcome::Bounded
+        );
+        assert_eq!(restored.exit(Family::Tracks, again, 1), Outcome::Counted);
+        // Old days are forgotten with their keys.
+        outbox
+            .forget_days_before(day.days_since_epoch() + 1)
+            .await
+            .unwrap();
+        assert!(outbox.day_keys().await.unwrap().is_empty());
+        assert!(
+            outbox
+                .unit_bounds(day.days_since_epoch())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
