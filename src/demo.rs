@@ -207,7 +207,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         println!("        dashboard token (12 h, stored hashed): {token}");
         let mut tasks = Vec::new();
-        for cfg in node_cfgs {
+        for cfg in node_cfgs.clone() {
             tasks.push(tokio::spawn(veil_node::run(cfg, std::future::pending())));
         }
         let mut reports = Vec::new();
@@ -269,6 +269,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 5. Summary.
     println!("  [5/5] done in {:.1} s\n", started.elapsed().as_secs_f64());
     print_summary(&releases, &reports, &truth);
+    print_attendee_day(&node_cfgs, &releases, &reports, &truth, &sim)?;
     print_alerts(&alerts, releases.first().map_or(0, |r| r.window_start_ms));
     println!("\nPrivacy budget (the aggregator's ledger, composed under zCDP)");
     for line in budget.lines().filter(|l| !l.starts_with("budget_")) {
@@ -295,12 +296,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.out.is_some() {
         println!("\nEverything is kept in {}.", dir.display());
         println!(
-            "  veil-aggregator serve --config {}",
+            "  target/release/veil-aggregator serve --config {}",
             agg_cfg_path.display()
         );
         println!(
-            "  veil-node run --config {}",
+            "  target/release/veil-node run --config {}   # a re-run releases nothing new and charges nothing",
             dir.join("node-1.toml").display()
+        );
+        println!(
+            "  target/release/veil-aggregator audit verify {} --key {}",
+            dir.join("audit").display(),
+            dir.join("audit.vkey").display()
         );
     }
     Ok(())
@@ -381,26 +387,34 @@ fn print_summary(
         "  sum of per-release epsilons: {total_eps:.1} (the ledger below composes them more tightly under zCDP)"
     );
 
-    // DP error against ground truth.
-    println!("\nDP error against the simulator's ground truth (mean absolute error per window)");
+    // Released running totals against ground truth (privacy noise, the
+    // bounds and the sensors together; the attendee-day section below keeps
+    // them apart).
     println!(
-        "  (occupancy is compared with what the cameras counted, so only DP noise shows; people the"
-    );
-    println!(
-        "   cameras missed are sensor error; unique_devices also shows the one-zone-per-window bound)"
+        "\nReleased running totals against the simulator's ground truth (mean absolute error per window)"
     );
     for (metric, gt_metric) in [
-        ("occupancy", Metric::OccupancyCamera),
-        ("ingress", Metric::Ingress),
-        ("egress", Metric::Egress),
-        ("unique_devices", Metric::UniqueDevices),
+        ("occupancy", Metric::Presence),
+        ("ingress", Metric::IngressCumulative),
+        ("egress", Metric::EgressCumulative),
+        ("unique_devices", Metric::DevicesPresent),
+        ("app_users", Metric::AppUsersPresent),
         ("co2_ppm", Metric::Co2Ppm),
     ] {
         let mut n = 0u64;
         let mut abs = 0.0;
         let mut mean_truth = 0.0;
         for r in releases.iter().filter(|r| r.metric == metric) {
-            if let Some(t) = truth.get(&r.zone, gt_metric, r.window_start_ms) {
+            // The window's value at its end is the next window's start.
+            let end = r.window_start_ms + i64::from(r.window_len_s) * 1000;
+            let t = if gt_metric == Metric::Co2Ppm {
+                truth.get(&r.zone, gt_metric, r.window_start_ms)
+            } else {
+                truth
+                    .get(&r.zone, gt_metric, r.window_start_ms)
+                    .or_else(|| truth.get(&r.zone, gt_metric, end))
+            };
+            if let Some(t) = t {
                 n += 1;
                 abs += (r.value - t).abs();
                 mean_truth += t;
@@ -427,10 +441,10 @@ fn print_summary(
         println!("\nZone `{zone}`: released occupancy vs truth (every 10th 1-minute window)");
         println!(
             "  {:<6} {:>9} {:>9} {:>8}",
-            "time", "released", "truth", "noise b"
+            "time", "released", "truth", "noise sd"
         );
         for r in series.iter().step_by(10) {
-            let t = truth.get(zone, Metric::Occupancy, r.window_start_ms);
+            let t = truth.get(zone, Metric::Presence, r.window_start_ms);
             let hhmm = time::OffsetDateTime::from_unix_timestamp(r.window_start_ms / 1000)
                 .map(|t| format!("{:02}:{:02}", t.hour(), t.minute()))
                 .unwrap_or_default();
@@ -464,4 +478,150 @@ fn print_alerts(alerts: &[veil_aggregator::alerts::AlertRecord], first_window_ms
             a.detail
         );
     }
+}
+
+/// The attendee-day guarantee and its two errors, kept apart: privacy error
+/// (released minus the exact value the node would have released without
+/// noise, from a noise-free replay of each node's input) and sensor error
+/// (that exact value minus the people really present, from the simulator).
+fn print_attendee_day(
+    node_cfgs: &[veil_node::Config],
+    releases: &[StoredRelease],
+    reports: &[veil_node::RunReport],
+    truth: &GroundTruth,
+    sim: &Simulation,
+) -> anyhow::Result<()> {
+    use veil_node::units::Family;
+    use veil_privacy::mechanisms::{ContinualStream, StreamMechanism};
+    let policy = veil_privacy::policy::LoadedPolicy::parse(POLICY)?;
+    let Some(unit) = policy.privacy_unit() else {
+        return Ok(());
+    };
+    println!("\nAttendee-day privacy (policies/arena.toml)");
+    println!("  guarantee: {}", policy.guarantee());
+    println!(
+        "  bounds per attendee-day, enforced on each node: {} zone visits ({} per zone), {} gate passes per direction",
+        unit.max_zone_visits, unit.max_visits_per_zone, unit.max_gate_passes
+    );
+    let mut kinds = Vec::new();
+    let mut all = veil_node::units::UnitStats::default();
+    for (family, name) in [
+        (Family::Tracks, "camera tracks"),
+        (Family::Devices, "devices"),
+        (Family::AppUsers, "app users"),
+        (Family::Tickets, "tickets"),
+    ] {
+        let mut s = veil_node::units::UnitStats::default();
+        for r in reports {
+            s.add(&r.units[family as usize]);
+        }
+        all.add(&s);
+        kinds.push(format!("{name} {:.2}%", 100.0 * s.bounded_share()));
+    }
+    println!(
+        "  events dropped by the bounds: {:.2}% ({})",
+        100.0 * all.bounded_share(),
+        kinds.join(", ")
+    );
+    let visits = sim.unit_stats();
+    println!(
+        "  simulated attendees: {}, {} left and came back",
+        visits.attendees, visits.reentered
+    );
+
+    // Noise-free replay of every node's input: the exact running totals.
+    let mut exact: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+    for cfg in node_cfgs {
+        let path = cfg.resolve(&cfg.input.path);
+        let mut input = std::io::BufReader::new(std::fs::File::open(&path)?);
+        let e = veil_node::evaluate::exact_streams(cfg, &policy, &mut input)?;
+        exact.extend(e.totals);
+    }
+    let exact_at = |metric: &str, zone: &str, start: i64| -> Option<i64> {
+        let v = exact.get(&(metric.to_owned(), zone.to_owned()))?;
+        v.binary_search_by_key(&start, |(s, _)| *s)
+            .ok()
+            .map(|i| v[i].1)
+    };
+    // Zone size: its largest true presence over the event.
+    let peak = |zone: &str| -> f64 {
+        truth
+            .series(zone, Metric::Presence)
+            .iter()
+            .map(|(_, v)| *v)
+            .fold(0.0, f64::max)
+    };
+    println!("  occupancy error per zone-minute, by zone size (peak true presence):");
+    println!(
+        "    {:<22} {:>6} {:>16} {:>18} {:>16}",
+        "zones", "mins", "privacy MAE sqrt", "privacy MAE tree*", "sensor MAE"
+    );
+    let occupancy: Vec<&StoredRelease> = releases
+        .iter()
+        .filter(|r| r.metric == "occupancy")
+        .collect();
+    let zones: std::collections::BTreeSet<&str> =
+        occupancy.iter().map(|r| r.zone.as_str()).collect();
+    let horizon = 86_400 / 60;
+    for (label, lo, hi) in [
+        ("holding >= 1000", 1000.0, f64::INFINITY),
+        ("holding 100..1000", 100.0, 1000.0),
+        ("holding < 100", 0.0, 100.0),
+    ] {
+        let (mut n, mut privacy, mut tree, mut sensor) = (0u64, 0.0, 0.0, 0.0);
+        for zone in zones.iter().filter(|z| (lo..hi).contains(&peak(z))) {
+            // The tree at equal rho over the same exact increments
+            // (in-process evaluation, never released).
+            let params = veil_node::release::stream_params(&policy, "occupancy", horizon)?;
+            let mut tree_params = params;
+            tree_params.mechanism = StreamMechanism::Tree;
+            let mut tree_stream = ContinualStream::new(tree_params)?;
+            if !exact.contains_key(&("occupancy".to_owned(), (*zone).to_owned())) {
+                continue;
+            }
+            let mut prev = 0;
+            for r in occupancy.iter().filter(|r| r.zone == *zone) {
+                let Some(x) = exact_at("occupancy", zone, r.window_start_ms) else {
+                    continue;
+                };
+                let offset = policy.event_day_offset_seconds();
+                let day = veil_privacy::pseudonym::EventDay::from_unix_seconds(
+                    r.window_start_ms.div_euclid(1000),
+                    offset,
+                )?;
+                let day_start_ms =
+                    i64::from(day.days_since_epoch()) * 86_400_000 - i64::from(offset) * 1000;
+                let day_step = u32::try_from((r.window_start_ms - day_start_ms) / 60_000)?;
+                let t = tree_stream.release(day_step, x - prev)?.value();
+                prev = x;
+                n += 1;
+                privacy += (r.value - x as f64).abs();
+                tree += (t - x as f64).abs();
+                let end = r.window_start_ms + i64::from(r.window_len_s) * 1000;
+                if let Some(truth) = truth
+                    .get(zone, Metric::Presence, end)
+                    .or_else(|| truth.get(zone, Metric::Presence, r.window_start_ms))
+                {
+                    sensor += (x as f64 - truth).abs();
+                }
+            }
+        }
+        if n > 0 {
+            let m = n as f64;
+            println!(
+                "    {label:<22} {n:>6} {:>16.1} {:>18.1} {:>16.1}",
+                privacy / m,
+                tree / m,
+                sensor / m
+            );
+        }
+    }
+    println!(
+        "    (* the binary tree at the same rho over the same exact increments, evaluated here, never released;"
+    );
+    println!(
+        "       privacy error: released minus the exact value the node would release without noise;"
+    );
+    println!("       sensor error: that exact value minus the people really present)");
+    Ok(())
 }

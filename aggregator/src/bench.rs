@@ -175,6 +175,7 @@ async fn acquire(channel: &Channel, policy_hash: &str) -> anyhow::Result<String>
             }),
             releases: LEASE_RELEASES,
             policy_hash: policy_hash.to_owned(),
+            stream: None,
         })
         .await
         .context("acquiring a lease")?
@@ -266,6 +267,7 @@ fn bench_release(
         policy_hash: policy_hash.to_owned(),
         lease_id: lease_id.to_owned(),
         sequence: i + 1,
+        stream: None,
     }
 }
 

@@ -7,17 +7,18 @@
 //! lease ids (no budget is charged because nothing leaves the process).
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     io::{BufRead, BufReader, BufWriter, Write},
     time::{Duration, Instant},
 };
 
-use veil_privacy::{Cost, Pseudonymizer, Rho, policy::LoadedPolicy};
+use veil_privacy::{Cost, Rho, mechanisms::ContinualStream, policy::LoadedPolicy};
 
 use crate::{
     config::Config,
     event::parse_line,
-    release::{plan_window, privatize},
+    release::{Input, plan_window, privatize, privatize_stream, stream_params},
     run::Pseudonyms,
     simulate::{SimConfig, Simulation, VenueKind, ZoneRole},
     window::{ClosedWindow, Windower},
@@ -276,8 +277,9 @@ fn run_pipeline(
     limit: u64,
 ) -> Result<PipelineCounts, BenchError> {
     let mut windower = Windower::for_node(cfg, policy)?;
-    let mut pseudonyms = Pseudonyms::new(Pseudonymizer::generate()?);
+    let mut pseudonyms = Pseudonyms::new(policy.event_day_offset_seconds(), Vec::new());
     let mut counts = PipelineCounts::default();
+    let mut streams = HashMap::new();
     let mut line = String::new();
     let mut progress = Progress::new("pipeline events", limit);
     while counts.lines < limit {
@@ -295,22 +297,26 @@ fn run_pipeline(
         }
         let closed = windower.drain_closed();
         if !closed.is_empty() {
-            release(cfg, policy, &closed, &mut counts)?;
+            release(cfg, policy, &closed, &mut counts, &mut streams)?;
         }
         if counts.lines % 65_536 == 0 {
             progress.tick(counts.lines);
         }
     }
     let rest = windower.flush();
-    release(cfg, policy, &rest, &mut counts)?;
+    release(cfg, policy, &rest, &mut counts, &mut streams)?;
     Ok(counts)
 }
+
+/// Streams of the bench, by (event day, metric, zone), in memory.
+type BenchStreams = HashMap<(u32, &'static str, String), ContinualStream>;
 
 fn release(
     cfg: &Config,
     policy: &LoadedPolicy,
     closed: &[ClosedWindow],
     counts: &mut PipelineCounts,
+    streams: &mut BenchStreams,
 ) -> Result<(), BenchError> {
     for w in closed {
         counts.windows += 1;
@@ -321,7 +327,19 @@ fn release(
                 counts.charged += 1;
                 FAKE_LEASE
             };
-            let r = privatize(&p, lease)?;
+            let r = match p.input {
+                Input::Stream { day, horizon, .. } => {
+                    let key = (day, p.metric, p.zone.clone());
+                    let stream = match streams.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            ContinualStream::new(stream_params(policy, p.metric, horizon)?)?,
+                        ),
+                    };
+                    privatize_stream(&p, stream, lease)?
+                }
+                _ => privatize(&p, lease)?,
+            };
             std::hint::black_box(&r);
             counts.releases += 1;
         }

@@ -244,6 +244,14 @@ pub struct PrivacyConfig {
     /// charged for windows never released if the node stops early).
     #[serde(default = "default_lease_windows")]
     pub lease_windows: u32,
+    /// Attendee-day policies: a device or app user counts as present in a
+    /// zone from its first sighting there until this long after its last.
+    #[serde(default = "default_presence_timeout", with = "humantime_serde_compat")]
+    pub presence_timeout: Duration,
+}
+
+fn default_presence_timeout() -> Duration {
+    Duration::from_secs(900)
 }
 
 fn default_max_events() -> u32 {
@@ -262,6 +270,7 @@ impl Default for PrivacyConfig {
             max_events_per_window: default_max_events(),
             max_zones_per_window: default_max_zones(),
             lease_windows: default_lease_windows(),
+            presence_timeout: default_presence_timeout(),
         }
     }
 }

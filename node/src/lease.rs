@@ -109,6 +109,52 @@ impl Leases {
             return Ok(h.id.clone());
         }
         let releases = n.saturating_mul(self.windows_per_lease).clamp(n, 100_000);
+        let id = self.acquire(&key, cost, releases, n, None, stop).await?;
+        self.held.insert(
+            key,
+            Held {
+                id: id.clone(),
+                remaining: releases - n,
+            },
+        );
+        Ok(id)
+    }
+
+    /// A stream lease for every release of `metric` on event `day` by this
+    /// node (`zones` x `horizon` at most): the ledger charges `cost`, the
+    /// whole stream-day's cost per privacy unit, once. Waits like
+    /// [`take`](Self::take) while the ledger is unreachable.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take_stream(
+        &mut self,
+        metric: &str,
+        purpose: &str,
+        day: &str,
+        cost: Cost,
+        horizon: u32,
+        zones: u32,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<String, LeaseError> {
+        let key = (metric.to_owned(), purpose.to_owned(), day.to_owned());
+        if self.exhausted.contains_key(&key) {
+            return Err(LeaseError::Exhausted(format!("{metric} on {day}")));
+        }
+        let releases = horizon.saturating_mul(zones.max(1)).min(1_000_000);
+        let stream = veil_proto::StreamLease { horizon, zones };
+        self.acquire(&key, cost, releases, 0, Some(stream), stop)
+            .await
+    }
+
+    async fn acquire(
+        &mut self,
+        key: &(String, String, String),
+        cost: Cost,
+        releases: u32,
+        n: u32,
+        stream: Option<veil_proto::StreamLease>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<String, LeaseError> {
+        let (metric, purpose, day) = (&key.0, &key.1, &key.2);
         let mut backoff = Backoff::new(Duration::from_millis(200), self.max_backoff);
         loop {
             let req = AcquireLeaseRequest {
@@ -121,24 +167,18 @@ impl Leases {
                 }),
                 releases,
                 policy_hash: self.policy_hash.clone(),
+                stream,
             };
             match self.client.acquire_lease(req).await {
                 Ok(resp) => {
                     let lease = resp.into_inner();
                     self.stats.granted += 1;
-                    tracing::info!(%metric, %day, releases, remaining_epsilon = lease.remaining_epsilon, "Budget lease granted.");
-                    self.held.insert(
-                        key,
-                        Held {
-                            id: lease.lease_id.clone(),
-                            remaining: releases - n,
-                        },
-                    );
+                    tracing::info!(%metric, %day, releases, stream = stream.is_some(), remaining_epsilon = lease.remaining_epsilon, "Budget lease granted.");
                     return Ok(lease.lease_id);
                 }
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                     tracing::error!(%metric, %day, reason = %status.message(), "Privacy budget exhausted: this metric is not released again today.");
-                    self.exhausted.insert(key, ());
+                    self.exhausted.insert(key.clone(), ());
                     self.stats.exhausted_releases += u64::from(n);
                     return Err(LeaseError::Exhausted(status.message().to_owned()));
                 }

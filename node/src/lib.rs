@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod evaluate;
 pub mod event;
 pub mod federated;
 pub mod inference;
@@ -21,6 +22,7 @@ pub mod outbox;
 pub mod release;
 pub mod run;
 pub mod simulate;
+pub mod units;
 pub mod upload;
 pub mod window;
 

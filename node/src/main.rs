@@ -135,6 +135,114 @@ enum PrivacyCommand {
         #[arg(long)]
         n: usize,
     },
+    /// Print RUNS releases of a whole continual-release stream (one line
+    /// each: T comma-separated running totals) through the node's production
+    /// code path and calibration, so anyone can test the attendee-day
+    /// guarantee empirically.
+    StreamSample {
+        /// Steps T (windows in the day); FILE must have exactly T lines.
+        #[arg(long)]
+        steps: u32,
+        /// zCDP rho of the stream-day per attendee (joint over a node's zones).
+        #[arg(long)]
+        rho: f64,
+        /// V: zone visits per attendee-day (the node calibrates to 2V events).
+        #[arg(long)]
+        max_visits: u32,
+        /// K: visits to this one zone; only changes the guarantee stated for
+        /// this stream alone (2 min(K, V) events), not the noise.
+        #[arg(long)]
+        max_zone_visits: Option<u32>,
+        /// sqrt (square-root factorization, the default) or tree.
+        #[arg(long, default_value = "sqrt")]
+        mechanism: String,
+        /// Independent runs.
+        #[arg(long)]
+        runs: usize,
+        /// T lines: the zone's exact net change at each step (an integer).
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn privacy_stream_sample(
+    steps: u32,
+    rho: f64,
+    max_visits: u32,
+    max_zone_visits: Option<u32>,
+    mechanism: &str,
+    runs: usize,
+    input: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use veil_privacy::mechanisms::{Contribution, StreamMechanism, StreamParams};
+    let mech = match mechanism {
+        "sqrt" => StreamMechanism::SqrtFactorization,
+        "tree" => StreamMechanism::Tree,
+        other => anyhow::bail!("unknown --mechanism {other:?}: use sqrt or tree"),
+    };
+    if !(1..=1000).contains(&max_visits) {
+        anyhow::bail!("--max-visits must be in 1..=1000");
+    }
+    if let Some(k) = max_zone_visits
+        && !(1..=max_visits).contains(&k)
+    {
+        anyhow::bail!("--max-zone-visits must be in 1..=--max-visits");
+    }
+    if runs == 0 || runs > 1_000_000 {
+        anyhow::bail!("--runs must be in 1..=1000000");
+    }
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| anyhow::anyhow!("reading --input {}: {e}", input.display()))?;
+    let mut increments = Vec::with_capacity(steps as usize);
+    for (i, line) in text.lines().enumerate() {
+        let v: i64 = line.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--input {} line {}: expected an integer (the zone's net change at that step)",
+                input.display(),
+                i + 1
+            )
+        })?;
+        increments.push(v);
+    }
+    if increments.len() != steps as usize {
+        anyhow::bail!(
+            "--input {} has {} lines, --steps says {steps}",
+            input.display(),
+            increments.len()
+        );
+    }
+    let rho = veil_privacy::Rho::new(rho)?;
+    let params = StreamParams::new(
+        mech,
+        steps,
+        Contribution::Alternating {
+            events: max_visits * 2,
+        },
+        rho,
+    )?;
+    let cal = params.calibrate()?;
+    let k = max_zone_visits.unwrap_or(max_visits).min(max_visits);
+    eprintln!(
+        "{} stream, T = {steps}, calibrated as a node calibrates presence under V = {max_visits}: E = {} events, noise sigma {:.4} (encoded x{}), std of the running total up to {:.3}; the stream-day costs rho {} per attendee jointly over a node's zones, this zone's stream alone (at most {} events, K = {k}) rho {:.6}",
+        mech.as_str(),
+        2 * max_visits,
+        cal.sigma(),
+        cal.gamma(),
+        cal.max_std(),
+        rho.get(),
+        2 * k,
+        rho.get() * f64::from(k) / f64::from(max_visits),
+    );
+    let out = veil_node::release::stream_sample(mech, rho, max_visits, &increments, runs)?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    for run in out {
+        let line: Vec<String> = run.iter().map(|v| v.to_string()).collect();
+        writeln!(w, "{}", line.join(","))?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn privacy_sample(
@@ -191,6 +299,26 @@ fn main() -> ExitCode {
                     n,
                 },
         } => privacy_sample(&mechanism, epsilon, rho, sensitivity, value, n),
+        Command::Privacy {
+            command:
+                PrivacyCommand::StreamSample {
+                    steps,
+                    rho,
+                    max_visits,
+                    max_zone_visits,
+                    mechanism,
+                    runs,
+                    input,
+                },
+        } => privacy_stream_sample(
+            steps,
+            rho,
+            max_visits,
+            max_zone_visits,
+            &mechanism,
+            runs,
+            &input,
+        ),
         Command::Simulate {
             venue,
             seed,
@@ -282,6 +410,29 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         report.inference.latency_p99_us,
         report.inference.alerts_raised.values().sum::<u64>()
     );
+    let bounded: veil_node::units::UnitStats =
+        report.units.iter().fold(Default::default(), |mut a, u| {
+            a.add(u);
+            a
+        });
+    println!(
+        "already_released_events {} stream_leases {} unit_events_bounded {} ({:.2}%)",
+        report.windows.already_released,
+        report.stream_leases,
+        bounded.bounded,
+        100.0 * bounded.bounded_share()
+    );
+    if report.windows.already_released > 0 && report.releases == 0 {
+        println!(
+            "Nothing new to release: every window of this input was released before (its noise drawn and its budget charged then); nothing was sent or charged again."
+        );
+    }
+    if let Some(c) = report.attendee_day {
+        println!(
+            "Attendee-day guarantee of the venue's policy: epsilon {:.3} per attendee and event day ({} nodes x rho {:.4}).",
+            c.epsilon, c.nodes, c.rho_per_node
+        );
+    }
     for bad in &report.first_invalid {
         println!("invalid line {}: {}", bad.line, bad.reason);
     }

@@ -23,6 +23,9 @@ use veil_proto::{Mechanism, PrivacyCost, Release, Window};
 
 use crate::release::PendingRelease;
 
+mod day_state;
+pub use day_state::WindowCommit;
+
 /// Outbox errors.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -70,6 +73,8 @@ fn mechanism(kind: MechanismKind) -> Mechanism {
         MechanismKind::LaplaceSum => Mechanism::LaplaceSum,
         MechanismKind::GaussianSum => Mechanism::GaussianSum,
         MechanismKind::NonPersonal => Mechanism::NonPersonal,
+        MechanismKind::ContinualSqrt => Mechanism::ContinualSqrt,
+        MechanismKind::ContinualTree => Mechanism::ContinualTree,
         _ => Mechanism::Unspecified,
     }
 }
@@ -114,6 +119,35 @@ fn is_corrupt_file(e: &OutboxError) -> bool {
     }
     let text = db.to_string().to_lowercase();
     text.contains("malformed") || text.contains("not a database")
+}
+
+/// Creates the database file owner-only (0600) if missing, and narrows an
+/// existing one: it holds the day keys and unit state. SQLite gives its
+/// -wal and -shm files the database file's mode.
+fn restrict_to_owner(path: &std::path::Path) -> Result<(), OutboxError> {
+    let io = |e: std::io::Error| {
+        OutboxError::Durability(format!("making {} owner-only: {e}", path.display()))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        if path.exists() {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+        } else if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 impl Outbox {
@@ -171,6 +205,7 @@ impl Outbox {
         node: &str,
         cap: u64,
     ) -> Result<Self, OutboxError> {
+        restrict_to_owner(path)?;
         let url = format!("sqlite://{}", path.display());
         let opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
@@ -234,6 +269,9 @@ impl Outbox {
             lease_id: r.lease_id.clone(),
             // Filled from the outbox sequence at read time.
             sequence: 0,
+            stream: r
+                .stream
+                .map(|(step, horizon)| veil_proto::StreamStep { step, horizon }),
         }
     }
 
@@ -255,6 +293,20 @@ impl Outbox {
             });
         }
         let mut tx = self.pool.begin().await?;
+        let added = self
+            .insert_releases(&mut tx, releases, policy_hash, now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn insert_releases(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        releases: &[PendingRelease],
+        policy_hash: &str,
+        now_ms: i64,
+    ) -> Result<u64, OutboxError> {
         let mut added = 0;
         for r in releases {
             let proto = self.to_proto(r, policy_hash);
@@ -267,11 +319,10 @@ impl Outbox {
             .bind(&payload)
             .bind(sha256(&payload))
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             added += res.rows_affected();
         }
-        tx.commit().await?;
         Ok(added)
     }
 

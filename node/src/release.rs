@@ -5,8 +5,9 @@
 //! [`Privatized`], so nothing un-noised can reach the outbox by mistake.
 
 use veil_privacy::{
-    Cost, Epsilon, PrivacyError, Privatized, Rho, mechanisms,
-    policy::{LoadedPolicy, PolicyMechanism},
+    Cost, Epsilon, PrivacyError, Privatized, Rho,
+    mechanisms::{self, ContinualStream, Contribution, StreamMechanism, StreamParams},
+    policy::{LoadedPolicy, PolicyMechanism, StreamShape},
 };
 
 use crate::{config::Config, window::ClosedWindow};
@@ -25,6 +26,20 @@ pub enum Input {
     },
     /// A non-personal measurement.
     Measurement(f64),
+    /// One step of a continual-release stream (zone x metric x event day):
+    /// the exact net change of the running total in this window.
+    Stream {
+        /// Exact increment (never leaves the node).
+        increment: i64,
+        /// Window index since the event day's start.
+        step: u32,
+        /// Windows per event day.
+        horizon: u32,
+        /// Event day number (days since epoch in the policy's calendar).
+        day: u32,
+        /// Which factorization.
+        mechanism: PolicyMechanism,
+    },
 }
 
 /// A release the policy allows, before any noise is drawn.
@@ -63,6 +78,8 @@ pub struct PendingRelease {
     pub lease_id: String,
     /// The DP (or declared non-personal) value.
     pub value: Privatized,
+    /// For a stream release: (step, horizon).
+    pub stream: Option<(u32, u32)>,
 }
 
 fn cost_of(
@@ -74,7 +91,9 @@ fn cost_of(
     };
     let cost = match m.mechanism {
         PolicyMechanism::DiscreteLaplace => Cost::Pure(Epsilon::new(m.epsilon.unwrap_or(0.0))?),
-        PolicyMechanism::DiscreteGaussian => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
+        PolicyMechanism::DiscreteGaussian
+        | PolicyMechanism::ContinualSqrt
+        | PolicyMechanism::ContinualTree => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
         PolicyMechanism::NonPersonal => Cost::Free,
     };
     let purpose = m.purposes.first().cloned().unwrap_or_default();
@@ -99,7 +118,38 @@ pub fn plan_window(
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let mean = |(sum, n): (f64, u64)| (n > 0).then(|| sum / n as f64);
         let mut candidates: Vec<(&'static str, Option<Input>)> = Vec::new();
-        if zone.cameras > 0 {
+        if let Some(sd) = w.day {
+            // Attendee-day policy: personal metrics are continual streams of
+            // running totals; which streams exist depends only on the config.
+            let stream = |name: &str, increment: i64| {
+                let m = policy.metric(name)?;
+                m.mechanism.is_continual().then_some(Input::Stream {
+                    increment,
+                    step: sd.step,
+                    horizon: sd.horizon,
+                    day: sd.day.days_since_epoch(),
+                    mechanism: m.mechanism,
+                })
+            };
+            if zone.cameras > 0 {
+                candidates.push((
+                    metric::OCCUPANCY,
+                    stream(metric::OCCUPANCY, agg.tracked.net()),
+                ));
+            }
+            if zone.gate {
+                candidates.push((metric::INGRESS, stream(metric::INGRESS, count(agg.ingress))));
+                candidates.push((metric::EGRESS, stream(metric::EGRESS, count(agg.egress))));
+            }
+            candidates.push((
+                metric::UNIQUE_DEVICES,
+                stream(metric::UNIQUE_DEVICES, agg.devices_present.net()),
+            ));
+            candidates.push((
+                metric::APP_USERS,
+                stream(metric::APP_USERS, agg.app_present.net()),
+            ));
+        } else if zone.cameras > 0 {
             candidates.push((
                 metric::OCCUPANCY,
                 Some(Input::Count {
@@ -108,7 +158,7 @@ pub fn plan_window(
                 }),
             ));
         }
-        if zone.gate {
+        if zone.gate && w.day.is_none() {
             candidates.push((
                 metric::INGRESS,
                 Some(Input::Count {
@@ -124,20 +174,22 @@ pub fn plan_window(
                 }),
             ));
         }
-        candidates.push((
-            metric::UNIQUE_DEVICES,
-            Some(Input::Count {
-                value: count(agg.devices.len() as u64),
-                sensitivity: 1,
-            }),
-        ));
-        candidates.push((
-            metric::APP_USERS,
-            Some(Input::Count {
-                value: count(agg.app_users.len() as u64),
-                sensitivity: 1,
-            }),
-        ));
+        if w.day.is_none() {
+            candidates.push((
+                metric::UNIQUE_DEVICES,
+                Some(Input::Count {
+                    value: count(agg.devices.len() as u64),
+                    sensitivity: 1,
+                }),
+            ));
+            candidates.push((
+                metric::APP_USERS,
+                Some(Input::Count {
+                    value: count(agg.app_users.len() as u64),
+                    sensitivity: 1,
+                }),
+            ));
+        }
         candidates.push((
             metric::SOUND_LEVEL_DB,
             mean(agg.sound).map(Input::Measurement),
@@ -203,6 +255,10 @@ fn admit(
                 PolicyMechanism::DiscreteLaplace | PolicyMechanism::DiscreteGaussian,
                 Input::Count { .. }
             )
+            | (
+                PolicyMechanism::ContinualSqrt | PolicyMechanism::ContinualTree,
+                Input::Stream { .. }
+            )
     );
     Ok(allowed.then(|| Planned {
         metric: name,
@@ -245,5 +301,125 @@ pub fn privatize(p: &Planned, lease_id: &str) -> Result<PendingRelease, PrivacyE
         purpose: p.purpose.clone(),
         lease_id: lease_id.to_owned(),
         value,
+        stream: None,
     })
+}
+
+/// The stream parameters a continual metric is released under at this node:
+/// its factorization, the day's horizon, the contribution shape the policy's
+/// bounds give it (joint over the node's zones of the metric) and the
+/// policy's rho per attendee-day.
+pub fn stream_params(
+    policy: &LoadedPolicy,
+    metric: &str,
+    horizon: u32,
+) -> Result<StreamParams, PrivacyError> {
+    let invalid = |reason: String| PrivacyError::InvalidParameter {
+        name: "policy",
+        reason,
+    };
+    let m = policy
+        .metric(metric)
+        .ok_or_else(|| invalid(format!("metric {metric} is not in the policy")))?;
+    let unit = policy
+        .privacy_unit()
+        .ok_or_else(|| invalid("continual metrics need a [privacy_unit]".into()))?;
+    let shape = unit
+        .shape(metric)
+        .ok_or_else(|| invalid(format!("no continual stream for metric {metric}")))?;
+    let mechanism = match m.mechanism {
+        PolicyMechanism::ContinualSqrt => StreamMechanism::SqrtFactorization,
+        PolicyMechanism::ContinualTree => StreamMechanism::Tree,
+        other => {
+            return Err(invalid(format!(
+                "metric {metric} is released by {}, not as a stream",
+                other.as_str()
+            )));
+        }
+    };
+    StreamParams::new(
+        mechanism,
+        horizon,
+        contribution(shape),
+        Rho::new(m.rho.unwrap_or(0.0))?,
+    )
+}
+
+/// The mechanism crate's contribution shape for a policy shape.
+pub fn contribution(shape: StreamShape) -> Contribution {
+    match shape {
+        StreamShape::Presence { events } => Contribution::Alternating { events },
+        StreamShape::Cumulative { events } => Contribution::Monotone { events },
+    }
+}
+
+/// Draws one step of a stream whose whole-day cost `lease_id` charged.
+pub fn privatize_stream(
+    p: &Planned,
+    stream: &mut ContinualStream,
+    lease_id: &str,
+) -> Result<PendingRelease, PrivacyError> {
+    let Input::Stream {
+        increment,
+        step,
+        horizon,
+        ..
+    } = p.input
+    else {
+        return Err(PrivacyError::InvalidParameter {
+            name: "input",
+            reason: format!("metric {} is not a stream release", p.metric),
+        });
+    };
+    let value = stream.release(step, increment)?;
+    Ok(PendingRelease {
+        metric: p.metric,
+        zone: p.zone.clone(),
+        window_start_ms: p.window_start_ms,
+        window_length_s: p.window_length_s,
+        purpose: p.purpose.clone(),
+        lease_id: lease_id.to_owned(),
+        value,
+        stream: Some((step, horizon)),
+    })
+}
+
+/// What `veil-node privacy stream-sample` prints: `runs` independent
+/// releases of a whole occupancy stream whose exact per-step net changes are
+/// `increments` (T = its length), each run a fresh [`ContinualStream`] with
+/// the calibration the node uses for a presence metric under `max_visits`
+/// zone visits per attendee-day (E = 2V, joint over a node's zones), so the
+/// whole-stream guarantee can be tested empirically from outside.
+///
+/// # Privacy
+/// Every run is a full release of the stream at `rho`; use synthetic input.
+pub fn stream_sample(
+    mechanism: StreamMechanism,
+    rho: Rho,
+    max_visits: u32,
+    increments: &[i64],
+    runs: usize,
+) -> Result<Vec<Vec<f64>>, PrivacyError> {
+    let horizon = u32::try_from(increments.len()).map_err(|_| PrivacyError::InvalidParameter {
+        name: "steps",
+        reason: "too many steps".into(),
+    })?;
+    let params = StreamParams::new(
+        mechanism,
+        horizon,
+        contribution(StreamShape::Presence {
+            events: max_visits.saturating_mul(2),
+        }),
+        rho,
+    )?;
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut stream = ContinualStream::new(params)?;
+        let mut run = Vec::with_capacity(increments.len());
+        for (t, d) in (0u32..).zip(increments) {
+            run.push(stream.release(t, *d)?.value());
+        }
+        out.push(run);
+    }
+    Ok(out)
 }

@@ -9,8 +9,9 @@ use tokio::{
 };
 use veil_privacy::{
     Cost,
+    mechanisms::{ContinualStream, StreamState},
     policy::LoadedPolicy,
-    pseudonym::{DayKey, EventDay, Pseudonymizer},
+    pseudonym::{DayKey, EventDay, Pseudonym, SealedDayKey},
 };
 use veil_proto::ingest_client::IngestClient;
 
@@ -20,8 +21,8 @@ use crate::{
     inference::live::{InferenceStats, Stage, WindowInput},
     lease::{LeaseError, LeaseStats, Leases},
     metrics::{KindLabel, NodeMetrics},
-    outbox::Outbox,
-    release::{plan_window, privatize},
+    outbox::{Outbox, WindowCommit},
+    release::{Input, plan_window, privatize, privatize_stream},
     upload::{self, Backoff, UploadError, UploadStats},
     window::{WindowStats, Windower},
 };
@@ -102,41 +103,61 @@ pub struct RunReport {
     pub outbox_full_waits: u64,
     /// On-device inference counters (zero when `[inference] enabled = false`).
     pub inference: InferenceStats,
+    /// Attendee-day mode: what the day bounds did, per unit kind
+    /// (tracks, devices, app users, tickets).
+    pub units: [crate::units::UnitStats; 4],
+    /// Stream leases granted by this run (each charges a metric's whole
+    /// stream-day once).
+    pub stream_leases: u64,
+    /// Attendee-day mode: what the policy's streams can cost one attendee.
+    pub attendee_day: Option<veil_privacy::policy::UnitDayCost>,
 }
 
 const MAX_REPORTED_BAD_LINES: usize = 20;
 
-/// The master pseudonym secret and the day keys in use: events are
-/// pseudonymised under the key of their (UTC) event day.
+/// The day keys in use: events are pseudonymised under the key of their
+/// event day (the policy's calendar; UTC days without a privacy unit). Each
+/// day's key is random, kept sealed in the outbox database (0600) so a
+/// restart within the day pseudonymises every identifier the same way, and
+/// never sent.
 pub(crate) struct Pseudonyms {
-    master: Pseudonymizer,
+    /// Seconds added to Unix time before cutting days.
+    offset_s: i32,
     /// Day keys of the current and later days (a handful at most, so a
     /// linear search beats hashing the day).
     keys: Vec<DayKey>,
+    /// Keys made since the last window commit, to store with it.
+    unsaved: Vec<(EventDay, SealedDayKey)>,
 }
 
 impl Pseudonyms {
-    /// Day keys under `master`, derived as days come up.
-    pub(crate) fn new(master: Pseudonymizer) -> Self {
+    /// Keys read back from the store, cut by `offset_s`.
+    pub(crate) fn new(offset_s: i32, stored: Vec<DayKey>) -> Self {
         Self {
-            master,
-            keys: Vec::new(),
+            offset_s,
+            keys: stored,
+            unsaved: Vec::new(),
         }
     }
 
-    /// The key of the event day holding `ts_ms` (UTC days).
+    /// The key of the event day holding `ts_ms`.
     pub(crate) fn key(&mut self, ts_ms: i64) -> Result<&DayKey, veil_privacy::PrivacyError> {
-        let day = EventDay::from_unix_seconds(ts_ms.div_euclid(1000), 0)?;
+        let day = EventDay::from_unix_seconds(ts_ms.div_euclid(1000), self.offset_s)?;
         let i = match self.keys.iter().position(|k| k.day() == day) {
             Some(i) => i,
             None => {
-                // Only current and later day keys are cached.
-                self.keys.retain(|k| k.day() > day);
-                self.keys.push(self.master.day_key(day)?);
+                let (key, sealed) = DayKey::generate(day)?;
+                self.keys.push(key);
+                self.unsaved.push((day, sealed));
                 self.keys.len() - 1
             }
         };
         Ok(&self.keys[i])
+    }
+
+    /// Keys not yet stored; they go into the next window commit.
+    pub(crate) fn take_unsaved(&mut self) -> Vec<(EventDay, SealedDayKey)> {
+        std::mem::take(&mut self.unsaved)
     }
 }
 
@@ -354,7 +375,36 @@ async fn ingest(
     };
     let mut lines = BufReader::with_capacity(1 << 16, reader).lines();
     let mut windower = Windower::for_node(cfg, policy)?;
-    let mut pseudonyms = Pseudonyms::new(Pseudonymizer::generate()?);
+    let offset_s = policy.event_day_offset_seconds();
+    if let Ok(today) = EventDay::from_unix_seconds(now_ms() / 1000, offset_s) {
+        // Yesterday's state stays for a re-run; older keys are gone, so old
+        // pseudonyms cannot be recomputed.
+        outbox
+            .forget_days_before(today.days_since_epoch().saturating_sub(2))
+            .await?;
+    }
+    let mut pseudonyms = Pseudonyms::new(offset_s, outbox.day_keys().await?);
+    let length_s = u32::try_from(cfg.windows.length.as_secs()).unwrap_or(60);
+    if let Some(end) = outbox.released_end(length_s).await? {
+        windower.resume_after(end);
+        tracing::info!(
+            released_until_ms = end,
+            "Windows released before are skipped if read again: nothing is released or charged twice."
+        );
+    }
+    for day in outbox.bound_days().await? {
+        for (family, unit, state) in outbox.unit_bounds(day).await? {
+            if let Err(e) = windower.restore_unit(
+                EventDay::new(day),
+                family,
+                Pseudonym::from_stored(unit),
+                &state,
+            ) {
+                tracing::error!(day, error = %e, "A stored contribution-bound record is unreadable and was skipped.");
+            }
+        }
+    }
+    let mut streams = Streams::default();
     let mut report = RunReport::default();
     let mut stopped = stop.clone();
     loop {
@@ -423,6 +473,8 @@ async fn ingest(
                 metrics,
                 &stop,
                 &wake,
+                &mut pseudonyms,
+                &mut streams,
             )
             .await?;
             wake.notify_one();
@@ -441,11 +493,15 @@ async fn ingest(
             metrics,
             &stop,
             &wake,
+            &mut pseudonyms,
+            &mut streams,
         )
         .await?;
         wake.notify_one();
     }
     report.windows = windower.stats();
+    report.units = crate::units::Family::ALL.map(|f| windower.unit_stats(f));
+    report.attendee_day = policy.unit_day_cost();
     report.leases = leases.stats;
     report.policy_hash = policy.hash.clone();
     Ok(report)
@@ -509,9 +565,50 @@ async fn wait_for_room(
     }
 }
 
+/// The continual-release streams this run stepped, by (event day, metric,
+/// zone), loaded from the outbox database on first use.
+#[derive(Default)]
+struct Streams {
+    open: HashMap<(u32, &'static str, String), ContinualStream>,
+}
+
+impl Streams {
+    async fn get(
+        &mut self,
+        outbox: &Outbox,
+        policy: &LoadedPolicy,
+        day: u32,
+        metric: &'static str,
+        zone: &str,
+        horizon: u32,
+    ) -> Result<&mut ContinualStream, NodeError> {
+        let key = (day, metric, zone.to_owned());
+        if !self.open.contains_key(&key) {
+            // Older days' streams are done.
+            self.open.retain(|(d, _, _), _| *d >= day);
+            let params = crate::release::stream_params(policy, metric, horizon)?;
+            let stream = match outbox.stream_state(day, metric, zone).await? {
+                Some(json) => {
+                    let state: StreamState = serde_json::from_str(&json).map_err(|e| {
+                        NodeError::Policy(format!(
+                            "stored state of stream {metric}/{zone} is unreadable ({e}); refusing to draw its noise again"
+                        ))
+                    })?;
+                    ContinualStream::restore(params, state)?
+                }
+                None => ContinualStream::new(params)?,
+            };
+            self.open.insert(key.clone(), stream);
+        }
+        self.open
+            .get_mut(&key)
+            .ok_or_else(|| NodeError::Policy("stream vanished".into()))
+    }
+}
+
 /// Plans each window's releases, obtains budget leases for them (noise is
 /// drawn only after the lease charged the cost), and writes them to the
-/// outbox.
+/// outbox with the window's day state, in one transaction.
 #[allow(clippy::too_many_arguments)]
 async fn release_all(
     cfg: &Config,
@@ -523,6 +620,8 @@ async fn release_all(
     metrics: &NodeMetrics,
     stop: &watch::Receiver<bool>,
     wake: &Notify,
+    pseudonyms: &mut Pseudonyms,
+    streams: &mut Streams,
 ) -> Result<(), NodeError> {
     for w in windows {
         let planned = plan_window(cfg, policy, &w)?;
@@ -532,21 +631,48 @@ async fn release_all(
             );
             return Ok(());
         }
-        let day = veil_common::day::day_of(w.start_ms);
-        // One lease per (metric, purpose) covers all zones of this window.
-        let mut groups: std::collections::BTreeMap<(&str, &str), (Cost, u32)> = Default::default();
+        // The ledger's day: the event day in the policy's calendar (UTC
+        // days without a privacy unit).
+        let day = veil_common::day::event_day_of(w.start_ms, policy.event_day_offset_seconds());
+        // One lease per (metric, purpose) covers all zones of this window;
+        // a stream lease covers the metric's whole event day.
+        let mut groups: std::collections::BTreeMap<(&str, &str), (Cost, u32, Option<u32>)> =
+            Default::default();
         for p in &planned {
-            if !matches!(p.cost, Cost::Free) {
-                let e = groups
-                    .entry((p.metric, p.purpose.as_str()))
-                    .or_insert((p.cost, 0));
-                e.1 += 1;
+            if matches!(p.cost, Cost::Free) {
+                continue;
             }
+            let horizon = match p.input {
+                Input::Stream { horizon, .. } => Some(horizon),
+                _ => None,
+            };
+            let e = groups
+                .entry((p.metric, p.purpose.as_str()))
+                .or_insert((p.cost, 0, horizon));
+            e.1 += 1;
         }
         let mut lease_ids = std::collections::HashMap::new();
         let exhausted_before = leases.stats.exhausted_releases;
-        for ((metric, purpose), (cost, n)) in groups {
-            match leases.take(metric, purpose, &day, cost, n, stop).await {
+        for ((metric, purpose), (cost, n, horizon)) in groups {
+            let taken = match horizon {
+                Some(horizon) => {
+                    if let Some(id) = outbox.stream_lease(&day, metric, purpose).await? {
+                        Ok(id)
+                    } else {
+                        let zones = cfg.zones.len() as u32;
+                        let r = leases
+                            .take_stream(metric, purpose, &day, cost, horizon, zones, stop)
+                            .await;
+                        if let Ok(id) = &r {
+                            outbox.set_stream_lease(&day, metric, purpose, id).await?;
+                            report.stream_leases += 1;
+                        }
+                        r
+                    }
+                }
+                None => leases.take(metric, purpose, &day, cost, n, stop).await,
+            };
+            match taken {
                 Ok(id) => {
                     lease_ids.insert(metric, id);
                 }
@@ -556,6 +682,7 @@ async fn release_all(
             }
         }
         let mut releases = Vec::with_capacity(planned.len());
+        let mut stepped: Vec<(&'static str, String)> = Vec::new();
         for p in &planned {
             let lease = if matches!(p.cost, Cost::Free) {
                 ""
@@ -566,7 +693,22 @@ async fn release_all(
                     None => continue,
                 }
             };
-            releases.push(privatize(p, lease)?);
+            match p.input {
+                Input::Stream {
+                    day, step, horizon, ..
+                } => {
+                    let stream = streams
+                        .get(outbox, policy, day, p.metric, &p.zone, horizon)
+                        .await?;
+                    if step < stream.next_step() {
+                        // Released before (and its noise drawn): never again.
+                        continue;
+                    }
+                    releases.push(privatize_stream(p, stream, lease)?);
+                    stepped.push((p.metric, p.zone.clone()));
+                }
+                _ => releases.push(privatize(p, lease)?),
+            }
         }
         for r in &releases {
             *report
@@ -576,7 +718,39 @@ async fn release_all(
             report.epsilon_spent += r.value.cost().epsilon();
             metrics.add_releases(r.metric, 1);
         }
-        report.releases += outbox.push(&releases, &policy.hash, now_ms()).await?;
+        let stream_states: Vec<(&str, &str, String)> = match w.day {
+            Some(sd) => {
+                let mut out = Vec::with_capacity(stepped.len());
+                for (metric, zone) in &stepped {
+                    if let Some(s) =
+                        streams
+                            .open
+                            .get(&(sd.day.days_since_epoch(), *metric, zone.clone()))
+                    {
+                        let json = serde_json::to_string(s.state()).map_err(|e| {
+                            NodeError::Policy(format!("cannot store stream state: {e}"))
+                        })?;
+                        out.push((*metric, zone.as_str(), json));
+                    }
+                }
+                out
+            }
+            None => Vec::new(),
+        };
+        let new_keys = pseudonyms.take_unsaved();
+        let key_refs: Vec<(EventDay, &SealedDayKey)> =
+            new_keys.iter().map(|(d, k)| (*d, k)).collect();
+        let commit = WindowCommit {
+            start_ms: w.start_ms,
+            length_s: w.length_s,
+            day: w.day.map(|sd| sd.day.days_since_epoch()),
+            new_keys: &key_refs,
+            units: &w.unit_updates,
+            streams: &stream_states,
+        };
+        report.releases += outbox
+            .commit_window(&releases, &policy.hash, now_ms(), &commit)
+            .await?;
         report.windows_released += 1;
         metrics.windows_released.inc();
         metrics

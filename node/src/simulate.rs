@@ -25,13 +25,26 @@
 //!   an arrival time (ramping up towards the first show, a few late), an
 //!   entry gate, a destination (arena seat, or a stage/room chosen per show),
 //!   and a leave time (mostly early in egress, a few leave during the last
-//!   show). They flow gate -> hub -> (amenity) -> destination; during shows a
+//!   show). Some go out of the venue and come back once or twice (arena 6 %,
+//!   festival 25 %, conference 30 %; mostly during a break): hub -> gate ->
+//!   out (`out` scan), 4-20 minutes outside, then in again through their
+//!   gate (`in` scan, same ticket, same track) and back to their seat. They flow gate -> hub -> (amenity) -> destination; during shows a
 //!   few wander to the hub and amenities and back; at a break most leave their
 //!   destination for the hub and amenities (the intermission surge) and
 //!   return (festival and conference attendees may switch stage/room); at the
 //!   end they flow destination -> hub -> gate -> out, except festival campers,
 //!   who return to the campsite.
-//! * **Sensors** (per zone): an occupancy camera (all zones but gates) with a
+//! * **Sensors** (per zone): people-tracking cameras (`pc-<zone>-1`, on the
+//!   lines into the zone; gate lines also face outside) emitting a
+//!   `crossing` for every zone change of every person, including arriving
+//!   from outside into a gate and leaving a gate to outside, with the
+//!   person's track id (`trk-NNNNNNN`, one per attendee for the whole run,
+//!   also across re-entries), the zone left and the zone entered; they miss
+//!   about [`SimConfig::tracking_miss_per_10k`] crossings in 10 000 (the
+//!   crossing happens, no line is written). A crossing goes to every node
+//!   observing its `from` or its `to` zone (to both when those are on two
+//!   nodes), with `zone` = `to`, or `from` when leaving to outside. An
+//!   anonymous occupancy camera (all zones but gates) with a
 //!   noisy count every 5-10 s; gate scanners with one `in`/`out` scan per
 //!   person crossing; a microphone frame every second whose level, peak and 8
 //!   band energies follow the stage's scene (music, applause after songs or
@@ -50,14 +63,17 @@
 //!
 //! # Determinism and cost
 //! The same [`SimConfig`] gives byte-identical output. Movement uses one RNG
-//! stream; every zone's sensors use their own streams, so the lines of a zone
-//! do not depend on how zones are split across nodes. Each call replays the
+//! stream, tracked crossings another; every zone's sensors use their own
+//! streams, so the lines of a zone do not depend on how zones are split
+//! across nodes (a crossing between two nodes' zones is the same line on
+//! both). Each call replays the
 //! model from the start, streaming one 10-second step at a time: memory is
 //! proportional to attendees, not to events.
 
 mod emit;
 mod engine;
 mod truth;
+mod units;
 mod venue;
 
 use std::fmt;
@@ -65,7 +81,8 @@ use std::io::{self, Write};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use truth::{GroundTruth, Metric, TruthRow};
+pub use truth::{GroundTruth, Metric, PRESENCE_TIMEOUT_MS, TruthRow};
+pub use units::{Histogram, UnitStats};
 
 use engine::{Engine, Plan};
 
@@ -175,10 +192,14 @@ pub struct SimConfig {
     pub attendees: Option<u32>,
     /// Malformed lines per 10 000 lines, 0 ..= 10 000.
     pub malformed_per_10k: u32,
+    /// Zone changes per 10 000 the people-tracking cameras miss (no
+    /// `crossing` line), 0 ..= 10 000.
+    pub tracking_miss_per_10k: u32,
 }
 
 impl SimConfig {
-    /// A config with one node, default attendees and 5 malformed lines in 10k.
+    /// A config with one node, default attendees, 5 malformed lines in 10k
+    /// and 50 tracking misses in 10k (0.5 %).
     pub fn new(venue: VenueKind, seed: u64, duration: Duration, start_ms: i64) -> Self {
         SimConfig {
             venue,
@@ -188,6 +209,7 @@ impl SimConfig {
             nodes: 1,
             attendees: None,
             malformed_per_10k: 5,
+            tracking_miss_per_10k: 50,
         }
     }
 }
@@ -223,6 +245,9 @@ pub enum SimError {
     /// Malformed rate above 10 000 per 10 000.
     #[error("malformed_per_10k must be at most 10000, got {0}")]
     MalformedRate(u32),
+    /// Tracking miss rate above 10 000 per 10 000.
+    #[error("tracking_miss_per_10k must be at most 10000, got {0}")]
+    MissRate(u32),
     /// Ground-truth window not a positive multiple of 10 s.
     #[error("ground-truth window must be a positive multiple of 10 s, got {0:?}")]
     Window(Duration),
@@ -235,6 +260,8 @@ pub struct SimStats {
     pub events: u64,
     /// Malformed lines written (in addition to `events`).
     pub malformed: u64,
+    /// Valid `crossing` lines written (included in `events`).
+    pub crossings: u64,
 }
 
 impl SimStats {
@@ -303,6 +330,9 @@ impl Simulation {
             for p in step.events {
                 if emit::write_line(&self.plan, p, &mut buf)? {
                     stats.events += 1;
+                    if matches!(p.payload, engine::Payload::Crossing { .. }) {
+                        stats.crossings += 1;
+                    }
                 } else {
                     stats.malformed += 1;
                 }
@@ -310,6 +340,12 @@ impl Simulation {
             out.write_all(&buf)?;
         }
         Ok(stats)
+    }
+
+    /// Zone entries and gate passes per attendee over the run, to choose the
+    /// attendee-day bounds (see [`UnitStats`]). Replays the movement only.
+    pub fn unit_stats(&self) -> UnitStats {
+        UnitStats::compute(&self.plan)
     }
 
     /// Writes the ground truth (1-minute windows) of all zones, or of the

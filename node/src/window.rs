@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 
 use veil_privacy::{
     bounds::{Admission, BoundingStats, ContributionBounder, ContributionLimits},
-    pseudonym::{Pseudonym, PseudonymSet},
+    pseudonym::{EventDay, Pseudonym, PseudonymSet},
 };
 
 use crate::{
     config::ZoneConfig,
     event::{Body, Direction, ValidEvent},
     inference::AudioFeatures,
+    units::{DayBounds, Family, Outcome, UnitLimits, UnitStats},
 };
 
 /// Peak dB at or above which an audio frame counts as clipping.
@@ -52,6 +53,30 @@ pub struct ZoneAggregate {
     pub co2: (f64, u64),
     /// Sum and count of temperature readings (degC).
     pub temperature: (f64, u64),
+    /// Attendee-day mode: counted entries and exits of tracked people
+    /// (crossings), after the day's contribution bounds.
+    pub tracked: InOut,
+    /// Attendee-day mode: devices starting / ending presence in the zone.
+    pub devices_present: InOut,
+    /// Attendee-day mode: consented app users starting / ending presence.
+    pub app_present: InOut,
+}
+
+/// Counted entries and exits of one zone in one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InOut {
+    /// Entries counted.
+    pub entries: u64,
+    /// Exits counted.
+    pub exits: u64,
+}
+
+impl InOut {
+    /// The window's net change of the running count.
+    pub fn net(&self) -> i64 {
+        i64::try_from(self.entries).unwrap_or(i64::MAX)
+            - i64::try_from(self.exits).unwrap_or(i64::MAX)
+    }
 }
 
 impl ZoneAggregate {
@@ -78,6 +103,53 @@ pub struct ClosedWindow {
     pub zones: BTreeMap<String, ZoneAggregate>,
     /// Contribution-bounding counts of the window.
     pub bounding: BoundingStats,
+    /// Attendee-day mode: where the window sits in its event day.
+    pub day: Option<StreamDay>,
+    /// Attendee-day mode: the contribution-bound state of the units this
+    /// window changed (family, stored pseudonym, encoded state), to persist
+    /// with the window's releases.
+    pub unit_updates: Vec<(Family, [u8; 32], Vec<u8>)>,
+}
+
+/// The event day of a window and its step in that day's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDay {
+    /// The event day.
+    pub day: EventDay,
+    /// Window index since the day's start.
+    pub step: u32,
+    /// Windows per day (the streams' horizon).
+    pub horizon: u32,
+    /// Unix ms the event day starts.
+    pub day_start_ms: i64,
+}
+
+/// The policy's privacy unit as the windower applies it.
+#[derive(Debug, Clone)]
+pub struct DayMode {
+    /// Bounds per unit and day.
+    pub limits: UnitLimits,
+    /// Event-day calendar: seconds added to Unix time before cutting days.
+    pub day_offset_s: i32,
+    /// Presence ends this long after a device's / app user's last sighting.
+    pub presence_timeout_ms: i64,
+}
+
+/// A bounded event waiting for its window to close (bounds apply in event
+/// time order at close, so late events within the lateness count the same
+/// as on-time ones, and the persisted state matches the released windows).
+#[derive(Debug, Clone, Copy)]
+struct UnitEvent {
+    ts_ms: i64,
+    unit: Pseudonym,
+    what: UnitWhat,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UnitWhat {
+    Cross { from: Option<u16>, to: Option<u16> },
+    Seen { family: Family, zone: u16 },
+    Gate { zone: u16, inward: bool },
 }
 
 /// A window still taking events: one aggregate per configured zone, in
@@ -85,6 +157,7 @@ pub struct ClosedWindow {
 struct OpenWindow {
     zones: Vec<ZoneAggregate>,
     bounder: ContributionBounder<usize>,
+    pending: Vec<UnitEvent>,
 }
 
 /// Counts of what the windower did with events (safe to export).
@@ -104,6 +177,12 @@ pub struct WindowStats {
     pub bounded_out: u64,
     /// Audio frames beyond [`MAX_CLASSIFIED_FRAMES`] (aggregated, not classified).
     pub unclassified_frames: u64,
+    /// Events of windows this node released before a restart (re-read
+    /// input): skipped, nothing is released or charged again.
+    pub already_released: u64,
+    /// Attendee-day mode: unit events counted, dropped by a bound, and exits
+    /// without a counted entry, over all unit kinds.
+    pub units: UnitStats,
 }
 
 /// Assigns events to tumbling windows.
@@ -118,8 +197,13 @@ pub struct Windower {
     consent_scope: Option<String>,
     open: BTreeMap<i64, OpenWindow>,
     closed_before: i64,
+    /// Windows before this were released before a restart.
+    released_before: i64,
     watermark: i64,
     stats: WindowStats,
+    day_mode: Option<DayMode>,
+    days: BTreeMap<EventDay, DayBounds>,
+    unit_stats: [UnitStats; 4],
 }
 
 impl std::fmt::Debug for Windower {
@@ -155,9 +239,75 @@ impl Windower {
             consent_scope: consent_scope.map(str::to_owned),
             open: BTreeMap::new(),
             closed_before: i64::MIN,
+            released_before: i64::MIN,
             watermark: i64::MIN,
             stats: WindowStats::default(),
+            day_mode: None,
+            days: BTreeMap::new(),
+            unit_stats: Default::default(),
         }
+    }
+
+    /// Attendee-day mode: gate scans, probes, app events and tracked
+    /// crossings are bounded per unit and event day (not per window) and
+    /// feed the presence and cumulative counts of the continual streams.
+    pub fn with_day_mode(mut self, mode: DayMode) -> Self {
+        self.day_mode = Some(mode);
+        self
+    }
+
+    /// Windows starting before `start_ms` were released before a restart:
+    /// their events are counted as already released and skipped.
+    pub fn resume_after(&mut self, start_ms: i64) {
+        self.released_before = self.released_before.max(start_ms);
+        self.closed_before = self.closed_before.max(start_ms);
+    }
+
+    /// Restores a unit's contribution-bound state persisted for `day`.
+    pub fn restore_unit(
+        &mut self,
+        day: EventDay,
+        family: Family,
+        unit: Pseudonym,
+        state: &[u8],
+    ) -> Result<(), String> {
+        let Some(mode) = &self.day_mode else {
+            return Ok(());
+        };
+        let limits = mode.limits;
+        self.days
+            .entry(day)
+            .or_insert_with(|| DayBounds::new(limits))
+            .restore_unit(family, unit, state)
+    }
+
+    /// What the day bounds did, per unit kind, since start.
+    pub fn unit_stats(&self, family: Family) -> UnitStats {
+        self.unit_stats[family as usize]
+    }
+
+    /// The event day and step of the window starting at `start_ms`.
+    pub fn stream_day(&self, start_ms: i64) -> Option<StreamDay> {
+        let mode = self.day_mode.as_ref()?;
+        let offset_ms = i64::from(mode.day_offset_s) * 1000;
+        let day = EventDay::from_unix_seconds(start_ms.div_euclid(1000), mode.day_offset_s).ok()?;
+        let day_start_ms = i64::from(day.days_since_epoch()) * 86_400_000 - offset_ms;
+        let step = u32::try_from((start_ms - day_start_ms) / self.length_ms).ok()?;
+        let horizon = u32::try_from(86_400_000 / self.length_ms).ok()?;
+        Some(StreamDay {
+            day,
+            step,
+            horizon,
+            day_start_ms,
+        })
+    }
+
+    fn tracked_zone(&self, name: &str) -> Option<u16> {
+        self.zones
+            .binary_search_by(|z| z.name.as_str().cmp(name))
+            .ok()
+            .filter(|i| self.zones[*i].cameras > 0)
+            .and_then(|i| u16::try_from(i).ok())
     }
 
     /// The windower a node runs: window length, lateness and zones from
@@ -177,13 +327,27 @@ impl Windower {
             .metric(crate::metric::APP_USERS)
             .and_then(|m| m.purposes.first())
             .and_then(|purpose| policy.consent_scope(veil_privacy::policy::Signal::App, purpose));
-        Ok(Self::new(
-            length_s,
-            lateness_ms,
-            &cfg.zones,
-            limits,
-            consent,
-        ))
+        let w = Self::new(length_s, lateness_ms, &cfg.zones, limits, consent);
+        let Some(unit) = policy.privacy_unit() else {
+            return Ok(w);
+        };
+        let invalid = |reason: String| veil_privacy::PrivacyError::InvalidParameter {
+            name: "windows.length",
+            reason,
+        };
+        let offset = unit.day_offset_seconds().map_err(invalid)?;
+        let len = i64::from(length_s.max(1));
+        if 86_400 % len != 0 || i64::from(offset) % len != 0 {
+            return Err(invalid(format!(
+                "continual streams step once per window from the event day's start: the window length ({length_s} s) must divide the day and the day start"
+            )));
+        }
+        Ok(w.with_day_mode(DayMode {
+            limits: UnitLimits::from_policy(unit),
+            day_offset_s: offset,
+            presence_timeout_ms: i64::try_from(cfg.privacy.presence_timeout.as_millis())
+                .unwrap_or(i64::MAX),
+        }))
     }
 
     /// What happened so far.
@@ -200,8 +364,38 @@ impl Windower {
     /// pseudonym for the event's day; the identifier is not kept.
     pub fn add(&mut self, ev: &ValidEvent<'_>, pseudonym: impl Fn(&str) -> Pseudonym) {
         let start = self.window_start(ev.ts_ms);
+        if start < self.released_before {
+            self.stats.already_released += 1;
+            return;
+        }
         if start < self.closed_before {
             self.stats.late += 1;
+            return;
+        }
+        if let Body::Crossing { track, from, to } = &ev.event.body {
+            if self.day_mode.is_none() {
+                // Only attendee-day policies release tracked presence.
+                self.stats.accepted += 1;
+                return;
+            }
+            // Only zones with cameras have an occupancy stream; a crossing
+            // into any other zone spends none of the unit's visits.
+            let from = from.as_deref().and_then(|z| self.tracked_zone(z));
+            let to = to.as_deref().and_then(|z| self.tracked_zone(z));
+            if from.is_none() && to.is_none() {
+                // Between zones this node does not track (a gate and the
+                // outside, or another node's zones): nothing to count here.
+                self.stats.accepted += 1;
+                return;
+            }
+            self.watermark = self.watermark.max(ev.ts_ms);
+            let unit = pseudonym(track);
+            self.open_window(start).pending.push(UnitEvent {
+                ts_ms: ev.ts_ms,
+                unit,
+                what: UnitWhat::Cross { from, to },
+            });
+            self.stats.accepted += 1;
             return;
         }
         let Ok(zone) = self
@@ -213,11 +407,38 @@ impl Windower {
         };
         let cameras = self.zones[zone].cameras as usize;
         self.watermark = self.watermark.max(ev.ts_ms);
-        let (zones, limits) = (self.zones.len(), self.limits);
-        let w = self.open.entry(start).or_insert_with(|| OpenWindow {
-            zones: vec![ZoneAggregate::default(); zones],
-            bounder: ContributionBounder::new(limits),
-        });
+        let day_mode = self.day_mode.is_some();
+        let zone16 = u16::try_from(zone).unwrap_or(u16::MAX);
+        let w = open_entry(&mut self.open, start, self.zones.len(), self.limits);
+        if day_mode {
+            // Bounded per unit and day when the window closes.
+            let deferred = match &ev.event.body {
+                Body::GateScan { direction, ticket } => Some((
+                    pseudonym(ticket),
+                    UnitWhat::Gate {
+                        zone: zone16,
+                        inward: *direction == Direction::In,
+                    },
+                )),
+                Body::Probe { device, .. } => Some((
+                    pseudonym(device),
+                    UnitWhat::Seen {
+                        family: Family::Devices,
+                        zone: zone16,
+                    },
+                )),
+                _ => None,
+            };
+            if let Some((unit, what)) = deferred {
+                w.pending.push(UnitEvent {
+                    ts_ms: ev.ts_ms,
+                    unit,
+                    what,
+                });
+                self.stats.accepted += 1;
+                return;
+            }
+        }
         let agg = &mut w.zones[zone];
         let bounded = |w_bounder: &mut ContributionBounder<usize>, p: &Pseudonym| {
             w_bounder.admit(p, &zone) == Admission::Admitted
@@ -270,6 +491,18 @@ impl Windower {
                     return;
                 }
                 let p = pseudonym(subject);
+                if day_mode {
+                    w.pending.push(UnitEvent {
+                        ts_ms: ev.ts_ms,
+                        unit: p,
+                        what: UnitWhat::Seen {
+                            family: Family::AppUsers,
+                            zone: zone16,
+                        },
+                    });
+                    self.stats.accepted += 1;
+                    return;
+                }
                 if agg.app_users.contains(&p) {
                     self.stats.accepted += 1;
                     return;
@@ -280,6 +513,8 @@ impl Windower {
                 }
                 agg.app_users.insert(p);
             }
+            // Handled above.
+            Body::Crossing { .. } => return,
             Body::Audio {
                 level_db,
                 peak_db,
@@ -330,13 +565,105 @@ impl Windower {
         starts.into_iter().map(|s| self.close(s)).collect()
     }
 
+    fn open_window(&mut self, start: i64) -> &mut OpenWindow {
+        open_entry(&mut self.open, start, self.zones.len(), self.limits)
+    }
+
+    /// Applies the day bounds to a closing window's unit events, in event
+    /// time order, and ends the presence of devices and app users not seen
+    /// for the presence timeout by the window's end.
+    fn apply_day_bounds(
+        &mut self,
+        start: i64,
+        w: &mut OpenWindow,
+    ) -> Vec<(Family, [u8; 32], Vec<u8>)> {
+        let Some(mode) = self.day_mode.clone() else {
+            return Vec::new();
+        };
+        let Some(sd) = self.stream_day(start) else {
+            return Vec::new();
+        };
+        // Days before this window's can no longer close a window.
+        self.days = self.days.split_off(&sd.day);
+        let bounds = self
+            .days
+            .entry(sd.day)
+            .or_insert_with(|| DayBounds::new(mode.limits));
+        let before: [UnitStats; 4] = Family::ALL.map(|f| bounds.stats(f));
+        w.pending.sort_by_key(|e| e.ts_ms);
+        for e in std::mem::take(&mut w.pending) {
+            match e.what {
+                UnitWhat::Cross { from, to } => {
+                    if let Some(z) = from
+                        && bounds.exit(Family::Tracks, e.unit, z) == Outcome::Counted
+                    {
+                        w.zones[usize::from(z)].tracked.exits += 1;
+                    }
+                    if let Some(z) = to
+                        && bounds.enter(Family::Tracks, e.unit, z, e.ts_ms) == Outcome::Counted
+                    {
+                        w.zones[usize::from(z)].tracked.entries += 1;
+                    }
+                }
+                UnitWhat::Seen { family, zone } => {
+                    if bounds.enter(family, e.unit, zone, e.ts_ms) == Outcome::Counted {
+                        let agg = &mut w.zones[usize::from(zone)];
+                        match family {
+                            Family::AppUsers => agg.app_present.entries += 1,
+                            _ => agg.devices_present.entries += 1,
+                        }
+                    }
+                }
+                UnitWhat::Gate { zone, inward } => {
+                    if bounds.gate(e.unit, inward) == Outcome::Counted {
+                        let agg = &mut w.zones[usize::from(zone)];
+                        if inward {
+                            agg.ingress += 1;
+                        } else {
+                            agg.egress += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let end = start + self.length_ms;
+        for family in [Family::Devices, Family::AppUsers] {
+            for (zone, n) in bounds.expire(family, end - mode.presence_timeout_ms) {
+                let agg = &mut w.zones[usize::from(zone)];
+                match family {
+                    Family::AppUsers => agg.app_present.exits += n,
+                    _ => agg.devices_present.exits += n,
+                }
+            }
+        }
+        for f in Family::ALL {
+            let now = bounds.stats(f);
+            let delta = UnitStats {
+                counted: now.counted - before[f as usize].counted,
+                bounded: now.bounded - before[f as usize].bounded,
+                unmatched: now.unmatched - before[f as usize].unmatched,
+            };
+            self.unit_stats[f as usize].add(&delta);
+            self.stats.units.add(&delta);
+        }
+        bounds.take_dirty()
+    }
+
     fn close(&mut self, start: i64) -> ClosedWindow {
         let mut w = self.open.remove(&start).unwrap_or_else(|| OpenWindow {
             zones: Vec::new(),
             bounder: ContributionBounder::new(self.limits),
+            pending: Vec::new(),
         });
         self.closed_before = self.closed_before.max(start + self.length_ms);
+        let unit_updates = if w.zones.is_empty() {
+            Vec::new()
+        } else {
+            self.apply_day_bounds(start, &mut w)
+        };
         ClosedWindow {
+            day: self.stream_day(start),
+            unit_updates,
             start_ms: start,
             length_s: u32::try_from(self.length_ms / 1000).unwrap_or(u32::MAX),
             zones: self
@@ -348,6 +675,19 @@ impl Windower {
             bounding: w.bounder.start_window(),
         }
     }
+}
+
+fn open_entry(
+    open: &mut BTreeMap<i64, OpenWindow>,
+    start: i64,
+    zones: usize,
+    limits: ContributionLimits,
+) -> &mut OpenWindow {
+    open.entry(start).or_insert_with(|| OpenWindow {
+        zones: vec![ZoneAggregate::default(); zones],
+        bounder: ContributionBounder::new(limits),
+        pending: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -7,11 +7,16 @@
 //! sensitivities below are only true under that bound. Nothing here ever
 //! releases a value that is not a [`Privatized`].
 
+pub mod continual;
 mod histogram;
 mod sparse_vector;
 mod sum;
 mod tree_counter;
 
+pub use continual::{
+    Calibration, ContinualStream, Contribution, GAMMA, MAX_ABS_INCREMENT, MAX_EVENTS, MAX_HORIZON,
+    StreamMechanism, StreamParams, StreamState,
+};
 pub use histogram::StabilityHistogram;
 pub use sparse_vector::SparseVector;
 pub use sum::{BoundedSum, NoisyMean, mean_gaussian, mean_laplace, sum_gaussian, sum_laplace};

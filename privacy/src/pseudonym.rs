@@ -129,6 +129,11 @@ impl Pseudonym {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// A pseudonym this node computed and stored itself (its durable
+    /// contribution-bound state), read back after a restart.
+    pub fn from_stored(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
     /// A pseudonym from raw bytes, for this crate's tests only.
     #[cfg(test)]
     pub(crate) fn dangerous_from_bytes(bytes: [u8; 32]) -> Self {
@@ -191,6 +196,32 @@ impl Pseudonymizer {
     }
 }
 
+/// The secret bytes of one day's key, for the node's own sealed store only.
+/// `Debug` is redacted.
+pub struct SealedDayKey([u8; 32]);
+
+impl SealedDayKey {
+    /// Reads stored bytes back (refuses a wrong length).
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, PrivacyError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| PrivacyError::InvalidParameter {
+                name: "day key",
+                reason: format!("stored key has {} bytes, expected 32", bytes.len()),
+            })
+    }
+    /// The bytes to store (0600, never sent).
+    pub fn dangerous_secret_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SealedDayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealedDayKey(<redacted>)")
+    }
+}
+
 /// One day's HMAC key. Not serialisable; `Debug` shows only the day.
 pub struct DayKey {
     day: EventDay,
@@ -211,6 +242,28 @@ impl DayKey {
     pub fn day(&self) -> EventDay {
         self.day
     }
+    /// A fresh random key for `day` (32 bytes from the OS CSPRNG), with its
+    /// bytes for the node's sealed store: a node keeps one key per event day
+    /// on its own disk (file mode 0600, never logged or sent) so a restart
+    /// within the day gives every identifier the same pseudonym, and the
+    /// contribution bounds keep holding.
+    pub fn generate(day: EventDay) -> Result<(Self, SealedDayKey), PrivacyError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| PrivacyError::Randomness)?;
+        let sealed = SealedDayKey(bytes);
+        Ok((Self::unseal(day, &sealed), sealed))
+    }
+
+    /// The key of `day` from the bytes [`generate`](Self::generate) gave.
+    pub fn unseal(day: EventDay, sealed: &SealedDayKey) -> Self {
+        Self {
+            day,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &sealed.0),
+        }
+    }
+
     /// HMAC-SHA256(day key, `identifier`).
     pub fn pseudonym(&self, identifier: &[u8]) -> Pseudonym {
         let tag = hmac::sign(&self.key, identifier);

@@ -28,6 +28,14 @@ pub enum MechanismKind {
     /// A running total from the binary-tree counter with discrete Gaussian
     /// noise (zCDP).
     TreeCounterGaussian,
+    /// A running total of a whole-day stream from the binary-tree
+    /// factorization, discrete Gaussian on an exact integer encoding (zCDP;
+    /// `mechanisms::continual`).
+    ContinualTree,
+    /// A running total of a whole-day stream from the square-root (Toeplitz)
+    /// matrix factorization, discrete Gaussian on an exact integer encoding
+    /// (zCDP; `mechanisms::continual`).
+    ContinualSqrt,
     /// Policy-declared non-personal value, released without noise.
     NonPersonal,
 }
@@ -51,6 +59,10 @@ impl RunId {
             .fill(&mut b)
             .map_err(|_| PrivacyError::Randomness)?;
         Ok(Self(b))
+    }
+    /// The id of a run restored from durable state.
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
     }
     /// The id's bytes (for the wire and the audit log; not personal data).
     pub fn as_bytes(&self) -> &[u8; 16] {

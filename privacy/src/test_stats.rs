@@ -71,3 +71,48 @@ pub(crate) fn discrete_gaussian_cdf(sigma: f64) -> impl Fn(i64) -> f64 {
         }
     }
 }
+
+/// Tests that `rows` (n draws of a k-vector, known mean 0) have identity
+/// covariance, at overall failure probability `alpha` if the rows are iid
+/// N(0, I). Union bound over k variances and k(k-1)/2 correlations, each
+/// with the Laurent-Massart chi-square bounds (Ann. Stat. 2000, Lemma 1):
+/// for Q ~ chi2(n), P[Q - n >= 2 sqrt(n x) + 2x] <= e^-x and
+/// P[n - Q >= 2 sqrt(n x)] <= e^-x. A cross sum sum_r w_i w_j equals
+/// (Q+ - Q-) / 2 with Q+- = sum ((w_i +- w_j) / sqrt 2)^2 independent
+/// chi2(n), so |sum w_i w_j| <= 2 sqrt(n x) + 2x except with probability
+/// 4 e^-x. Total failure <= (2k + 2k(k-1)) e^-x = 2k^2 e^-x = alpha.
+/// Returns the largest deviation relative to its bound, or the first entry
+/// outside it.
+pub(crate) fn identity_covariance(rows: &[Vec<f64>], alpha: f64) -> Result<f64, String> {
+    let n = rows.len();
+    assert!(n > 0);
+    let k = rows[0].len();
+    let nf = n as f64;
+    let x = (2.0 * (k * k) as f64 / alpha).ln();
+    let bound = 2.0 * (nf * x).sqrt() + 2.0 * x;
+    let mut worst: f64 = 0.0;
+    for i in 0..k {
+        for j in i..k {
+            let s: f64 = rows.iter().map(|r| r[i] * r[j]).sum();
+            let dev = if i == j { s - nf } else { s };
+            let ratio = dev.abs() / bound;
+            if ratio > 1.0 {
+                return Err(format!(
+                    "entry ({i}, {j}): sum {s:.1} over {n} rows, deviation {dev:.1} outside +-{bound:.1}"
+                ));
+            }
+            worst = worst.max(ratio);
+        }
+    }
+    Ok(worst)
+}
+
+/// Whether n draws whose squares sum to `sum_sq`, each N(0, var), are
+/// consistent with that variance (two-sided Laurent-Massart bound at
+/// failure probability `alpha`).
+pub(crate) fn variance_consistent(sum_sq: f64, n: usize, var: f64, alpha: f64) -> bool {
+    let nf = n as f64;
+    let x = (2.0 / alpha).ln();
+    let q = sum_sq / var;
+    q - nf < 2.0 * (nf * x).sqrt() + 2.0 * x && nf - q < 2.0 * (nf * x).sqrt()
+}

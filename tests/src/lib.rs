@@ -40,8 +40,11 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The repository's arena policy (the harness venue's policy).
-pub const ARENA_POLICY: &str = include_str!("../../policies/arena.toml");
+/// The harness venue's policy: the per person-window protocol-test policy
+/// (`tests/policies/per_window.toml`: per-window mechanisms, a venue-day
+/// budget), so protocol tests can send per-window releases. The shipped
+/// attendee-day policies are tested by the node pipeline and demo tests.
+pub const ARENA_POLICY: &str = include_str!("../policies/per_window.toml");
 
 /// SHA-256 of [`ARENA_POLICY`].
 pub fn arena_policy_hash() -> String {
@@ -266,6 +269,7 @@ pub async fn lease(channel: Channel, metric: &str, releases: u32) -> Result<Stri
             }),
             releases,
             policy_hash: policy.hash,
+            stream: None,
         })
         .await?;
     Ok(resp.into_inner().lease_id)
@@ -307,6 +311,7 @@ pub fn release(node: &str, metric: &str, window_start_ms: i64, value: f64, seq: 
         policy_hash: arena_policy_hash(),
         lease_id: String::new(),
         sequence: seq,
+        stream: None,
     }
 }
 

@@ -83,6 +83,8 @@ pub fn check_policy(r: &StoredRelease, policy: &LoadedPolicy) -> Result<Cost, Re
         PolicyMechanism::DiscreteLaplace => "MECHANISM_DISCRETE_LAPLACE",
         PolicyMechanism::DiscreteGaussian => "MECHANISM_DISCRETE_GAUSSIAN",
         PolicyMechanism::NonPersonal => "MECHANISM_NON_PERSONAL",
+        PolicyMechanism::ContinualSqrt => "MECHANISM_CONTINUAL_SQRT",
+        PolicyMechanism::ContinualTree => "MECHANISM_CONTINUAL_TREE",
     };
     if r.mechanism != expected {
         return Err(denied(if r.mechanism == "MECHANISM_NON_PERSONAL" {
@@ -172,12 +174,42 @@ pub fn validate(
             cost.rho > 0.0 && cost.epsilon == 0.0 && r.scale > 0.0
         }
         Mechanism::NonPersonal => cost.epsilon == 0.0 && cost.rho == 0.0 && r.scale == 0.0,
+        Mechanism::ContinualSqrt | Mechanism::ContinualTree => {
+            cost.rho > 0.0 && cost.epsilon == 0.0 && r.scale > 0.0
+        }
     };
     if !shape_ok {
         return Err(invalid(format!(
             "mechanism {} does not match its cost/scale (pure: epsilon > 0; zCDP: rho > 0; non-personal: no cost, no noise)",
             mechanism.as_str_name()
         )));
+    }
+    let continual = matches!(
+        mechanism,
+        Mechanism::ContinualSqrt | Mechanism::ContinualTree
+    );
+    match (&r.stream, continual) {
+        (Some(s), true) => {
+            if u64::from(s.horizon) * u64::from(w.length_s) != 86_400 {
+                return Err(invalid(
+                    "stream.horizon must be the windows in one event day (86400 / window.length_s)",
+                ));
+            }
+            if s.step >= s.horizon {
+                return Err(invalid("stream.step must be below stream.horizon"));
+            }
+        }
+        (None, true) => {
+            return Err(invalid(
+                "a continual-release running total needs its stream step",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(invalid(
+                "only continual-release mechanisms carry a stream step",
+            ));
+        }
+        (None, false) => {}
     }
     if matches!(
         mechanism,

@@ -57,6 +57,10 @@ pub struct LeaseRequest {
     pub releases: u32,
     /// Policy hash the node holds.
     pub policy_hash: String,
+    /// A stream lease (continual metric): (horizon, zones). Its cost is the
+    /// whole stream-day's per privacy unit, charged once; `releases` bounds
+    /// how many releases may name it (zones x horizon).
+    pub stream: Option<(u32, u32)>,
 }
 
 /// A granted lease.
@@ -84,9 +88,17 @@ pub fn policy_cost(policy: &LoadedPolicy, metric: &str, purpose: &str) -> Result
     }
     Ok(match m.mechanism {
         PolicyMechanism::DiscreteLaplace => Cost::Pure(Epsilon::new(m.epsilon.unwrap_or(0.0))?),
-        PolicyMechanism::DiscreteGaussian => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
+        PolicyMechanism::DiscreteGaussian
+        | PolicyMechanism::ContinualSqrt
+        | PolicyMechanism::ContinualTree => Cost::Zcdp(Rho::new(m.rho.unwrap_or(0.0))?),
         PolicyMechanism::NonPersonal => Cost::Free,
     })
+}
+
+/// The ledger's day of a release window under `policy`: its event day in the
+/// policy's calendar (UTC days without a privacy unit).
+pub fn release_day(policy: &LoadedPolicy, window_start_ms: i64) -> String {
+    veil_common::day::event_day_of(window_start_ms, policy.event_day_offset_seconds())
 }
 
 fn same_cost(a: Cost, b: Cost) -> bool {
@@ -179,8 +191,40 @@ pub async fn acquire(
             cost.rho()
         )));
     }
+    let continual = policy
+        .metric(&req.metric)
+        .is_some_and(|m| m.mechanism.is_continual());
+    // How many times the cost is charged: once for a stream-day, per
+    // release otherwise.
+    let charges = match (continual, req.stream) {
+        (true, Some((horizon, zones))) => {
+            if !(1..=10_000).contains(&horizon)
+                || zones == 0
+                || u64::from(req.releases) > u64::from(horizon) * u64::from(zones)
+            {
+                return Err(Error::Invalid(format!(
+                    "stream lease: horizon must be in 1..=10000, zones >= 1 and releases <= zones x horizon (got {horizon}, {zones}, {})",
+                    req.releases
+                )));
+            }
+            1
+        }
+        (true, None) => {
+            return Err(Error::Denied(format!(
+                "metric `{}` is a continual stream under the policy: ask for a stream lease (its whole event day is charged once per attendee)",
+                req.metric
+            )));
+        }
+        (false, Some(_)) => {
+            return Err(Error::Invalid(format!(
+                "metric `{}` is released per window under the policy, not as a stream",
+                req.metric
+            )));
+        }
+        (false, None) => req.releases,
+    };
     let (before, budget, delta) = day_composition(tx, &req.venue, &req.day, policy).await?;
-    let after = before.compose_n(cost, req.releases)?;
+    let after = before.compose_n(cost, charges)?;
     let spent = after.epsilon_at(delta)?;
     if spent > budget {
         let had = before.epsilon_at(delta)?;
@@ -199,7 +243,7 @@ pub async fn acquire(
     .bind(&req.day)
     .execute(&mut *tx)
     .await?;
-    let n = f64::from(req.releases);
+    let n = f64::from(charges);
     let (eps, rho) = (cost.epsilon() * n, cost.rho() * n);
     sqlx::query(
         "-- acquire()\nINSERT INTO ledger_lines (venue, day, metric, purpose, epsilon, rho) VALUES ($1, $2, $3, $4, $5, $6) \

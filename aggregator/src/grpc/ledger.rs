@@ -65,6 +65,7 @@ impl veil_proto::ledger_server::Ledger for LedgerService {
             cost,
             releases: r.releases,
             policy_hash: r.policy_hash.clone(),
+            stream: r.stream.map(|s| (s.horizon, s.zones)),
         };
         let actor = format!("spiffe://veil/venue/{venue}/node/{node}");
         let now = st.now_ms();
@@ -81,10 +82,16 @@ impl veil_proto::ledger_server::Ledger for LedgerService {
                             venue: venue.clone(),
                             action: action::LEASE,
                             allow: true,
-                            reason: format!(
-                                "{} releases of {} for {} on {} (lease {})",
-                                req.releases, req.metric, req.purpose, req.day, g.lease_id
-                            ),
+                            reason: match req.stream {
+                                Some((horizon, zones)) => format!(
+                                    "stream lease: {} on {} for {}, {zones} zone(s) x {horizon} windows, whole event day charged once per attendee (lease {})",
+                                    req.metric, req.day, req.purpose, g.lease_id
+                                ),
+                                None => format!(
+                                    "{} releases of {} for {} on {} (lease {})",
+                                    req.releases, req.metric, req.purpose, req.day, g.lease_id
+                                ),
+                            },
                             policy_hash: policy.hash.clone(),
                             epsilon: g.epsilon,
                             rho: g.rho,

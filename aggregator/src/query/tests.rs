@@ -98,7 +98,7 @@ fn bound_of_non_personal_is_zero_and_large_sums_fall_back_to_normal() {
     assert!(e >= normal - 1e-6 && e >= Noise::DiscreteLaplace(5000.0).error95());
 }
 
-const POLICY: &str = include_str!("../../../policies/arena.toml");
+const POLICY: &str = include_str!("../../../tests/policies/per_window.toml");
 
 fn release(node: &str, metric: &str, zone: &str, w: i64, value: f64, scale: f64) -> StoredRelease {
     StoredRelease {

@@ -241,7 +241,7 @@ async fn a_round_publishes_the_average_with_a_card() {
 }
 
 fn policy_with_budget(epsilon_per_day: f64) -> veil_privacy::policy::LoadedPolicy {
-    let text = include_str!("../../../policies/arena.toml").replace(
+    let text = include_str!("../../../tests/policies/per_window.toml").replace(
         "epsilon_per_day = 2500.0",
         &format!("epsilon_per_day = {epsilon_per_day:?}"),
     );

@@ -53,6 +53,10 @@ pub(crate) fn event<'p>(plan: &'p Plan, p: &'p Pending) -> Option<Event<'p>> {
         Sensor::Ap(k) => (sensors.aps.get(k as usize)?.as_str(), Some("ap-7.0.3")),
         Sensor::Lane(k) => (sensors.lanes.get(k as usize)?.as_str(), Some("gs-5.2.0")),
         Sensor::App => ("app", None),
+        Sensor::Counter(z) => (
+            plan.sensors.get(z as usize)?.counter.as_str(),
+            Some("pc-4.2.0"),
+        ),
     };
     let person = |i: u32| plan.people.get(i as usize);
     let body = match &p.payload {
@@ -93,6 +97,23 @@ pub(crate) fn event<'p>(plan: &'p Plan, p: &'p Pending) -> Option<Event<'p>> {
                 subject: Cow::Borrowed(&app.subject),
                 action: Cow::Borrowed(*action),
                 consent: app.consent.iter().map(|c| Cow::Borrowed(*c)).collect(),
+            }
+        }
+        Payload::Crossing {
+            person: i,
+            from,
+            to,
+        } => {
+            let name = |z: u8| {
+                plan.model
+                    .zones
+                    .get(z as usize)
+                    .map(|z| Cow::Borrowed(z.name))
+            };
+            Body::Crossing {
+                track: Cow::Borrowed(&person(*i)?.track),
+                from: name(*from),
+                to: name(*to),
             }
         }
         Payload::Malformed(_) => return None,
@@ -148,6 +169,7 @@ pub(crate) fn corrupt(plan: &Plan, p: &Pending, r: &mut ChaCha8Rng) -> String {
                 "audio" => ("level_db", json!(412.5)),
                 "environment" => ("co2_ppm", json!(-35.0)),
                 "probe" => ("rssi_dbm", json!(17)),
+                "crossing" => ("track", json!("")),
                 _ => ("action", json!("")),
             };
             obj.insert(key.to_owned(), bad);

@@ -23,6 +23,8 @@ const MAX_MS: i64 = 253_402_300_799_999;
 /// RNG streams (ChaCha stream ids) for the parts of the model.
 const STREAM_PEOPLE: u64 = 0;
 const STREAM_MOVES: u64 = 1;
+/// Tracked crossings: time, miss and corruption draws (never mask-dependent).
+const STREAM_TRACKS: u64 = 2;
 const STREAM_STAGE: u64 = 100;
 const STREAM_SENSORS: u64 = 1_000;
 const STREAM_MALFORMED: u64 = 2_000;
@@ -103,6 +105,12 @@ pub(crate) struct Person {
     leave: u32,
     camper: bool,
     pub ticket: String,
+    /// Track id from the people-tracking cameras, kept all day (the camera
+    /// system re-identifies the person on re-entry).
+    pub track: String,
+    /// Steps at which the attendee goes out of the venue and comes back,
+    /// ascending; `NEVER` if not.
+    outings: [u32; 2],
     pub device: Option<Device>,
     pub app: Option<AppUser>,
 }
@@ -116,6 +124,8 @@ pub(crate) struct ZoneSensors {
     pub aps: Vec<String>,
     pub lanes: Vec<String>,
     pub cam_firmware: &'static str,
+    /// People-tracking camera on the lines into this zone (see [`line_zone`]).
+    pub counter: String,
 }
 
 /// Everything fixed for a run.
@@ -130,6 +140,7 @@ pub(crate) struct Plan {
     pub phases: Vec<Phase>,
     phase_of_step: Vec<u8>,
     pub malformed_per_10k: u32,
+    pub tracking_miss_per_10k: u32,
     /// Behaviour time scale: duration / the venue's nominal duration.
     scale: f64,
     /// Ventilation time constant for CO2, seconds.
@@ -168,6 +179,9 @@ impl Plan {
         }
         if cfg.malformed_per_10k > 10_000 {
             return Err(SimError::MalformedRate(cfg.malformed_per_10k));
+        }
+        if cfg.tracking_miss_per_10k > 10_000 {
+            return Err(SimError::MissRate(cfg.tracking_miss_per_10k));
         }
         // At least 30 steps (5 minutes checked above), at most 60 480.
         let steps =
@@ -210,6 +224,7 @@ impl Plan {
                 } else {
                     "cv-2.4.1"
                 },
+                counter: format!("pc-{}-1", z.name),
             })
             .collect();
         let mut plan = Plan {
@@ -224,6 +239,7 @@ impl Plan {
             phases,
             phase_of_step,
             malformed_per_10k: cfg.malformed_per_10k,
+            tracking_miss_per_10k: cfg.tracking_miss_per_10k,
             people: Vec::new(),
             sensors,
             hub,
@@ -303,6 +319,17 @@ impl Plan {
         let ticket_offset = r.random_range(0..100_000_000u64);
         let subject_offset = r.random_range(0..10_000_000u64);
         let mac_mask = r.random_range(0..1u32 << 24);
+        let track_offset = r.random_range(0..10_000_000u64);
+        let breaks: Vec<&Phase> = self
+            .phases
+            .iter()
+            .filter(|p| p.kind == PhaseKind::Break)
+            .collect();
+        let shows: Vec<&Phase> = self
+            .phases
+            .iter()
+            .filter(|p| p.kind == PhaseKind::Show)
+            .collect();
         const OUIS: [[u8; 3]; 6] = [
             [0xa4, 0x5e, 0x60],
             [0x3c, 0x22, 0xfb],
@@ -313,6 +340,19 @@ impl Plan {
         ];
         let at = |p: &Phase, f: f64| -> u32 {
             (p.start + (f * f64::from(p.len())) as u32).min(p.end.saturating_sub(1))
+        };
+        // When an attendee goes out for a while: most during a break, the
+        // rest at any time of a show.
+        let outing = |r: &mut ChaCha8Rng| -> u32 {
+            if !breaks.is_empty() && r.random::<f64>() < 0.6 {
+                let b = breaks[r.random_range(0..breaks.len())];
+                at(b, uniform(r, 0.0, 0.5))
+            } else if !shows.is_empty() {
+                let p = shows[r.random_range(0..shows.len())];
+                at(p, uniform(r, 0.05, 0.9))
+            } else {
+                NEVER
+            }
         };
         (0..n)
             .map(|i| {
@@ -360,6 +400,18 @@ impl Plan {
                     ),
                     consent: CONSENTS[weighted(&mut r, &[0.5, 0.2, 0.3])],
                 });
+                let mut outings = [NEVER; 2];
+                if r.random::<f64>() < self.model.reentry {
+                    outings[0] = outing(&mut r);
+                    if r.random::<f64>() < self.model.second_reentry {
+                        outings[1] = outing(&mut r);
+                        outings.sort_unstable();
+                    }
+                }
+                let track = format!(
+                    "trk-{:07}",
+                    (u64::from(i) * 7_368_787 + track_offset) % 10_000_000
+                );
                 Person {
                     gate,
                     first_dest,
@@ -368,6 +420,8 @@ impl Plan {
                     leave,
                     camper,
                     ticket,
+                    track,
+                    outings,
                     device,
                     app,
                 }
@@ -440,12 +494,18 @@ enum After {
 
 #[derive(Debug, Clone, Copy)]
 struct Agent {
+    /// Index in [`Plan::people`].
+    person: u32,
     zone: u8,
     mode: Mode,
     after: After,
     timer: u32,
     dest: u8,
     camped: bool,
+    /// Outings started so far.
+    outings: u8,
+    /// On the way out for an outing (comes back unless it is time to leave).
+    out: bool,
 }
 
 /// What a stage is doing at a given second.
@@ -504,6 +564,8 @@ pub(crate) enum Sensor {
     Ap(u8),
     Lane(u8),
     App,
+    /// The people-tracking camera of a zone's lines (zone index).
+    Counter(u8),
 }
 
 /// A compact event before serialisation.
@@ -533,6 +595,12 @@ pub(crate) enum Payload {
         person: u32,
         action: &'static str,
     },
+    /// A tracked line crossing; `OUTSIDE` for the edge of the tracked area.
+    Crossing {
+        person: u32,
+        from: u8,
+        to: u8,
+    },
     /// A broken line standing in for an event (excluded from ground truth).
     Malformed(String),
 }
@@ -546,6 +614,38 @@ pub(crate) struct Pending {
     pub payload: Payload,
 }
 
+/// The zone whose people-tracking camera watches the line between `from`
+/// and `to`: the zone on the far side from the hub (or from outside).
+pub(crate) fn line_zone(from: u8, to: u8, hub: usize) -> u8 {
+    match (from, to) {
+        (OUTSIDE, z) | (z, OUTSIDE) => z,
+        (f, t) if usize::from(f) == hub => t,
+        (f, t) if usize::from(t) == hub => f,
+        (_, t) => t,
+    }
+}
+
+/// A zone change of one person, whether the tracking cameras saw it or not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Crossing {
+    pub ts_ms: i64,
+    pub person: u32,
+    /// Zone left; `OUTSIDE` when arriving.
+    pub from: u8,
+    /// Zone entered; `OUTSIDE` when leaving the venue.
+    pub to: u8,
+}
+
+impl Crossing {
+    pub(crate) fn zone_left(&self) -> Option<usize> {
+        (self.from != OUTSIDE).then_some(usize::from(self.from))
+    }
+
+    pub(crate) fn zone_entered(&self) -> Option<usize> {
+        (self.to != OUTSIDE).then_some(usize::from(self.to))
+    }
+}
+
 /// One simulated step.
 pub(crate) struct StepView<'a> {
     pub start_ms: i64,
@@ -554,6 +654,9 @@ pub(crate) struct StepView<'a> {
     pub occupancy: &'a [u32],
     /// The step's events, sorted by time.
     pub events: &'a [Pending],
+    /// Every zone change of the step (all zones, emitted or not), in person
+    /// order.
+    pub crossings: &'a [Crossing],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -579,6 +682,10 @@ pub(crate) struct Engine<'a> {
     envs: Vec<Periodic>,
     step: u32,
     pending: Vec<Pending>,
+    tracks: ChaCha8Rng,
+    /// Start and end of the current step, ms.
+    now: (i64, i64),
+    crossings: Vec<Crossing>,
 }
 
 const MUSIC: [f64; 8] = [0.24, 0.2, 0.15, 0.12, 0.1, 0.09, 0.06, 0.04];
@@ -625,13 +732,17 @@ impl<'a> Engine<'a> {
         let agents = plan
             .people
             .iter()
-            .map(|p| Agent {
+            .enumerate()
+            .map(|(i, p)| Agent {
+                person: i as u32,
                 zone: OUTSIDE,
                 mode: Mode::Waiting,
                 after: After::Dest,
                 timer: p.arrive,
                 dest: p.first_dest,
                 camped: false,
+                outings: 0,
+                out: false,
             })
             .collect();
         Engine {
@@ -649,6 +760,9 @@ impl<'a> Engine<'a> {
             envs,
             step: 0,
             pending: Vec::new(),
+            tracks: rng(plan.seed, STREAM_TRACKS),
+            now: (plan.start_ms, plan.start_ms),
+            crossings: Vec::new(),
         }
     }
 
@@ -661,6 +775,8 @@ impl<'a> Engine<'a> {
         let start_ms = self.plan.start_ms + i64::from(s) * STEP_MS;
         let end_ms = (start_ms + STEP_MS).min(self.plan.end_ms);
         self.pending.clear();
+        self.crossings.clear();
+        self.now = (start_ms, end_ms);
         self.move_people(s, start_ms, end_ms);
         self.update_air(end_ms - start_ms);
         self.update_stages(s, start_ms);
@@ -672,6 +788,7 @@ impl<'a> Engine<'a> {
             end_ms,
             occupancy: &self.occ,
             events: &self.pending,
+            crossings: &self.crossings,
         })
     }
 
@@ -688,6 +805,9 @@ impl<'a> Engine<'a> {
     fn go(&mut self, a: &mut Agent, to: usize) -> bool {
         let z = &self.plan.model.zones[to];
         let hard = matches!(z.role, ZoneRole::Gate | ZoneRole::Hub | ZoneRole::Amenity);
+        if a.zone as usize == to {
+            return true;
+        }
         if hard && self.occ[to] >= z.capacity {
             return false;
         }
@@ -695,6 +815,7 @@ impl<'a> Engine<'a> {
             self.occ[a.zone as usize] -= 1;
         }
         self.occ[to] += 1;
+        self.cross(a.person, a.zone, to as u8);
         a.zone = to as u8;
         true
     }
@@ -702,8 +823,43 @@ impl<'a> Engine<'a> {
     fn leave_zone(&mut self, a: &mut Agent) {
         if a.zone != OUTSIDE {
             self.occ[a.zone as usize] -= 1;
+            self.cross(a.person, a.zone, OUTSIDE);
         }
         a.zone = OUTSIDE;
+    }
+
+    /// Records a zone change and emits it as a `crossing` to the nodes
+    /// observing `from` or `to`, unless the camera misses it. Every draw is
+    /// made whatever the mask, so a crossing is the same on every node.
+    fn cross(&mut self, person: u32, from: u8, to: u8) {
+        let plan = self.plan;
+        let (start_ms, end_ms) = self.now;
+        let r = &mut self.tracks;
+        let ts_ms = r.random_range(start_ms..end_ms);
+        let tracked = r.random_range(0..10_000) >= plan.tracking_miss_per_10k;
+        let broken = r.random_range(0..10_000) < plan.malformed_per_10k;
+        let corrupt_seed: u64 = r.random();
+        self.crossings.push(Crossing {
+            ts_ms,
+            person,
+            from,
+            to,
+        });
+        let observed = |z: u8| z != OUTSIDE && self.mask[z as usize];
+        if !tracked || !(observed(from) || observed(to)) {
+            return;
+        }
+        let mut p = Pending {
+            ts_ms,
+            zone: if to != OUTSIDE { to } else { from },
+            sensor: Sensor::Counter(line_zone(from, to, plan.hub)),
+            payload: Payload::Crossing { person, from, to },
+        };
+        if broken {
+            let mut r = ChaCha8Rng::seed_from_u64(corrupt_seed);
+            p.payload = Payload::Malformed(super::emit::corrupt(plan, &p, &mut r));
+        }
+        self.pending.push(p);
     }
 
     fn scan(&mut self, gate: usize, start_ms: i64, end_ms: i64, direction: Direction, person: u32) {
@@ -794,6 +950,11 @@ impl<'a> Engine<'a> {
             let person = i as u32;
             match a.mode {
                 Mode::Gone => {}
+                Mode::Waiting if a.outings > 0 && leaving => {
+                    // Out of the venue when it is time to go home: stays out.
+                    a.mode = Mode::Gone;
+                    a.timer = NEVER;
+                }
                 Mode::Waiting => {
                     if s >= a.timer {
                         let gate = p.gate as usize;
@@ -869,7 +1030,18 @@ impl<'a> Engine<'a> {
                     }
                 }
                 Mode::AtDest => {
-                    if leaving {
+                    let outing = p.outings.get(usize::from(a.outings)).copied();
+                    if !leaving && outing.is_some_and(|t| s >= t) {
+                        // Going out for a while: to a gate via the hub.
+                        let dwell = self.scaled_minutes(0.5, 2.0);
+                        if self.go(&mut a, plan.hub) {
+                            a.mode = Mode::Hub;
+                            a.timer = s + dwell;
+                            a.after = After::Gate;
+                            a.outings += 1;
+                            a.out = true;
+                        }
+                    } else if leaving {
                         let dwell = self.scaled_minutes(0.5, 3.0);
                         self.start_trip(&mut a, true, dwell, s, p.camper);
                     } else if s >= a.timer {
@@ -892,8 +1064,15 @@ impl<'a> Engine<'a> {
                     if s >= a.timer {
                         let gate = a.zone as usize;
                         self.leave_zone(&mut a);
-                        a.mode = Mode::Gone;
-                        a.timer = NEVER;
+                        if a.out && !leaving {
+                            // Back in after a while, through their own gate.
+                            a.mode = Mode::Waiting;
+                            a.timer = s + self.scaled_minutes(4.0, 20.0);
+                        } else {
+                            a.mode = Mode::Gone;
+                            a.timer = NEVER;
+                        }
+                        a.out = false;
                         self.scan(gate, start_ms, end_ms, Direction::Out, person);
                     }
                 }

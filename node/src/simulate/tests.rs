@@ -69,6 +69,7 @@ fn same_seed_same_bytes_other_seed_differs() {
     let b = output(&sim(demo(VenueKind::Arena, 7)), 0);
     let c = output(&sim(demo(VenueKind::Arena, 8)), 0);
     assert!(a.1.events > 10_000, "{:?}", a.1);
+    assert!(a.1.crossings > 1_500 * 4, "{:?}", a.1);
     assert_eq!(a, b);
     assert_ne!(a.0, c.0);
 }
@@ -118,7 +119,7 @@ fn valid_lines_round_trip_and_malformed_lines_fail() {
             })
             .collect();
         assert_eq!((ok, bad), (stats.events, stats.malformed), "{venue}");
-        assert_eq!(kinds.len(), 6, "{venue}: every kind appears: {kinds:?}");
+        assert_eq!(kinds.len(), 7, "{venue}: every kind appears: {kinds:?}");
     }
 }
 
@@ -133,31 +134,66 @@ fn ground_truth_matches_the_valid_lines() {
     // (window, zone) -> devices, ingress, egress, app total, app consented.
     type Counts = (BTreeSet<String>, u64, u64, u64, u64);
     let mut seen: BTreeMap<(i64, String), Counts> = BTreeMap::new();
+    // (zone, device or consented subject, ts) of probes and app events.
+    let mut probes: Vec<(String, String, i64)> = Vec::new();
+    let mut app_users: Vec<(String, String, i64)> = Vec::new();
     for v in text.lines().filter_map(|l| parse_line(l).ok()) {
         let w = v.ts_ms.div_euclid(60_000) * 60_000;
-        let e = seen.entry((w, v.event.zone.into_owned())).or_default();
+        let zone = v.event.zone.into_owned();
+        let e = seen.entry((w, zone.clone())).or_default();
         match v.event.body {
             Body::Probe { device, .. } => {
-                e.0.insert(device.into_owned());
+                e.0.insert(device.to_string());
+                probes.push((zone, device.into_owned(), v.ts_ms));
             }
             Body::GateScan { direction, .. } => match direction {
                 Direction::In => e.1 += 1,
                 Direction::Out => e.2 += 1,
             },
-            Body::App { consent, .. } => {
+            Body::App {
+                consent, subject, ..
+            } => {
                 e.3 += 1;
                 if consent.iter().any(|c| c == "analytics") {
                     e.4 += 1;
+                    app_users.push((zone, subject.into_owned(), v.ts_ms));
                 }
             }
             _ => {}
         }
     }
+    // Present at the end of a window: an event in the last 5 minutes.
+    let present = |events: &[(String, String, i64)], zone: &str, end: i64| -> f64 {
+        let ids: HashSet<&str> = events
+            .iter()
+            .filter(|(z, _, ts)| z == zone && (end - PRESENCE_TIMEOUT_MS..end).contains(ts))
+            .map(|(_, id, _)| id.as_str())
+            .collect();
+        ids.len() as f64
+    };
     let mut checked = 0;
+    let mut some_present = (0.0, 0.0);
     for z in s.zones() {
+        let (mut ins, mut outs) = (0, 0);
         for w in truth.windows() {
             let e = seen.remove(&(w, z.name.to_owned())).unwrap_or_default();
             let got = |m| truth.get(z.name, m, w);
+            let end = w + 60_000;
+            let (devices, users) = (
+                present(&probes, z.name, end),
+                present(&app_users, z.name, end),
+            );
+            assert_eq!(got(Metric::DevicesPresent), Some(devices), "{} {w}", z.name);
+            assert_eq!(got(Metric::AppUsersPresent), Some(users), "{} {w}", z.name);
+            some_present.0 += devices;
+            some_present.1 += users;
+            (ins, outs) = (ins + e.1, outs + e.2);
+            if z.role == ZoneRole::Gate {
+                assert_eq!(got(Metric::IngressCumulative), Some(ins as f64));
+                assert_eq!(got(Metric::EgressCumulative), Some(outs as f64));
+            } else {
+                assert_eq!(got(Metric::IngressCumulative), None);
+            }
             assert_eq!(got(Metric::UniqueDevices), Some(e.0.len() as f64));
             assert_eq!(got(Metric::AppEventsTotal), Some(e.3 as f64));
             assert_eq!(got(Metric::AppEventsConsented), Some(e.4 as f64));
@@ -175,6 +211,10 @@ fn ground_truth_matches_the_valid_lines() {
         "events outside the truth's windows: {seen:?}"
     );
     assert_eq!(checked, 8 * 20);
+    assert!(
+        some_present.0 > 1_000.0 && some_present.1 > 100.0,
+        "{some_present:?}"
+    );
 }
 
 #[test]
@@ -233,7 +273,14 @@ fn ingress_precedes_egress() {
     let sum = |m: &BTreeMap<i64, f64>| m.values().sum::<f64>();
     let centroid =
         |m: &BTreeMap<i64, f64>| m.iter().map(|(w, v)| *w as f64 * v).sum::<f64>() / sum(m);
-    assert_eq!(sum(&ins), 1_500.0, "everyone scans in exactly once");
+    let units = s.unit_stats();
+    assert_eq!(units.attendees, 1_500, "everyone comes in");
+    assert_eq!(
+        sum(&ins),
+        units.gate_in.events() as f64,
+        "one scan per pass in"
+    );
+    assert!(sum(&ins) < 1_500.0 * 1.2, "few re-entries: {}", sum(&ins));
     assert!(
         sum(&outs) > 1_350.0,
         "most have left by the end: {}",
@@ -294,15 +341,31 @@ fn zones_are_partitioned_across_nodes() {
     });
     let mut owned = Vec::new();
     let mut lines = Vec::new();
+    // Crossing lines of all nodes (those between two nodes twice).
+    let mut crossings = Vec::new();
+    let mut bad = BTreeSet::new();
     for node in 0..3 {
         let zones: HashSet<&str> = three.node_zones(node).iter().map(|z| z.name).collect();
         assert!(!zones.is_empty());
         let (text, _) = output(&three, node);
         for line in text.lines() {
             if let Ok(v) = parse_line(line) {
+                if let Body::Crossing { from, to, .. } = &v.event.body {
+                    // A crossing goes to the nodes of both its zones.
+                    let mine = |z: &Option<std::borrow::Cow<'_, str>>| {
+                        z.as_deref().is_some_and(|z| zones.contains(z))
+                    };
+                    assert!(mine(from) || mine(to), "{line} on node {node}");
+                    assert_eq!(Some(&v.event.zone), to.as_ref().or(from.as_ref()));
+                    crossings.push(line.to_owned());
+                    continue;
+                }
                 assert!(zones.contains(&*v.event.zone), "{line} on node {node}");
+                lines.push(line.to_owned());
+            } else {
+                // A broken crossing line reaches both nodes too.
+                bad.insert(line.to_owned());
             }
-            lines.push(line.to_owned());
         }
         let mut truth = Vec::new();
         three
@@ -322,12 +385,36 @@ fn zones_are_partitioned_across_nodes() {
         zones(VenueKind::Festival).len(),
         "every zone on a node"
     );
-    // A zone's lines do not depend on how the venue is split.
+    // A zone's lines do not depend on how the venue is split, and a
+    // crossing between two nodes' zones is the same line on both.
     let (single, _) = output(&one, 0);
-    let mut single: Vec<&str> = single.lines().collect();
+    let (mut single, single_bad): (Vec<&str>, Vec<&str>) =
+        single.lines().partition(|l| parse_line(l).is_ok());
+    assert_eq!(bad, single_bad.into_iter().map(str::to_owned).collect());
+    crossings.sort_unstable();
+    let node_of = |z: Option<&str>| {
+        z.and_then(|z| three.zones().iter().find(|s| s.name == z))
+            .map(|s| s.node(3))
+    };
     let mut split: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut between_nodes = 0;
+    for copies in crossings.chunk_by(|a, b| a == b) {
+        let v = parse_line(&copies[0]).expect("valid");
+        let Body::Crossing { from, to, .. } = &v.event.body else {
+            unreachable!("crossings only");
+        };
+        let nodes: HashSet<u32> = [node_of(from.as_deref()), node_of(to.as_deref())]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(copies.len(), nodes.len(), "{}", copies[0]);
+        between_nodes += usize::from(nodes.len() == 2);
+        split.push(&copies[0]);
+    }
+    assert!(between_nodes > 100, "{between_nodes}");
     single.sort_unstable();
     split.sort_unstable();
+    assert_eq!(single.len(), split.len());
     assert_eq!(single, split);
 }
 
@@ -455,12 +542,202 @@ fn timestamps_are_rfc3339() {
     }
 }
 
+/// A config whose crossing lines are every zone change (no misses, nothing
+/// malformed).
+fn exact(cfg: SimConfig) -> SimConfig {
+    SimConfig {
+        malformed_per_10k: 0,
+        tracking_miss_per_10k: 0,
+        ..cfg
+    }
+}
+
+/// A parsed crossing: time, track, zone left, zone entered.
+type Cross = (i64, String, Option<String>, Option<String>);
+
+/// The valid crossing lines of `text`, in line order.
+fn crossings(text: &str) -> Vec<Cross> {
+    text.lines()
+        .filter_map(|l| parse_line(l).ok())
+        .filter_map(|v| match v.event.body {
+            Body::Crossing { track, from, to } => Some((
+                v.ts_ms,
+                track.into_owned(),
+                from.map(|z| z.into_owned()),
+                to.map(|z| z.into_owned()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn crossings_are_consistent_per_track() {
+    for venue in [VenueKind::Arena, VenueKind::Festival, VenueKind::Conference] {
+        let cfg = exact(demo(venue, 17));
+        let attendees = cfg.attendees.expect("set") as usize;
+        let s = sim(cfg);
+        let (text, stats) = output(&s, 0);
+        let cs = crossings(&text);
+        assert_eq!(cs.len() as u64, stats.crossings);
+        let mut tracks: BTreeMap<&str, Vec<&Cross>> = BTreeMap::new();
+        for c in &cs {
+            tracks.entry(c.1.as_str()).or_default().push(c);
+        }
+        assert_eq!(tracks.len(), attendees, "{venue}: one track per attendee");
+        for (track, list) in tracks {
+            // Where the track is: outside at first.
+            let mut at: Option<&str> = None;
+            let mut inside: HashSet<&str> = HashSet::new();
+            let mut last_ts = i64::MIN;
+            for (ts, _, from, to) in list {
+                assert!(*ts > last_ts, "{venue} {track}: time order");
+                last_ts = *ts;
+                assert_eq!(from.as_deref(), at, "{venue} {track}: leaves where it is");
+                assert_ne!(from, to, "{venue} {track}");
+                // Per zone: enter, exit, enter, ... never enter twice.
+                if let Some(z) = from {
+                    assert!(inside.remove(z.as_str()), "{venue} {track}: exits {z}");
+                }
+                if let Some(z) = to {
+                    assert!(inside.insert(z.as_str()), "{venue} {track}: enters {z}");
+                }
+                assert!(inside.len() <= 1);
+                at = to.as_deref();
+            }
+        }
+    }
+}
+
+#[test]
+fn attendees_leave_and_come_back_with_one_track_and_ticket() {
+    for (venue, at_least) in [(VenueKind::Conference, 100), (VenueKind::Arena, 40)] {
+        let s = sim(exact(demo(venue, 5)));
+        let (text, _) = output(&s, 0);
+        let (mut arrivals, mut scans) = (BTreeMap::new(), BTreeMap::new());
+        for v in text.lines().filter_map(|l| parse_line(l).ok()) {
+            match v.event.body {
+                Body::Crossing {
+                    track, from: None, ..
+                } => *arrivals.entry(track.into_owned()).or_insert(0) += 1,
+                Body::GateScan {
+                    direction: Direction::In,
+                    ticket,
+                } => *scans.entry(ticket.into_owned()).or_insert(0) += 1,
+                _ => {}
+            }
+        }
+        let again = |m: &BTreeMap<String, u32>| m.values().filter(|n| **n >= 2).count() as u64;
+        let units = s.unit_stats();
+        eprintln!("{venue}: {units}");
+        assert!(
+            again(&arrivals) >= at_least,
+            "{venue}: {}",
+            again(&arrivals)
+        );
+        assert_eq!(again(&arrivals), again(&scans), "{venue}");
+        assert_eq!(units.reentered, again(&arrivals), "{venue}");
+        assert_eq!(
+            units.gate_in.events(),
+            u64::from(arrivals.values().sum::<u32>())
+        );
+        assert_eq!(units.gate_in.max(), *arrivals.values().max().expect("some"));
+        assert_eq!(
+            units.zone_entries.events(),
+            units.zone_entries_per_zone.events()
+        );
+        assert!(units.gate_out.max() >= 2, "{venue}");
+    }
+    // An arena attendee enters a handful to ~10 zones.
+    let arena = sim(demo(VenueKind::Arena, 5)).unit_stats();
+    let entries = &arena.zone_entries;
+    assert!((4.0..10.0).contains(&entries.mean()), "{arena}");
+    assert!(
+        entries.quantile(0.5) >= 3 && entries.quantile(0.99) <= 20,
+        "{arena}"
+    );
+    assert!(entries.bound_for(0.02) <= 16, "{arena}");
+}
+
+#[test]
+fn presence_is_the_running_sum_of_crossings() {
+    for (miss, malformed) in [(0, 0), (200, 100)] {
+        let s = sim(SimConfig {
+            tracking_miss_per_10k: miss,
+            malformed_per_10k: malformed,
+            ..demo(VenueKind::Arena, 23)
+        });
+        let truth = s.ground_truth();
+        let (text, _) = output(&s, 0);
+        let cs = crossings(&text);
+        let (mut error, mut people) = (0.0, 0.0);
+        for z in s.zones() {
+            let name = Some(z.name);
+            for w in truth.windows() {
+                let end = w + 60_000;
+                let net: i64 = cs
+                    .iter()
+                    .filter(|c| c.0 < end)
+                    .map(|c| i64::from(c.3.as_deref() == name) - i64::from(c.2.as_deref() == name))
+                    .sum();
+                let got = |m| truth.get(z.name, m, w).expect("every window");
+                assert_eq!(got(Metric::PresenceTracked), net as f64, "{} {w}", z.name);
+                let presence = got(Metric::Presence);
+                assert!(presence >= 0.0);
+                if miss == 0 && malformed == 0 {
+                    assert_eq!(presence, net as f64, "{} {w}", z.name);
+                }
+                error += (presence - net as f64).abs();
+                people += presence;
+            }
+        }
+        if miss > 0 {
+            // 2 % missed, 1 % malformed: a visible, small sensor error.
+            assert!(error > 0.0 && error < 0.1 * people, "{error} vs {people}");
+        }
+    }
+    // Presence at the end of a 10-second window (one model step) is the
+    // number of people in the zone during that step.
+    let s = sim(demo(VenueKind::Festival, 23));
+    let ten = s
+        .ground_truth_with_window(Duration::from_secs(10))
+        .expect("10 s");
+    for z in s.zones() {
+        for (w, occupancy) in ten.series(z.name, Metric::Occupancy) {
+            assert_eq!(ten.get(z.name, Metric::Presence, w), Some(occupancy));
+        }
+    }
+}
+
+#[test]
+fn crossings_do_not_depend_on_other_rates() {
+    // The misses and the crossing lines are drawn from their own stream:
+    // changing the malformed rate or the split never moves a crossing.
+    let a = sim(exact(demo(VenueKind::Arena, 31)));
+    let b = sim(SimConfig {
+        tracking_miss_per_10k: 0,
+        nodes: 2,
+        ..demo(VenueKind::Arena, 31)
+    });
+    let (all, _) = output(&a, 0);
+    let mut split = crossings(&output(&b, 0).0);
+    split.extend(crossings(&output(&b, 1).0));
+    split.sort();
+    split.dedup();
+    let mut all = crossings(&all);
+    all.sort();
+    // b writes a few crossings as malformed lines: a subset, nothing else.
+    assert!(split.len() < all.len() && split.len() > all.len() * 99 / 100);
+    let all: HashSet<Cross> = all.into_iter().collect();
+    assert!(split.iter().all(|c| all.contains(c)));
+}
+
 /// Volume and speed of a default 2-hour arena run; prints figures, asserts none.
 /// `cargo test --release -p veil-node simulate -- --ignored --nocapture`
 #[test]
 #[ignore = "benchmark: run in release"]
 fn arena_two_hours_volume() {
-    let cfg = SimConfig::new(VenueKind::Arena, 1, Duration::from_secs(2 * 3600), START_MS);
+    let cfg = SimConfig::new(VenueKind::Arena, 7, Duration::from_secs(2 * 3600), START_MS);
     let t0 = Instant::now();
     let s = sim(cfg);
     let mut bytes = CountingSink(0);
@@ -468,16 +745,29 @@ fn arena_two_hours_volume() {
     let events = t0.elapsed();
     let t1 = Instant::now();
     let truth = s.ground_truth();
+    let truth_time = t1.elapsed();
+    let t2 = Instant::now();
+    let units = s.unit_stats();
+    println!("seed 7, unit stats in {:.2?}:\n{units}", t2.elapsed());
+    for (name, h) in [
+        ("zone entries", &units.zone_entries),
+        ("per zone", &units.zone_entries_per_zone),
+        ("gate in", &units.gate_in),
+        ("gate out", &units.gate_out),
+    ] {
+        println!("{name}: {:?}", h.counts());
+    }
     println!(
-        "arena 2 h, {} attendees: {} events + {} malformed, {:.1} MB, {:.2?} to write; \
-         ground truth {} values in {:.2?}",
+        "arena 2 h, {} attendees: {} events ({} crossings) + {} malformed, {:.1} MB, \
+         {:.2?} to write; ground truth {} values in {:.2?}",
         VenueKind::Arena.default_attendees(),
         stats.events,
+        stats.crossings,
         stats.malformed,
         bytes.0 as f64 / 1e6,
         events,
         truth.rows().count(),
-        t1.elapsed()
+        truth_time
     );
 }
 

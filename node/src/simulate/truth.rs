@@ -1,13 +1,21 @@
-//! Ground truth: what a correct node would compute from the valid lines.
+//! Ground truth: what a correct node would compute from the valid lines,
+//! and how many people are really where.
+//!
+//! # Point values at the end of a window
+//! The running totals of the attendee-day streams are values at an instant,
+//! so several metrics are taken at the *end* `E` (exclusive) of each window
+//! `[W, E)`: they describe the state after every event with `ts_ms < E` and
+//! before any event with `ts_ms >= E`, counted from the start of the event
+//! (the first window of a run covers it). See [`Metric`] for each one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::ZoneRole;
-use super::engine::{Payload, Plan, StepView};
+use super::engine::{Crossing, Payload, Plan, StepView};
 use crate::event::Direction;
 
 /// A ground-truth metric, per zone and window.
@@ -33,11 +41,42 @@ pub enum Metric {
     Co2Ppm,
     /// Mean reported temperature, degrees Celsius.
     TemperatureC,
+    /// People really in the zone at the end of the window: over *every*
+    /// zone change of every person (seen by the cameras or not) with
+    /// `ts_ms < E`, entries into the zone minus exits from it.
+    Presence,
+    /// What a perfect counter of the tracked crossings would show at the end
+    /// of the window: over the valid `crossing` lines with `ts_ms < E`, those
+    /// with `to` = the zone minus those with `from` = the zone. It differs
+    /// from [`Metric::Presence`] only by the crossings the cameras missed
+    /// ([`super::SimConfig::tracking_miss_per_10k`]) and crossings written
+    /// as malformed lines: the sensor error, apart from any privacy noise.
+    PresenceTracked,
+    /// Valid `in` gate scans with `ts_ms < E` since the start (gates only).
+    IngressCumulative,
+    /// Valid `out` gate scans with `ts_ms < E` since the start (gates only).
+    EgressCumulative,
+    /// Devices present at the end of the window. A device is present in a
+    /// zone from its first valid probe there until [`PRESENCE_TIMEOUT_MS`]
+    /// after its last one there; a gap longer than the timeout ends the
+    /// stay. So it is present at `E` iff it has a valid probe in the zone
+    /// with `E - PRESENCE_TIMEOUT_MS <= ts_ms < E`. Each zone on its own: a
+    /// device probed in two zones within the timeout is present in both.
+    DevicesPresent,
+    /// App users present at the end of the window, defined as
+    /// [`Metric::DevicesPresent`] over valid `app` events whose consent
+    /// includes `analytics` (the user's `subject`, not the device), with the
+    /// same timeout. Events without that consent do not count.
+    AppUsersPresent,
 }
+
+/// How long a device or app user stays present in a zone after its last
+/// event there, milliseconds (5 minutes).
+pub const PRESENCE_TIMEOUT_MS: i64 = 5 * 60_000;
 
 impl Metric {
     /// Every metric, in output order.
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 16] = [
         Metric::Occupancy,
         Metric::OccupancyCamera,
         Metric::Ingress,
@@ -48,6 +87,12 @@ impl Metric {
         Metric::SoundLevelDb,
         Metric::Co2Ppm,
         Metric::TemperatureC,
+        Metric::Presence,
+        Metric::PresenceTracked,
+        Metric::IngressCumulative,
+        Metric::EgressCumulative,
+        Metric::DevicesPresent,
+        Metric::AppUsersPresent,
     ];
 
     /// The metric's name in ground-truth lines.
@@ -63,6 +108,12 @@ impl Metric {
             Metric::SoundLevelDb => "sound_level_db",
             Metric::Co2Ppm => "co2_ppm",
             Metric::TemperatureC => "temperature_c",
+            Metric::Presence => "presence",
+            Metric::PresenceTracked => "presence_tracked",
+            Metric::IngressCumulative => "ingress_cumulative",
+            Metric::EgressCumulative => "egress_cumulative",
+            Metric::DevicesPresent => "devices_present",
+            Metric::AppUsersPresent => "app_users_present",
         }
     }
 }
@@ -158,7 +209,13 @@ struct ZoneAcc {
     cam: (f64, u32),
     ingress: u64,
     egress: u64,
-    devices: HashSet<u32>,
+    /// Device (person index) -> last valid probe in the window.
+    devices: HashMap<u32, i64>,
+    /// Consented app user (person index) -> last valid app event in the window.
+    app_users: HashMap<u32, i64>,
+    /// Entries minus exits over all crossings / over valid crossing lines.
+    net: i64,
+    net_tracked: i64,
     app_consented: u64,
     app_total: u64,
     sound: (f64, u32),
@@ -176,6 +233,31 @@ pub(crate) struct Accumulator<'a> {
     window_ms: i64,
     open: BTreeMap<i64, Vec<ZoneAcc>>,
     values: BTreeMap<(i64, usize, Metric), f64>,
+    /// Running state per zone at the end of the last closed window.
+    running: Vec<Running>,
+}
+
+/// Running totals of a zone, from the start to the end of the last closed
+/// window.
+#[derive(Debug, Default)]
+struct Running {
+    presence: i64,
+    tracked: i64,
+    ingress: u64,
+    egress: u64,
+    device_last: HashMap<u32, i64>,
+    app_last: HashMap<u32, i64>,
+}
+
+/// Merges a window's last-seen times into the running ones, drops those
+/// expired at `end` and returns how many are present at `end`.
+fn present_at(running: &mut HashMap<u32, i64>, window: HashMap<u32, i64>, end: i64) -> usize {
+    for (k, ts) in window {
+        let last = running.entry(k).or_insert(ts);
+        *last = (*last).max(ts);
+    }
+    running.retain(|_, ts| *ts >= end - PRESENCE_TIMEOUT_MS);
+    running.len()
 }
 
 impl<'a> Accumulator<'a> {
@@ -185,6 +267,9 @@ impl<'a> Accumulator<'a> {
             window_ms,
             open: BTreeMap::new(),
             values: BTreeMap::new(),
+            running: (0..plan.model.zones.len())
+                .map(|_| Running::default())
+                .collect(),
         }
     }
 
@@ -208,6 +293,9 @@ impl<'a> Accumulator<'a> {
                 acc.covered_ms += until - t;
             }
             t = until;
+        }
+        for c in step.crossings {
+            self.add_crossing(c);
         }
         let plan = self.plan;
         for p in step.events {
@@ -238,7 +326,8 @@ impl<'a> Accumulator<'a> {
                     acc.temp.1 += 1;
                 }
                 Payload::Probe { person, .. } => {
-                    acc.devices.insert(*person);
+                    let last = acc.devices.entry(*person).or_insert(p.ts_ms);
+                    *last = (*last).max(p.ts_ms);
                 }
                 Payload::App { person, .. } => {
                     acc.app_total += 1;
@@ -249,6 +338,17 @@ impl<'a> Accumulator<'a> {
                         .is_some_and(|a| a.consent.contains(&"analytics"));
                     if consented {
                         acc.app_consented += 1;
+                        let last = acc.app_users.entry(*person).or_insert(p.ts_ms);
+                        *last = (*last).max(p.ts_ms);
+                    }
+                }
+                Payload::Crossing { from, to, .. } => {
+                    let (from, to) = (usize::from(*from), usize::from(*to));
+                    if let Some(acc) = accs.get_mut(to) {
+                        acc.net_tracked += 1;
+                    }
+                    if let Some(acc) = accs.get_mut(from) {
+                        acc.net_tracked -= 1;
                     }
                 }
                 Payload::Malformed(_) => {}
@@ -264,9 +364,28 @@ impl<'a> Accumulator<'a> {
         }
     }
 
+    fn add_crossing(&mut self, c: &Crossing) {
+        let accs = self.window(c.ts_ms);
+        if let Some(z) = c.zone_entered() {
+            accs[z].net += 1;
+        }
+        if let Some(z) = c.zone_left() {
+            accs[z].net -= 1;
+        }
+    }
+
     fn close(&mut self, w: i64, accs: Vec<ZoneAcc>) {
+        let end = w + self.window_ms;
         for (z, acc) in accs.into_iter().enumerate() {
             let role = self.plan.model.zones[z].role;
+            let run = &mut self.running[z];
+            run.presence += acc.net;
+            run.tracked += acc.net_tracked;
+            run.ingress += acc.ingress;
+            run.egress += acc.egress;
+            let unique_devices = acc.devices.len();
+            let devices_present = present_at(&mut run.device_last, acc.devices, end);
+            let app_users_present = present_at(&mut run.app_last, acc.app_users, end);
             let mut put = |m: Metric, v: Option<f64>| {
                 if let Some(v) = v {
                     self.values.insert((w, z, m), v);
@@ -281,8 +400,14 @@ impl<'a> Accumulator<'a> {
             } else {
                 put(Metric::Ingress, Some(acc.ingress as f64));
                 put(Metric::Egress, Some(acc.egress as f64));
+                put(Metric::IngressCumulative, Some(run.ingress as f64));
+                put(Metric::EgressCumulative, Some(run.egress as f64));
             }
-            put(Metric::UniqueDevices, Some(acc.devices.len() as f64));
+            put(Metric::Presence, Some(run.presence as f64));
+            put(Metric::PresenceTracked, Some(run.tracked as f64));
+            put(Metric::DevicesPresent, Some(devices_present as f64));
+            put(Metric::AppUsersPresent, Some(app_users_present as f64));
+            put(Metric::UniqueDevices, Some(unique_devices as f64));
             put(Metric::AppEventsConsented, Some(acc.app_consented as f64));
             put(Metric::AppEventsTotal, Some(acc.app_total as f64));
             put(Metric::SoundLevelDb, mean(acc.sound));

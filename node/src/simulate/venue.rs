@@ -73,6 +73,11 @@ pub(crate) struct VenueModel {
     pub campers: f64,
     /// Fraction arriving late, during the first show.
     pub late_arrivals: f64,
+    /// Fraction who leave the venue during the event and come back (same
+    /// ticket, same track): smokers, a trip to the car, lunch outside.
+    pub reentry: f64,
+    /// Of those, the fraction who go out and come back a second time.
+    pub second_reentry: f64,
 }
 
 const fn z(name: &'static str, capacity: u32, role: ZoneRole, index: usize) -> ZoneSpec {
@@ -122,6 +127,8 @@ pub(crate) fn model(kind: VenueKind) -> VenueModel {
             early_leave: 0.05,
             campers: 0.0,
             late_arrivals: 0.05,
+            reentry: 0.06,
+            second_reentry: 0.15,
         },
         VenueKind::Festival => VenueModel {
             zones: vec![
@@ -167,6 +174,8 @@ pub(crate) fn model(kind: VenueKind) -> VenueModel {
             early_leave: 0.08,
             campers: 0.3,
             late_arrivals: 0.1,
+            reentry: 0.25,
+            second_reentry: 0.3,
         },
         VenueKind::Conference => VenueModel {
             zones: vec![
@@ -201,6 +210,8 @@ pub(crate) fn model(kind: VenueKind) -> VenueModel {
             early_leave: 0.2,
             campers: 0.0,
             late_arrivals: 0.12,
+            reentry: 0.3,
+            second_reentry: 0.2,
         },
     }
 }

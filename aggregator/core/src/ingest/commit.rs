@@ -284,7 +284,7 @@ async fn decide_and_write(
                 continue;
             }
             if !matches!(cost, Cost::Free) {
-                let day = ledger::day_of(release.window_start_ms);
+                let day = ledger::release_day(policy, release.window_start_ms);
                 if let Err(reason) = leases.take(
                     &release.lease_id,
                     venue,
