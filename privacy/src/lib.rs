@@ -14,6 +14,7 @@ pub mod accounting;
 pub mod audit;
 pub mod bounds;
 pub mod cost;
+pub mod distributed_noise;
 pub mod error;
 pub mod mechanisms;
 pub mod model_update;
