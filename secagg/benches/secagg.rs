@@ -118,15 +118,11 @@ fn client(c: &mut Criterion) {
     g.finish();
 }
 
+type Responses = Vec<(NodeIdentity, UnmaskResponse)>;
+
 /// Masked inputs and unmask responses of a 100-node round where the nodes in
 /// `dropped` never send a masked input.
-fn server_round(
-    dropped: usize,
-) -> (
-    Server,
-    Vec<(NodeIdentity, MaskedInput)>,
-    Vec<(NodeIdentity, UnmaskResponse)>,
-) {
+fn server_round(dropped: usize) -> (Server, Vec<(NodeIdentity, MaskedInput)>, Responses) {
     let n = 100;
     let cfg = config(n, 20);
     let (server, mut clients, signers) = setup(n, &cfg);
@@ -147,7 +143,7 @@ fn server_round(
         probe.receive_masked_input(id, m.clone()).unwrap();
     }
     let request = probe.close_masked_inputs().unwrap();
-    let responses = request
+    let responses: Responses = request
         .survivors
         .iter()
         .map(|id| {

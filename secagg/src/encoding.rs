@@ -151,7 +151,7 @@ impl EncodingParams {
         }
         let bound = p.overflow_bound();
         let limit = 2f64.powi(MODULUS_BITS as i32 - 1);
-        if !(bound < limit) {
+        if bound.is_nan() || bound >= limit {
             return Err(SecAggError::WouldOverflow { bound, limit });
         }
         Ok(p)

@@ -295,7 +295,7 @@ mod tests {
         let secret = [7u8; 32];
         let shares = split(&secret, 3, &[1, 2, 3, 4]).unwrap();
         let r = reconstruct(&shares[..2]);
-        assert!(r.map_or(true, |s| s != secret));
+        assert_ne!(r.ok(), Some(secret));
     }
 
     #[test]

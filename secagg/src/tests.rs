@@ -282,9 +282,9 @@ fn a_failed_round_reveals_nothing_more() {
     }
     let req = server.close_masked_inputs().unwrap();
     // Only 3 < t answer.
-    for i in 0..3 {
-        let r = clients[i].unmask(&req).unwrap();
-        server.receive_unmask(pki.signers[i].identity(), r).unwrap();
+    for (c, s) in clients.iter_mut().zip(&pki.signers).take(3) {
+        let r = c.unmask(&req).unwrap();
+        server.receive_unmask(s.identity(), r).unwrap();
     }
     assert!(matches!(
         server.finish(),
