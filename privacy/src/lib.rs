@@ -16,6 +16,7 @@ pub mod accounting;
 pub use veil_audit as audit;
 pub mod bounds;
 pub mod cost;
+pub mod distributed_noise;
 pub mod error;
 pub mod mechanisms;
 pub mod model_update;
