@@ -91,6 +91,9 @@ pub struct ReportData {
     pub policies: Vec<(String, u64)>,
     /// The policy in force now: (name, schema version, hash).
     pub policy_now: (String, u32, String),
+    /// The policy's guarantee in one sentence (per attendee-day, or per
+    /// person-window for policies without a privacy unit).
+    pub guarantee: String,
     /// Latest signed checkpoint: (size, base64 root, signed note).
     pub checkpoint: Option<(u64, String, String)>,
     /// Entries in the audit log when the report was made.
@@ -329,6 +332,7 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
             policy.policy.version,
             policy.hash.clone(),
         ),
+        guarantee: policy.guarantee(),
         checkpoint,
         audit_size,
         sound_limit_db: cfg.report.sound_limit_db,

@@ -19,6 +19,13 @@
 //!   heavier than the normal one, so the normal bound alone would be too
 //!   narrow for one dominant Laplace term).
 //!
+//! Continual-release running totals (`MECHANISM_CONTINUAL_*`) carry as
+//! `scale` the standard deviation of their noise at that step: a fixed linear
+//! combination of many independent discrete Gaussians on a 2^-16 lattice with
+//! large sigma, treated as normal (`GaussianSum`, `1.96 * scale`). Two
+//! running totals of the same stream are correlated; sums across zones add
+//! independent streams.
+//!
 //! Variances: discrete Laplace `2 alpha / (1 - alpha)^2`; discrete Gaussian
 //! `sigma^2` (an upper bound: the discrete Gaussian's variance is slightly
 //! below it); continuous Laplace `2 b^2`; Gaussian `sigma^2`. A sum adds the
@@ -60,7 +67,9 @@ impl Noise {
             _ if scale == 0.0 => Noise::None,
             "MECHANISM_DISCRETE_LAPLACE" => Noise::DiscreteLaplace(scale),
             "MECHANISM_DISCRETE_GAUSSIAN" => Noise::DiscreteGaussian(scale),
-            "MECHANISM_GAUSSIAN_SUM" => Noise::GaussianSum(scale),
+            "MECHANISM_GAUSSIAN_SUM" | "MECHANISM_CONTINUAL_SQRT" | "MECHANISM_CONTINUAL_TREE" => {
+                Noise::GaussianSum(scale)
+            }
             "MECHANISM_NON_PERSONAL" => Noise::None,
             _ => Noise::LaplaceSum(scale),
         }

@@ -328,3 +328,14 @@ async fn small_values_are_suppressed_per_policy() {
     );
     assert!(!page.points[1].suppressed && page.points[1].value == 30.0);
 }
+
+#[test]
+fn continual_running_totals_get_normal_bounds_from_their_std() {
+    // The scale of a stream release is the std of its running total's noise.
+    for m in ["MECHANISM_CONTINUAL_SQRT", "MECHANISM_CONTINUAL_TREE"] {
+        let n = Noise::from_release(m, 46.0);
+        assert_eq!(n, Noise::GaussianSum(46.0), "{m}");
+        assert!((n.error95() - 1.959_963_984_540_054 * 46.0).abs() < 1e-9);
+        assert!((n.variance() - 46.0 * 46.0).abs() < 1e-9);
+    }
+}

@@ -557,7 +557,11 @@ async fn stream_pushes_points_and_report_names_the_checkpoint() {
     );
     assert!(html.contains(&root), "root {root} not named");
     assert!(html.contains("differentially private (DP) estimate"));
-    assert!(html.contains("95% error bound"));
+    assert!(html.contains("95% privacy-noise bound"));
+    assert!(
+        html.contains("The guarantee:</b> each person is protected per window only"),
+        "the report states the policy's guarantee"
+    );
     assert!(html.contains("rule:density") && html.contains("Open gate 4"));
     assert!(html.contains(&veil_tests::arena_policy_hash()));
     assert!(!html.contains("<script"), "the report is static");
