@@ -10,6 +10,8 @@
 
 pub mod clock;
 pub mod day;
+#[cfg(feature = "migrations")]
+pub mod migrations;
 pub mod name;
 pub mod scan;
 #[cfg(feature = "test-util")]

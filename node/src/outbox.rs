@@ -48,6 +48,10 @@ pub enum OutboxError {
     },
 }
 
+/// The outbox schema, embedded in the binary (`veil_common::migrations`).
+const MIGRATIONS: [veil_common::migrations::Embedded; 2] =
+    veil_common::embedded_migrations!("migrations": "0001_outbox.sql", "0002_day_state.sql");
+
 /// A record read back from the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
@@ -227,7 +231,10 @@ impl Outbox {
                 "journal_mode={mode} synchronous={sync}, expected wal and 2 (FULL)"
             )));
         }
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        veil_common::migrations::migrator(&MIGRATIONS)
+            .map_err(|e| sqlx::migrate::MigrateError::Source(e.into()))?
+            .run(&pool)
+            .await?;
         Ok(Self {
             pool,
             venue: venue.to_owned(),
@@ -464,5 +471,18 @@ impl Outbox {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_migrations_match_the_migration_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        veil_common::migrations::check_against_directory(&dir, &MIGRATIONS)
+            .await
+            .unwrap();
     }
 }

@@ -140,8 +140,16 @@ fn known_version(migrator: &sqlx::migrate::Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The schema of each backend, embedded in the binary (file names parse as
+/// sqlx's migration directories do; `veil_common::migrations`).
+const SQLITE_MIGRATIONS: [veil_common::migrations::Embedded; 6] = veil_common::embedded_migrations!(
+    "migrations/sqlite": "0001_releases.sql", "0002_ledger_audit.sql", "0003_rounds.sql",
+    "0004_alerts.sql", "0005_dashboard_tokens.sql", "0006_drop_releases_node.sql",
+);
+const POSTGRES_MIGRATIONS: [veil_common::migrations::Embedded; 6] = veil_common::embedded_migrations!(
+    "migrations/postgres": "0001_releases.sql", "0002_ledger_audit.sql", "0003_rounds.sql",
+    "0004_alerts.sql", "0005_dashboard_tokens.sql", "0006_drop_releases_node.sql",
+);
 
 /// A validated release ready to store.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -327,13 +335,15 @@ impl Storage {
             backend,
             _checkpointer: checkpointer,
         };
-        let migrator = match backend {
+        let files: &[veil_common::migrations::Embedded] = match backend {
             Backend::Sqlite => {
                 storage.check_durability().await?;
                 &SQLITE_MIGRATIONS
             }
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        let migrator = &veil_common::migrations::migrator(files)
+            .map_err(|e| Error::Migrate(sqlx::migrate::MigrateError::Source(e.into())))?;
         storage
             .check_schema_version(known_version(migrator))
             .await?;
@@ -693,6 +703,19 @@ pub async fn open_test_storage(dir: &std::path::Path) -> Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn embedded_migrations_match_the_migration_directories() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (dir, files) in [
+            ("migrations/sqlite", &SQLITE_MIGRATIONS),
+            ("migrations/postgres", &POSTGRES_MIGRATIONS),
+        ] {
+            veil_common::migrations::check_against_directory(&root.join(dir), files)
+                .await
+                .unwrap();
+        }
+    }
 
     #[test]
     fn multi_row_sql_numbers_postgres_placeholders_and_uses_anonymous_ones_on_sqlite() {
