@@ -197,6 +197,23 @@ pub struct MetricsConfig {
 pub struct InputConfig {
     /// JSON Lines file, or "-" for stdin.
     pub path: PathBuf,
+    /// Longest accepted line in bytes (1 KiB..=16 MiB); a longer line is
+    /// skipped as invalid without being held in memory, so the node's memory
+    /// does not follow its input.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// How far ahead of this node's clock an event may be dated. A later
+    /// event is skipped as invalid: one wrong sensor clock must not move
+    /// event time forward and make every later event late.
+    #[serde(default = "default_max_future_skew", with = "humantime_serde_compat")]
+    pub max_future_skew: Duration,
+}
+
+fn default_max_line_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_future_skew() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Tumbling event-time windows.
@@ -345,6 +362,15 @@ impl Config {
         }
         if cfg.windows.lateness > Duration::from_secs(86_400) {
             return Err(invalid("windows.lateness", "must be at most 1 day"));
+        }
+        if !(1024..=16 << 20).contains(&cfg.input.max_line_bytes) {
+            return Err(invalid(
+                "input.max_line_bytes",
+                "must be in 1024..=16777216 (1 KiB..=16 MiB)",
+            ));
+        }
+        if cfg.input.max_future_skew > Duration::from_secs(86_400) {
+            return Err(invalid("input.max_future_skew", "must be at most 1 day"));
         }
         if cfg.privacy.lease_windows == 0 || cfg.privacy.lease_windows > 1440 {
             return Err(invalid("privacy.lease_windows", "must be in 1..=1440"));

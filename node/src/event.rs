@@ -285,6 +285,11 @@ pub fn parse_line(line: &str) -> Result<ValidEvent<'_>, EventError> {
         Some(ms) => ms,
         None => parse_ts_general(&event.ts)?,
     };
+    if ts_ms < 0 {
+        // Event days (and their pseudonym keys) start at the Unix epoch; a
+        // sensor with an unset clock sends 1970 or earlier.
+        return Err(field("ts", "must be on or after 1970-01-01T00:00:00Z"));
+    }
     check_name("sensor", &event.sensor)?;
     if !veil_common::name::valid_name(&event.zone) {
         return Err(field("zone", "must be 1..=64 bytes of [a-z0-9_-]"));

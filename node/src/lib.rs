@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod event;
 pub mod federated;
 pub mod inference;
+pub mod input;
 pub mod lease;
 pub mod metric;
 pub mod metrics;

@@ -37,6 +37,8 @@ pub struct NodeMetrics {
     pub lines: Counter,
     /// Input lines rejected.
     pub invalid_lines: Counter,
+    /// Valid events dropped because their window had already closed.
+    pub late_events: Counter,
     /// Windows closed and released.
     pub windows_released: Counter,
     /// Releases written to the outbox, by metric.
@@ -84,6 +86,7 @@ impl NodeMetrics {
             registry: Arc::new(Registry::default()),
             lines: Counter::default(),
             invalid_lines: Counter::default(),
+            late_events: Counter::default(),
             windows_released: Counter::default(),
             releases: Family::default(),
             budget_exhausted: Counter::default(),
@@ -100,6 +103,11 @@ impl NodeMetrics {
             "input_invalid_lines",
             "Input lines rejected (see the log for line numbers and reasons)",
             m.invalid_lines.clone(),
+        );
+        r.register(
+            "input_late_events",
+            "Valid events dropped as late: their window had closed (windows.lateness behind the newest event)",
+            m.late_events.clone(),
         );
         r.register(
             "windows_released",

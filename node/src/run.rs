@@ -4,7 +4,7 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncRead, BufReader},
     sync::{Notify, watch},
 };
 use veil_privacy::{
@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     event::parse_line,
     inference::live::{InferenceStats, Stage, WindowInput},
+    input::LineReader,
     lease::{LeaseError, LeaseStats, Leases},
     metrics::{KindLabel, NodeMetrics},
     outbox::{Outbox, WindowCommit},
@@ -373,7 +374,11 @@ async fn ingest(
                 })?,
         )
     };
-    let mut lines = BufReader::with_capacity(1 << 16, reader).lines();
+    let mut lines = LineReader::new(
+        BufReader::with_capacity(1 << 16, reader),
+        cfg.input.max_line_bytes,
+    );
+    let max_future_ms = i64::try_from(cfg.input.max_future_skew.as_millis()).unwrap_or(i64::MAX);
     let mut windower = Windower::for_node(cfg, policy)?;
     let offset_s = policy.event_day_offset_seconds();
     if let Ok(today) = EventDay::from_unix_seconds(now_ms() / 1000, offset_s) {
@@ -433,13 +438,45 @@ async fn ingest(
         };
         report.lines += 1;
         metrics.lines.inc();
-        if line.trim().is_empty() {
+        if line.as_ref().is_ok_and(|l| l.trim().is_empty()) {
             continue;
         }
-        match parse_line(&line) {
+        let parsed = line.map_err(|e| e.to_string()).and_then(|line| {
+            let ev = parse_line(line).map_err(|e| e.to_string())?;
+            // Event time is bounded by this node's clock: one sensor dated
+            // in the future must not move the windows' watermark forward
+            // (every later event would be dropped as late).
+            let ahead = ev.ts_ms.saturating_sub(now_ms());
+            if ahead > max_future_ms {
+                return Err(format!(
+                    "field `ts`: {}s ahead of this node's clock, more than input.max_future_skew ({}s)",
+                    ahead / 1000,
+                    max_future_ms / 1000
+                ));
+            }
+            if let Err(e) = EventDay::from_unix_seconds(ev.ts_ms.div_euclid(1000), offset_s) {
+                return Err(format!("field `ts`: no event day under the policy: {e}"));
+            }
+            Ok(ev)
+        });
+        match parsed {
             Ok(ev) => {
                 let key = pseudonyms.key(ev.ts_ms)?;
+                let late_before = windower.stats().late;
                 windower.add(&ev, |id| key.pseudonym(id.as_bytes()));
+                let late = windower.stats().late;
+                if late > late_before {
+                    metrics.late_events.inc();
+                    // Logged one by one at first, then every 1000th.
+                    if late <= MAX_REPORTED_BAD_LINES as u64 || late % 1000 == 0 {
+                        tracing::warn!(
+                            line = report.lines,
+                            late_so_far = late,
+                            ts = %ev.event.ts,
+                            "Event for a window that already closed (older than windows.lateness behind the newest event) dropped as late."
+                        );
+                    }
+                }
             }
             Err(e) => {
                 report.invalid_lines += 1;

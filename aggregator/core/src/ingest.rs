@@ -110,6 +110,19 @@ pub fn check_policy(r: &StoredRelease, policy: &LoadedPolicy) -> Result<Cost, Re
             cost.rho()
         )));
     }
+    if let Some(step) = r.stream_step {
+        // The node numbers a stream's windows from the start of the event
+        // day the policy defines; a step that disagrees with the window
+        // would put the release at another point of the stream's noise.
+        let offset_ms = i64::from(policy.event_day_offset_seconds()) * 1000;
+        let expected = (r.window_start_ms + offset_ms).rem_euclid(86_400_000)
+            / (i64::from(r.window_len_s) * 1000);
+        if i64::from(step) != expected {
+            return Err(invalid(format!(
+                "stream.step {step} is not the window's index in its event day under the policy ({expected})"
+            )));
+        }
+    }
     Ok(cost)
 }
 
@@ -258,6 +271,7 @@ pub fn validate(
         purpose: r.purpose.clone(),
         policy_hash: r.policy_hash.clone(),
         lease_id: r.lease_id.clone(),
+        stream_step: r.stream.as_ref().map(|s| s.step),
         sequence: r.sequence,
     })
 }
@@ -305,5 +319,60 @@ pub fn deny(
         reason: reason.to_owned(),
         policy_hash: policy_hash.to_owned(),
         ..NewEntry::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arena() -> LoadedPolicy {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../policies/arena.toml"
+        ))
+        .expect("arena policy");
+        LoadedPolicy::parse(&text).expect("arena policy parses")
+    }
+
+    /// An occupancy running total of the arena (event day from 06:00 UTC,
+    /// one-minute windows) at `window_start_ms` with stream step `step`.
+    fn occupancy(policy: &LoadedPolicy, window_start_ms: i64, step: u32) -> StoredRelease {
+        let m = policy.metric("occupancy").expect("occupancy metric");
+        StoredRelease {
+            metric: "occupancy".into(),
+            zone: "floor".into(),
+            window_start_ms,
+            window_len_s: 60,
+            mechanism: "MECHANISM_CONTINUAL_SQRT".into(),
+            rho: m.rho.unwrap_or_default(),
+            purpose: m.purposes[0].clone(),
+            stream_step: Some(step),
+            ..StoredRelease::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_step_must_be_the_windows_index_in_its_event_day() {
+        let policy = arena();
+        // 2026-06-01T06:00Z opens the event day: step 0. 18:30 is step 750.
+        let day_start = 1_780_293_600_000;
+        assert!(check_policy(&occupancy(&policy, day_start, 0), &policy).is_ok());
+        let evening = day_start + 750 * 60_000;
+        assert!(check_policy(&occupancy(&policy, evening, 750), &policy).is_ok());
+        // 02:00 the next morning still belongs to the same event day.
+        let night = day_start + 20 * 3_600_000;
+        assert!(check_policy(&occupancy(&policy, night, 1200), &policy).is_ok());
+        for (start, step) in [
+            (evening, 749),
+            (evening, 751),
+            (night, 1200 - 360),
+            (day_start, 1440),
+        ] {
+            let (status, reason) = check_policy(&occupancy(&policy, start, step), &policy)
+                .expect_err("a wrong step is refused");
+            assert_eq!(status, AckStatus::Invalid);
+            assert!(reason.contains("stream.step"), "{reason}");
+        }
     }
 }

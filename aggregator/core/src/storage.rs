@@ -188,6 +188,9 @@ pub struct StoredRelease {
     pub lease_id: String,
     /// Node sequence number.
     pub sequence: u64,
+    /// A continual stream's step (the window's index in its event day), as
+    /// the node sent it; checked against the window, not stored.
+    pub stream_step: Option<u32>,
 }
 
 /// The aggregator's database.
@@ -681,6 +684,7 @@ fn row_to_release(row: &AnyRow) -> Result<StoredRelease, Error> {
         policy_hash: row.try_get("policy_hash")?,
         lease_id: row.try_get("lease_id")?,
         sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0),
+        stream_step: None,
     })
 }
 
@@ -762,6 +766,7 @@ mod tests {
                 policy_hash: "h".into(),
                 lease_id: "l".into(),
                 sequence: i as u64 + 1,
+                stream_step: None,
             })
             .collect();
         let mut tx = s.pool().begin().await.expect("begin");

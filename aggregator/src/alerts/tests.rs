@@ -283,6 +283,7 @@ fn a_full_queue_never_blocks_and_is_counted() {
         policy_hash: String::new(),
         lease_id: String::new(),
         sequence: 1,
+        stream_step: None,
     };
     for _ in 0..3 {
         hub.offer(vec![r.clone()]);

@@ -86,6 +86,9 @@ pub struct Budget {
     pub remaining_epsilon: f64,
     /// What it was spent on.
     pub lines: Vec<BudgetLine>,
+    /// The policy's guarantee in one sentence (per attendee-day, or per
+    /// person-window for a policy without a privacy unit).
+    pub guarantee: String,
 }
 
 /// `GET /api/budget`: spent/left of the venue's day (the ledger's report).
@@ -95,17 +98,18 @@ pub async fn budget(
     Query(p): Query<BudgetParams>,
 ) -> Result<Response, ApiError> {
     let venue = cred.venue(&ctx, p.venue.as_deref())?;
-    let day = p
-        .day
-        .unwrap_or_else(|| ledger::day_of(veil_common::now_ms()));
-    if !ledger::valid_day(&day) {
-        return Err(ApiError::bad_request("day must be YYYY-MM-DD"));
-    }
     let policy = ctx
         .state
         .policies
         .get(&venue)
         .ok_or_else(|| ApiError::not_found("the venue has no policy in force"))?;
+    // Today is the policy's event day (a show past midnight stays one day).
+    let day = p
+        .day
+        .unwrap_or_else(|| ledger::release_day(policy, veil_common::now_ms()));
+    if !ledger::valid_day(&day) {
+        return Err(ApiError::bad_request("day must be YYYY-MM-DD"));
+    }
     let r = ledger::report(
         ctx.state.storage.pool(),
         &venue,
@@ -123,6 +127,7 @@ pub async fn budget(
             delta: r.delta,
             spent_epsilon: r.spent_epsilon,
             remaining_epsilon: r.remaining_epsilon,
+            guarantee: policy.guarantee(),
             lines: r
                 .lines
                 .into_iter()

@@ -124,6 +124,7 @@ fn release(node: &str, metric: &str, zone: &str, w: i64, value: f64, scale: f64)
         policy_hash: String::new(),
         lease_id: String::new(),
         sequence: 1,
+        stream_step: None,
     }
 }
 

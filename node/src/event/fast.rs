@@ -45,6 +45,9 @@ pub(super) fn event(line: &str) -> Option<Event<'_>> {
             "temperature_c" => set(&mut f.temperature_c, c.number()?)?,
             "bands" => set(&mut f.bands, c.array()?)?,
             "consent" => set(&mut f.consent, c.array()?)?,
+            "track" => set(&mut f.track, c.string()?)?,
+            "from" => set(&mut f.from, c.string()?)?,
+            "to" => set(&mut f.to, c.string()?)?,
             _ => return None,
         }
         match c.next()? {
@@ -81,6 +84,9 @@ struct Fields<'a> {
     /// Array contents between the brackets.
     bands: Option<&'a str>,
     consent: Option<&'a str>,
+    track: Option<&'a str>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
 }
 
 /// Stores a key's token; `None` on a duplicate key.
@@ -105,6 +111,9 @@ impl<'a> Fields<'a> {
             self.temperature_c,
             self.bands,
             self.consent,
+            self.track,
+            self.from,
+            self.to,
         ]
         .iter()
         .filter(|v| v.is_some())
@@ -174,6 +183,16 @@ impl<'a> Fields<'a> {
                     subject: Cow::Borrowed(self.subject?),
                     action: Cow::Borrowed(self.action?),
                     consent,
+                }
+            }
+            "crossing" => {
+                // `track` and at least one of `from` / `to`.
+                let sides = usize::from(self.from.is_some()) + usize::from(self.to.is_some());
+                (sides > 0 && kind_keys == 1 + sides).then_some(())?;
+                Body::Crossing {
+                    track: Cow::Borrowed(self.track?),
+                    from: self.from.map(Cow::Borrowed),
+                    to: self.to.map(Cow::Borrowed),
                 }
             }
             _ => return None,

@@ -331,6 +331,18 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
         budget["spent_epsilon"].as_f64().unwrap_or(0.0) > 0.0,
         "{body}"
     );
+    assert_eq!(
+        budget["guarantee"].as_str(),
+        Some(
+            env.state
+                .policies
+                .get("arena")
+                .expect("policy")
+                .guarantee()
+                .as_str()
+        ),
+        "the budget names the policy's guarantee: {body}"
+    );
 
     // The one-time ?token= sets an HttpOnly, Secure, SameSite=Strict cookie.
     let (status, head, _) = https(
@@ -646,6 +658,10 @@ async fn dashboard_in_headless_chromium_shows_data_only_with_credentials() {
     assert!(dom.contains("data-zone=\"floor\""), "no zone tile:\n{dom}");
     assert!(dom.contains("class=\"alert critical"), "no alert:\n{dom}");
     assert!(dom.contains("Open gate 4"), "no runbook step:\n{dom}");
+    assert!(
+        dom.contains("The guarantee: each person is protected per window only"),
+        "the budget panel states the policy's guarantee:\n{dom}"
+    );
 
     let dom = tokio::task::spawn_blocking({
         let url = format!("{base}/");

@@ -174,3 +174,81 @@ async fn rerunning_the_same_input_does_not_release_a_window_twice() {
     );
     env.stop().await;
 }
+
+/// One bad sensor must not stop a venue: lines that are not UTF-8, longer
+/// than `input.max_line_bytes`, dated before 1970 or far in the future are
+/// each one invalid line, and every valid event around them still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_lines_are_skipped_and_every_valid_event_still_counts() {
+    let env = TestEnv::start().await;
+    let mut cfg = SimConfig::new(
+        VenueKind::Arena,
+        7,
+        Duration::from_secs(10 * 60),
+        1_780_333_200_000,
+    );
+    cfg.attendees = Some(300);
+    let sim = Simulation::new(cfg).expect("sim");
+    let mut clean = Vec::new();
+    sim.write_events(0, &mut clean).expect("events");
+    let lines: Vec<&[u8]> = clean.split_inclusive(|&b| b == b'\n').collect();
+    let mid = lines.len() / 2;
+    let mut hostile = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i == mid {
+            hostile.extend_from_slice(b"{\"ts\":\"2026-06-01T17:05:00Z\",\"sensor\":\"\xff\"}\n");
+            hostile.extend_from_slice(
+                b"{\"ts\":\"1969-12-31T23:59:59Z\",\"sensor\":\"cam-1\",\"zone\":\"floor\",\"kind\":\"occupancy\",\"count\":3}\n",
+            );
+            for year in ["2099-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+                hostile.extend_from_slice(
+                    format!("{{\"ts\":\"{year}\",\"sensor\":\"cam-1\",\"zone\":\"floor\",\"kind\":\"occupancy\",\"count\":3}}\n")
+                        .as_bytes(),
+                );
+            }
+            hostile.extend_from_slice(&vec![b'x'; 200_000]);
+            hostile.push(b'\n');
+        }
+        hostile.extend_from_slice(l);
+    }
+    std::fs::write(env.dir.path().join("clean.jsonl"), &clean).expect("write");
+    std::fs::write(env.dir.path().join("hostile.jsonl"), &hostile).expect("write");
+    let zones =
+        "\n[[zone]]\nname = \"floor\"\ncameras = 1\n\n[[zone]]\nname = \"gate-a\"\ngate = true\n";
+    let a = veil_node::run(
+        node_config(&env, "node-1", "clean.jsonl", zones),
+        std::future::pending(),
+    )
+    .await
+    .expect("clean run");
+    let b = veil_node::run(
+        node_config(&env, "node-2", "hostile.jsonl", zones),
+        std::future::pending(),
+    )
+    .await
+    .expect("a hostile line must not stop the node");
+    assert_eq!(b.lines, a.lines + 5, "{b:?}");
+    assert_eq!(
+        b.invalid_lines,
+        a.invalid_lines + 5,
+        "{:?}",
+        b.first_invalid
+    );
+    let reasons: Vec<&str> = b.first_invalid.iter().map(|l| l.reason.as_str()).collect();
+    for want in [
+        "not valid UTF-8",
+        "on or after 1970-01-01",
+        "ahead of this node's clock",
+        "longer than input.max_line_bytes",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "no reason {want:?} in {reasons:?}"
+        );
+    }
+    // Same valid events in the same windows: nothing dropped as late.
+    assert_eq!(b.windows.accepted, a.windows.accepted, "{:?}", b.windows);
+    assert_eq!(b.windows.late, a.windows.late);
+    assert_eq!(b.releases, a.releases);
+    env.stop().await;
+}

@@ -117,6 +117,7 @@ async function loadBudget() {
   const b = await api(q("/api/budget", { day: S.day }));
   $("budget-day").textContent = b.day;
   $("budget-delta").textContent = "ε composed exactly at δ = " + b.delta.toExponential(0);
+  $("budget-guarantee").textContent = "The guarantee: " + b.guarantee + ".";
   $("budget-spent").textContent = b.spent_epsilon.toFixed(2);
   $("budget-left").textContent = b.remaining_epsilon.toFixed(2);
   $("budget-total").textContent = b.budget_epsilon.toFixed(0) + " ε";
