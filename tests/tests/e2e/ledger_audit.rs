@@ -151,7 +151,7 @@ async fn exhausted_budget_refuses_leases_with_resource_exhausted() {
         .expect("exactly the rest");
     let err = lease(ch, "egress", 1).await.expect_err("nothing left");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    let report = veil_aggregator::ledger::report(env.storage.pool(), "arena", "1970-01-01", None)
+    let report = veil_aggregator::ledger::report(env.storage.reads(), "arena", "1970-01-01", None)
         .await
         .expect("report");
     assert!((report.spent_epsilon - 5.0).abs() < 1e-9, "{report:?}");
@@ -176,7 +176,7 @@ async fn concurrent_leases_never_overspend() {
         }
     }
     assert_eq!(granted, 10, "exactly the affordable leases succeed");
-    let report = veil_aggregator::ledger::report(env.storage.pool(), "arena", "1970-01-01", None)
+    let report = veil_aggregator::ledger::report(env.storage.reads(), "arena", "1970-01-01", None)
         .await
         .expect("report");
     assert!(report.spent_epsilon <= 10.0 + 1e-9);
