@@ -325,6 +325,18 @@ impl Bound {
         health_reporter
             .set_serving::<LedgerServer<LedgerService>>()
             .await;
+        health_reporter
+            .set_serving::<AuditServer<AuditService>>()
+            .await;
+        health_reporter
+            .set_serving::<veil_proto::query_server::QueryServer<crate::grpc::query::QueryService>>(
+            )
+            .await;
+        health_reporter
+            .set_serving::<veil_proto::federated_server::FederatedServer<
+                crate::grpc::rounds::FederatedService,
+            >>()
+            .await;
         // Organizer surface: dashboard and metrics stop with the server.
         let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
         let web_tasks = spawn_web(self.web, st.clone(), web_stopped);
