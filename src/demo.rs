@@ -255,15 +255,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     ))?;
 
     // Post-event report, from the database the demo filled.
-    let report_msg = rt.block_on(veil_aggregator::report::run(
-        &agg_cfg,
-        veil_aggregator::report::ReportArgs {
-            config: agg_cfg_path.clone(),
-            venue: VENUE.into(),
-            day: day.clone(),
-            out: dir.join("report.html"),
-            format: "html".into(),
-        },
+    let report_msg = rt.block_on(veil_aggregator::report::write(
+        agg_cfg.report_sources().map_err(anyhow::Error::msg)?,
+        VENUE,
+        &day,
+        &dir.join("report.html"),
+        "html",
     ))?;
 
     // 5. Summary.

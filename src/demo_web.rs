@@ -42,7 +42,7 @@ pub async fn issue_token(
     venue: &str,
 ) -> anyhow::Result<String> {
     let t = veil_aggregator::dashboard::tokens::issue(
-        state.storage.pool(),
+        state.storage.unaudited_tables(),
         venue,
         "veil demo",
         std::time::Duration::from_secs(12 * 3600),

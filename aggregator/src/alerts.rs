@@ -28,15 +28,16 @@ use sqlx::Row;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{Stream, StreamExt as _, wrappers::BroadcastStream};
 
-pub use config::AlertsConfig;
+pub use config::Config;
 pub use engine::{Engine, Observation};
 
 use veil_aggregator_core::{
+    Core,
     audit::{AuditLog, AuditTx, NewEntry, SELF_ACTOR, action},
     storage::{Storage, StoredRelease},
 };
 
-use crate::{query::SeriesPoint, state::State};
+use crate::query::SeriesPoint;
 
 /// Lifecycle state of a stored alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,7 +203,7 @@ struct Counters {
 }
 
 /// Where committed releases go in and live series points and alert events
-/// come out. Cheap to clone; lives in [`State`].
+/// come out. Cheap to clone; lives in the application's state.
 #[derive(Debug, Clone)]
 pub struct AlertHub {
     queue: Option<mpsc::Sender<Vec<StoredRelease>>>,
@@ -234,7 +235,7 @@ pub struct HubReceiver(mpsc::Receiver<Vec<StoredRelease>>);
 impl AlertHub {
     /// A hub with the config's queue and stream buffer sizes; the receiver
     /// goes to [`run`]. With alerts disabled, nothing is queued.
-    pub fn new(cfg: &AlertsConfig) -> (Self, HubReceiver) {
+    pub fn new(cfg: &Config) -> (Self, HubReceiver) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let (alerts, _) = broadcast::channel(cfg.stream_buffer.max(1));
         let (series, _) = broadcast::channel(cfg.stream_buffer.max(1));
@@ -350,10 +351,16 @@ fn lag_counted<T: Clone + Send + 'static>(
 /// The alert task: feeds committed releases to the [`Engine`], publishes
 /// series points and alert events, stores and audits alert transitions.
 /// Returns when the queue closes.
-pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig, rx: HubReceiver) {
+pub async fn run(
+    core: Arc<Core>,
+    hub: AlertHub,
+    rules: Vec<config::Rule>,
+    cfg: Config,
+    rx: HubReceiver,
+) {
     let mut rx = rx.0;
     let mut engine = Engine::new(cfg, rules);
-    match open_alerts(&state.storage).await {
+    match open_alerts(&core.storage).await {
         Ok(open) => engine.restore(open),
         Err(e) => {
             tracing::error!(error = %e, "Loading open alerts failed; they will not be resolved.")
@@ -364,23 +371,20 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
         let mut events = Vec::new();
         for r in &batch {
             // Only metrics the policy lets organizers read feed organizer alerts.
-            let Some(policy) = state.policies.get(&r.venue) else {
+            let Some(policy) = core.policies.get(&r.venue) else {
                 continue;
             };
             let Ok(suppress_below) = crate::query::readable(policy, organizer, &r.metric) else {
                 continue;
             };
-            let out = engine.observe(
-                &Observation::from_release(r, suppress_below),
-                state.now_ms(),
-            );
-            state.alerts.publish_point(out.point);
+            let out = engine.observe(&Observation::from_release(r, suppress_below), core.now_ms());
+            hub.publish_point(out.point);
             for ev in out.events {
                 // A raise is published before it is stored: the store waits
                 // for the audit log's writer lock, which ingest's group
                 // commit holds, and an organizer should not wait for that.
                 if ev.kind == EventKind::Raised {
-                    state.alerts.publish_alert(ev.clone());
+                    hub.publish_alert(ev.clone());
                 }
                 events.push(ev);
             }
@@ -391,13 +395,11 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
         // All transitions of a committed batch in one transaction: one wait
         // for the audit lock per batch, not one per alert, so the task keeps
         // up with ingest however fast it commits.
-        let now = state.now_ms();
-        let stored = match store_transitions(&state.storage, &state.audit, &events, now).await {
+        let now = core.now_ms();
+        let stored = match store_transitions(&core.storage, &core.audit, &events, now).await {
             Ok(stored) => stored,
             Err(e) => {
-                state
-                    .alerts
-                    .counters
+                hub.counters
                     .store_errors
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 tracing::error!(error = %e, alerts = events.len(), "Storing alerts failed; publishing them anyway.");
@@ -421,7 +423,7 @@ pub async fn run(state: Arc<State>, rules: Vec<config::Rule>, cfg: AlertsConfig,
                 "Alert."
             );
             if !early {
-                state.alerts.publish_alert(ev);
+                hub.publish_alert(ev);
             }
         }
     }
@@ -587,7 +589,7 @@ pub async fn open_alerts(storage: &Storage) -> Result<Vec<AlertRecord>, AlertErr
         columns!(),
         " FROM alerts WHERE state = 'raised' ORDER BY raised_ms"
     ))
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     Ok(rows.iter().map(row_to_alert).collect::<Result<_, _>>()?)
 }
@@ -631,7 +633,7 @@ pub async fn list(
     .bind(from_ms)
     .bind(to_ms)
     .bind(i64::from(limit))
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     Ok(rows.iter().map(row_to_alert).collect::<Result<_, _>>()?)
 }
@@ -640,7 +642,8 @@ pub async fn list(
 /// actor name the caller authenticated), audited, and published on the hub.
 /// Acknowledging twice keeps the first acknowledgement.
 pub async fn acknowledge(
-    state: &State,
+    core: &Core,
+    hub: &AlertHub,
     venue: &str,
     alert_id: &str,
     who: &str,
@@ -655,10 +658,10 @@ pub async fn acknowledge(
             "venue must be 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
-    let now = state.now_ms();
-    let alert = state
+    let now = core.now_ms();
+    let alert = core
         .storage
-        .run_audited(&state.audit, "acknowledge_alert", |tx, atx| {
+        .run_audited(&core.audit, "acknowledge_alert", |tx, atx| {
             Box::pin(async move {
                 let changed = sqlx::query(
                     "-- acknowledge()\nUPDATE alerts SET acked_by = $3, acked_ms = $4 \
@@ -698,7 +701,7 @@ pub async fn acknowledge(
     if !changed {
         return Ok(alert);
     }
-    state.alerts.publish_alert(AlertEvent {
+    hub.publish_alert(AlertEvent {
         kind: EventKind::Acknowledged,
         alert: alert.clone(),
     });

@@ -903,28 +903,31 @@ pub async fn audit(entries: u64) -> anyhow::Result<Report> {
     while done < entries {
         let n = AUDIT_BATCH.min(entries - done);
         let t = now();
-        let mut atx = log.begin().await;
-        let mut tx = storage.pool().begin().await?;
-        for i in done..done + n {
-            atx.append(
-                &mut tx,
-                NewEntry {
-                    actor: SELF_ACTOR.into(),
-                    venue: VENUE.into(),
-                    action: action::RELEASE,
-                    allow: true,
-                    reason: String::new(),
-                    policy_hash: "0".repeat(64),
-                    epsilon: BENCH_EPSILON,
-                    rho: 0.0,
-                    release_sha256: format!("{i:064x}"),
-                },
-                t,
-            )
+        storage
+            .run_audited(&log, "bench_audit", |tx, atx| {
+                Box::pin(async move {
+                    for i in done..done + n {
+                        atx.append(
+                            tx,
+                            NewEntry {
+                                actor: SELF_ACTOR.into(),
+                                venue: VENUE.into(),
+                                action: action::RELEASE,
+                                allow: true,
+                                reason: String::new(),
+                                policy_hash: "0".repeat(64),
+                                epsilon: BENCH_EPSILON,
+                                rho: 0.0,
+                                release_sha256: format!("{i:064x}"),
+                            },
+                            t,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
             .await?;
-        }
-        tx.commit().await?;
-        atx.committed();
         log.maybe_checkpoint(&storage, t).await?;
         done += n;
         if last_progress.elapsed() >= Duration::from_secs(2) {

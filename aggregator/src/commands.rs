@@ -35,7 +35,7 @@ pub async fn budget_show(
         anyhow::anyhow!("venue {venue:?} is not in {}", config.base_dir.display())
     })?;
     let storage = Storage::open_with(&config.storage_options()).await?;
-    let r = ledger::report(storage.pool(), venue, &day, Some(policy)).await?;
+    let r = ledger::report(storage.reads(), venue, &day, Some(policy)).await?;
     storage.close().await;
     let mut s = String::new();
     writeln!(
@@ -72,7 +72,7 @@ pub async fn audit_export(
     range: Option<(u64, u64)>,
 ) -> anyhow::Result<String> {
     let storage = Storage::open_with(&config.storage_options()).await?;
-    let audit = crate::server::open_audit(config, &storage).await?;
+    let audit = config.open_audit(&storage).await?;
     let export = audit.export(&storage, range, veil_common::now_ms()).await?;
     export.write(out)?;
     storage.close().await;

@@ -8,10 +8,12 @@ use std::{
 };
 
 use serde::Deserialize;
+use veil_aggregator_core::{audit::AuditLog, storage::Storage};
+use veil_privacy::audit::CheckpointSigner;
 
 /// Errors reading the config.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum Error {
     /// The file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -38,6 +40,22 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Errors opening the audit log from `[audit]`.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    /// The signing key could not be read or parsed.
+    #[error("audit signing key {path}: {reason}")]
+    Key {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The stored log failed to load (or does not match its checkpoint).
+    #[error(transparent)]
+    Load(#[from] veil_aggregator_core::audit::Error),
 }
 
 /// `aggregator.toml`.
@@ -73,17 +91,17 @@ pub struct Config {
     // --- Organizer surface, web half ---
     /// Organizer dashboard: its own HTTPS listener (absent: not served).
     #[serde(default)]
-    pub dashboard: Option<crate::dashboard::DashboardConfig>,
+    pub dashboard: Option<crate::dashboard::Config>,
     /// Prometheus `/metrics` on a plain-HTTP listener (absent: not served).
     #[serde(default)]
-    pub metrics: Option<crate::metrics::MetricsConfig>,
+    pub metrics: Option<crate::metrics::Config>,
     /// Limits the post-event report measures against.
     #[serde(default)]
-    pub report: crate::report::ReportConfig,
+    pub report: crate::report::Config,
     // --- end web half ---
     /// Organizer alerts: anomaly detection and rules.
     #[serde(default)]
-    pub alerts: crate::alerts::AlertsConfig,
+    pub alerts: crate::alerts::Config,
     /// Directory of the config file; set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -281,8 +299,8 @@ impl Default for IngestConfig {
 
 impl Config {
     /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -295,12 +313,12 @@ impl Config {
     }
 
     /// Parses `text` (named `path` in errors) and validates it.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+        let invalid = |key: &str, reason: &str| Error::Invalid {
             path: path.to_owned(),
             key: key.into(),
             reason: reason.into(),
@@ -428,6 +446,48 @@ impl Config {
             statement_timeout: self.storage.statement_timeout,
         }
     }
+
+    /// The checkpoint signer of `[audit] signing_key`.
+    pub fn audit_signer(&self) -> Result<CheckpointSigner, AuditOpenError> {
+        let path = self.resolve(&self.audit.signing_key);
+        let key_err = |reason: String| AuditOpenError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| key_err(e.to_string()))?;
+        CheckpointSigner::from_private_key_str(text.trim()).map_err(|e| key_err(e.to_string()))
+    }
+
+    /// Reads the checkpoint signing key and loads the audit log from
+    /// `storage` (checking the stored tree against its latest checkpoint).
+    pub async fn open_audit(&self, storage: &Storage) -> Result<AuditLog, AuditOpenError> {
+        let signer = self.audit_signer()?;
+        Ok(AuditLog::load(storage, signer, self.audit.checkpoint_every).await?)
+    }
+
+    /// The dashboard's listener and TLS files (paths resolved; the gRPC
+    /// server's certificate, key and CA where `[dashboard]` names none),
+    /// when `[dashboard]` is configured.
+    pub fn dashboard(&self) -> Option<crate::dashboard::Settings> {
+        self.dashboard.as_ref().map(|d| crate::dashboard::Settings {
+            listen: d.listen,
+            cert: self.resolve(d.cert.as_ref().unwrap_or(&self.tls.cert)),
+            key: self.resolve(d.key.as_ref().unwrap_or(&self.tls.key)),
+            client_ca: self.resolve(d.client_ca.as_ref().unwrap_or(&self.tls.ca)),
+        })
+    }
+
+    /// What the post-event report reads: policies, the database, the audit
+    /// log's signer and the `[report]` limits.
+    pub fn report_sources(&self) -> Result<crate::report::Sources, String> {
+        Ok(crate::report::Sources {
+            policies: self.policies()?,
+            storage: self.storage_options(),
+            signer: self.audit_signer().map_err(|e| e.to_string())?,
+            checkpoint_every: self.audit.checkpoint_every,
+            limits: self.report.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -437,7 +497,7 @@ mod tests {
     const REST: &str = "[tls]\nca = \"ca.pem\"\ncert = \"s.pem\"\nkey = \"s.key\"\n\n\
                         [audit]\nsigning_key = \"audit.key\"\n";
 
-    fn parse(head: &str) -> Result<Config, ConfigError> {
+    fn parse(head: &str) -> Result<Config, Error> {
         Config::parse(
             &format!("listen = \"127.0.0.1:0\"\n{head}\n{REST}"),
             Path::new("aggregator.toml"),

@@ -12,7 +12,6 @@
 //! never reads anything a node did not release and spends no budget.
 
 pub mod api;
-pub mod cli;
 pub mod live;
 pub mod tokens;
 
@@ -34,7 +33,6 @@ use veil_common::now_ms;
 
 use crate::{
     audit::{NewEntry, action},
-    config::Config,
     identity::{Identity, Role},
     state::State,
 };
@@ -50,7 +48,7 @@ pub const COOKIE: &str = "veil_session";
 /// `[dashboard]` in `aggregator.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DashboardConfig {
+pub struct Config {
     /// HTTPS listen address, e.g. "127.0.0.1:8443" (port 0 picks one).
     pub listen: SocketAddr,
     /// Certificate chain (PEM); default: `tls.cert` (the gRPC server's).
@@ -65,7 +63,7 @@ pub struct DashboardConfig {
     pub client_ca: Option<PathBuf>,
 }
 
-impl DashboardConfig {
+impl Config {
     /// Semantic checks: (key, reason) of the first problem.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.cert.is_some() != self.key.is_some() {
@@ -80,7 +78,7 @@ impl DashboardConfig {
 
 /// Errors starting the dashboard.
 #[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
+pub enum Error {
     /// TLS material unreadable or unusable.
     #[error("dashboard TLS: {0}")]
     Tls(String),
@@ -95,48 +93,60 @@ pub enum DashboardError {
 }
 
 /// A bound, not yet serving dashboard listener.
-pub struct DashboardBound {
+pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
 }
 
-impl std::fmt::Debug for DashboardBound {
+impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardBound")
+        f.debug_struct("Bound")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
 }
 
-impl DashboardBound {
+impl Bound {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 }
 
+/// Where the dashboard listens and its TLS files (paths resolved), as the
+/// application's config hands them over.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA whose organizer client certificates are accepted.
+    pub client_ca: PathBuf,
+}
+
 /// Builds the TLS config: the server certificate, optional client
 /// certificates from `client_ca`, HTTP/1.1 only.
-fn tls_config(cfg: &Config, d: &DashboardConfig) -> Result<rustls::ServerConfig, DashboardError> {
-    let cert_path = cfg.resolve(d.cert.as_ref().unwrap_or(&cfg.tls.cert));
-    let key_path = cfg.resolve(d.key.as_ref().unwrap_or(&cfg.tls.key));
-    let ca_path = cfg.resolve(d.client_ca.as_ref().unwrap_or(&cfg.tls.ca));
+fn tls_config(s: &Settings) -> Result<rustls::ServerConfig, Error> {
+    let (cert_path, key_path, ca_path) = (s.cert.as_path(), s.key.as_path(), s.client_ca.as_path());
     let err = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
-        DashboardError::Tls(format!("{what} {}: {e}", p.display()))
+        Error::Tls(format!("{what} {}: {e}", p.display()))
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| err("certificate", &cert_path, &e))?
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| err("certificate", cert_path, &e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| err("certificate", &cert_path, &e))?;
+        .map_err(|e| err("certificate", cert_path, &e))?;
     if certs.is_empty() {
-        return Err(err("certificate", &cert_path, &"no certificate in file"));
+        return Err(err("certificate", cert_path, &"no certificate in file"));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| err("key", &key_path, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| err("key", key_path, &e))?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca_path).map_err(|e| err("client CA", &ca_path, &e))? {
-        let c = c.map_err(|e| err("client CA", &ca_path, &e))?;
-        roots.add(c).map_err(|e| err("client CA", &ca_path, &e))?;
+    for c in CertificateDer::pem_file_iter(ca_path).map_err(|e| err("client CA", ca_path, &e))? {
+        let c = c.map_err(|e| err("client CA", ca_path, &e))?;
+        roots.add(c).map_err(|e| err("client CA", ca_path, &e))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -145,33 +155,31 @@ fn tls_config(cfg: &Config, d: &DashboardConfig) -> Result<rustls::ServerConfig,
     )
     .allow_unauthenticated()
     .build()
-    .map_err(|e| err("client CA", &ca_path, &e))?;
+    .map_err(|e| err("client CA", ca_path, &e))?;
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DashboardError::Tls(e.to_string()))?
+        .map_err(|e| Error::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
-        .map_err(|e| err("certificate/key", &cert_path, &e))?;
+        .map_err(|e| err("certificate/key", cert_path, &e))?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(sc)
 }
 
-/// Loads TLS material and binds the dashboard listener of `cfg`.
-pub async fn bind(cfg: &Config, d: &DashboardConfig) -> Result<DashboardBound, DashboardError> {
-    let tls = Arc::new(tls_config(cfg, d)?);
+/// Loads TLS material and binds the dashboard listener.
+pub async fn bind(d: &Settings) -> Result<Bound, Error> {
+    let tls = Arc::new(tls_config(d)?);
     let listener = TcpListener::bind(d.listen)
         .await
-        .map_err(|source| DashboardError::Bind {
+        .map_err(|source| Error::Bind {
             addr: d.listen,
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DashboardError::Bind {
-            addr: d.listen,
-            source,
-        })?;
-    Ok(DashboardBound {
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: d.listen,
+        source,
+    })?;
+    Ok(Bound {
         listener,
         addr,
         tls,
@@ -194,7 +202,7 @@ struct PeerIdentity(Option<Identity>);
 
 /// Serves the dashboard until `shutdown` turns `true`. Streams end and
 /// connections close gracefully (each given a few seconds) at shutdown.
-pub async fn serve(bound: DashboardBound, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(bound: Bound, state: Arc<State>, shutdown: watch::Receiver<bool>) {
     let (refusal_tx, refusal_rx) = tokio::sync::mpsc::channel(256);
     let auditor = tokio::spawn(audit_refusals(state.clone(), refusal_rx));
     let ctx = Ctx {
@@ -344,7 +352,7 @@ async fn login(AxState(ctx): AxState<Ctx>, axum::Form(f): axum::Form<LoginForm>)
 
 async fn exchange_token(ctx: &Ctx, token: &str) -> Response {
     let now = now_ms();
-    match tokens::verify(ctx.state.storage.pool(), token, now).await {
+    match tokens::verify(ctx.state.storage.reads(), token, now).await {
         Ok(Ok(info)) => {
             let max_age = (info.expires_ms - now) / 1000;
             let cookie = format!(
@@ -658,7 +666,7 @@ impl FromRequestParts<Ctx> for Credential {
                 "organizer credentials required: a client certificate or a token",
             ));
         };
-        match tokens::verify(ctx.state.storage.pool(), &token, now_ms()).await {
+        match tokens::verify(ctx.state.storage.reads(), &token, now_ms()).await {
             Ok(Ok(info)) => Ok(Credential::Token { info, from_cookie }),
             Ok(Err(refused)) => {
                 ctx.state.metrics.dashboard_request("unauthorized");

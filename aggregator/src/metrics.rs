@@ -10,6 +10,8 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use veil_aggregator_core::Core;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -20,7 +22,7 @@ use serde::Deserialize;
 /// `[metrics]` in `aggregator.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
+pub struct Config {
     /// Plain-HTTP listen address of `/metrics` (keep it on loopback or a
     /// scrape network: it carries no data values but is unauthenticated).
     pub listen: SocketAddr,
@@ -305,12 +307,13 @@ impl Metrics {
 }
 
 /// Refreshes the budget gauges (one per configured venue) from the ledger.
-pub async fn refresh_budget(st: &crate::state::State) {
-    let day = crate::ledger::day_of(st.now_ms());
-    for (venue, policy) in st.policies.iter() {
-        match crate::ledger::report(st.storage.pool(), venue, &day, Some(policy.as_ref())).await {
+pub async fn refresh_budget(core: &Core, metrics: &Metrics) {
+    let day = crate::ledger::day_of(core.now_ms());
+    for (venue, policy) in core.policies.iter() {
+        match crate::ledger::report(core.storage.reads(), venue, &day, Some(policy.as_ref())).await
+        {
             Ok(r) => {
-                st.metrics
+                metrics
                     .budget_left
                     .get_or_create(&VenueLabel {
                         venue: venue.clone(),
@@ -322,26 +325,29 @@ pub async fn refresh_budget(st: &crate::state::State) {
     }
 }
 
-/// Serves `GET /metrics` on `listener` (plain HTTP) until `shutdown`.
-pub async fn serve(
+/// Serves `GET /metrics` on `listener` (plain HTTP) until `shutdown`;
+/// `scrape` refreshes the gauges and returns the text exposition.
+pub async fn serve<F, Fut>(
     listener: tokio::net::TcpListener,
-    state: Arc<crate::state::State>,
+    scrape: F,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
     use axum::{Router, http::header, routing::get};
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let st = state.clone();
+            let scrape = scrape.clone();
             async move {
-                refresh_budget(&st).await;
-                st.metrics.sync_hub(&st.alerts.stats());
                 (
                     [(
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    st.metrics.encode(),
+                    scrape().await,
                 )
             }
         }),
@@ -352,7 +358,7 @@ pub async fn serve(
 }
 
 /// Binds the metrics listener of `cfg`.
-pub async fn bind(cfg: &MetricsConfig) -> std::io::Result<tokio::net::TcpListener> {
+pub async fn bind(cfg: &Config) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(cfg.listen).await
 }
 

@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 /// Errors making the PKI.
 #[derive(Debug, thiserror::Error)]
-pub enum PkiError {
+pub enum Error {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -70,8 +70,8 @@ pub fn role_principals() -> [(&'static str, &'static str); 3] {
     ]
 }
 
-fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
+    let io = |source| Error::Io {
         path: path.to_owned(),
         source,
     };
@@ -110,21 +110,21 @@ fn leaf_params(cn: &str, sans: Vec<SanType>, eku: ExtendedKeyUsagePurpose) -> Ce
     p
 }
 
-fn uri(s: &str) -> Result<SanType, PkiError> {
+fn uri(s: &str) -> Result<SanType, Error> {
     Ok(SanType::URI(s.try_into()?))
 }
 
 /// Writes a complete dev PKI for `venue` with `nodes` nodes into `out`.
-pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, PkiError> {
+pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, Error> {
     if !crate::identity::valid_name(venue) {
-        return Err(PkiError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "venue {venue:?} must be 1..=64 bytes of [a-z0-9_-]"
         )));
     }
     if nodes == 0 || nodes > 10_000 {
-        return Err(PkiError::Invalid("--nodes must be in 1..=10000".into()));
+        return Err(Error::Invalid("--nodes must be in 1..=10000".into()));
     }
-    fs::create_dir_all(out).map_err(|source| PkiError::Io {
+    fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.to_owned(),
         source,
     })?;
@@ -150,7 +150,7 @@ pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, PkiError> 
     write_file(&layout.key("ca"), &ca_key.serialize_pem(), true)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let issue = |name: &str, params: CertificateParams| -> Result<(), PkiError> {
+    let issue = |name: &str, params: CertificateParams| -> Result<(), Error> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
         write_file(&layout.cert(name), &cert.pem(), false)?;
@@ -197,9 +197,9 @@ pub const AUDIT_KEY_NAME: &str = "veil-audit";
 /// Writes a new Ed25519 checkpoint signing key (signed-note private key
 /// format, 0600) and its verifier key (the public half compliance officers
 /// pin).
-pub fn audit_keygen(key: &Path, vkey: &Path, name: &str) -> Result<(), PkiError> {
+pub fn audit_keygen(key: &Path, vkey: &Path, name: &str) -> Result<(), Error> {
     let signer = veil_privacy::audit::CheckpointSigner::generate(name)
-        .map_err(|e| PkiError::Invalid(format!("audit key: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("audit key: {e}")))?;
     write_file(key, &format!("{}\n", signer.private_key_str()), true)?;
     write_file(vkey, &format!("{}\n", signer.verifier_key_str()), false)?;
     Ok(())
@@ -207,9 +207,8 @@ pub fn audit_keygen(key: &Path, vkey: &Path, name: &str) -> Result<(), PkiError>
 
 /// Issues one extra client certificate with an arbitrary SPIFFE id, signed by
 /// the CA in `dir` (for operators adding a node, and for tests).
-pub fn issue_client(dir: &Path, file_stem: &str, spiffe_id: &str) -> Result<(), PkiError> {
-    let read =
-        |p: PathBuf| fs::read_to_string(&p).map_err(|source| PkiError::Io { path: p, source });
+pub fn issue_client(dir: &Path, file_stem: &str, spiffe_id: &str) -> Result<(), Error> {
+    let read = |p: PathBuf| fs::read_to_string(&p).map_err(|source| Error::Io { path: p, source });
     let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
     let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, ca_key)?;
     let key = KeyPair::generate()?;

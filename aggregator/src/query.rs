@@ -31,7 +31,7 @@ pub const MEAN_METRICS: &[&str] = &["sound_level_db", "co2_ppm", "temperature_c"
 
 /// Query errors.
 #[derive(Debug, thiserror::Error)]
-pub enum QueryError {
+pub enum Error {
     /// A request field is wrong (gRPC InvalidArgument).
     #[error("{0}")]
     InvalidArgument(String),
@@ -268,33 +268,33 @@ pub struct SeriesPage {
 
 /// Whether `reader` may read `metric` under `policy`; returns the metric's
 /// `suppress_below`. Metrics the policy does not name are not readable.
-pub fn readable(policy: &LoadedPolicy, reader: Reader, metric: &str) -> Result<f64, QueryError> {
+pub fn readable(policy: &LoadedPolicy, reader: Reader, metric: &str) -> Result<f64, Error> {
     let m = policy.metric(metric).ok_or_else(|| {
-        QueryError::NotReadable(format!("metric `{metric}` is not in the venue's policy"))
+        Error::NotReadable(format!("metric `{metric}` is not in the venue's policy"))
     })?;
     if !m.readers.contains(&reader) {
-        return Err(QueryError::NotReadable(format!(
+        return Err(Error::NotReadable(format!(
             "the venue's policy does not list this role as a reader of `{metric}`"
         )));
     }
     Ok(m.suppress_below)
 }
 
-fn check_names(venue: &str, zone: Option<&str>, metric: &str) -> Result<(), QueryError> {
+fn check_names(venue: &str, zone: Option<&str>, metric: &str) -> Result<(), Error> {
     if !crate::identity::valid_name(venue) {
-        return Err(QueryError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "venue must be 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
     if let Some(z) = zone
         && !crate::identity::valid_name(z)
     {
-        return Err(QueryError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "zone must be empty or 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
     if !veil_common::name::valid_metric(metric) {
-        return Err(QueryError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "metric must be 1..=64 bytes of [a-z0-9_]".into(),
         ));
     }
@@ -322,12 +322,12 @@ fn encode_token(q: &SeriesQuery, c: &Cursor) -> String {
 }
 
 /// Decodes and checks a page token against the query it must belong to.
-fn decode_token(q: &SeriesQuery) -> Result<Option<Cursor>, QueryError> {
+fn decode_token(q: &SeriesQuery) -> Result<Option<Cursor>, Error> {
     if q.page_token.is_empty() {
         return Ok(None);
     }
     let bad = |why: &str| {
-        QueryError::InvalidArgument(format!(
+        Error::InvalidArgument(format!(
             "page_token is not valid: {why}; pass the next_page_token of the previous response \
              of the same query, or an empty token for the first page"
         ))
@@ -359,16 +359,16 @@ pub async fn series(
     policy: &LoadedPolicy,
     reader: Reader,
     q: &SeriesQuery,
-) -> Result<SeriesPage, QueryError> {
+) -> Result<SeriesPage, Error> {
     check_names(&q.venue, q.zone.as_deref(), &q.metric)?;
     if q.page_size > MAX_PAGE_SIZE {
-        return Err(QueryError::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "page_size must be in 1..={MAX_PAGE_SIZE} (0 for the default {DEFAULT_PAGE_SIZE}), got {}",
             q.page_size
         )));
     }
     if q.from_ms < 0 || q.to_ms < 0 || (q.to_ms != 0 && q.from_ms > q.to_ms) {
-        return Err(QueryError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "from_ms and to_ms must be >= 0 (0 = unbounded) with from_ms <= to_ms".into(),
         ));
     }
@@ -397,7 +397,7 @@ pub async fn series(
     .bind(after.1)
     .bind(i64::from(after.2))
     .bind(i64::from(page_size) + 1)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     let cursor = |row: &sqlx::any::AnyRow| -> Result<Cursor, sqlx::Error> {
         Ok((
@@ -437,7 +437,7 @@ pub async fn series(
     .bind(&last.0)
     .bind(last.1)
     .bind(i64::from(last.2))
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     let points = combine_rows(&q.venue, &q.metric, suppress_below, &rows)?;
     Ok(SeriesPage {
@@ -456,7 +456,7 @@ fn combine_rows(
     metric: &str,
     suppress_below: f64,
     rows: &[sqlx::any::AnyRow],
-) -> Result<Vec<SeriesPoint>, QueryError> {
+) -> Result<Vec<SeriesPoint>, Error> {
     let mut cache = Error95Cache::default();
     let mut points = Vec::new();
     let mut current: Option<(Cursor, Combiner)> = None;
@@ -492,9 +492,9 @@ pub async fn zones(
     policy: &LoadedPolicy,
     reader: Reader,
     venue: &str,
-) -> Result<Vec<String>, QueryError> {
+) -> Result<Vec<String>, Error> {
     if !crate::identity::valid_name(venue) {
-        return Err(QueryError::InvalidArgument(
+        return Err(Error::InvalidArgument(
             "venue must be 1..=64 bytes of [a-z0-9_-]".into(),
         ));
     }
@@ -502,7 +502,7 @@ pub async fn zones(
         "-- zones()\nSELECT DISTINCT metric, zone FROM releases WHERE venue = $1 ORDER BY zone",
     )
     .bind(venue)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     let mut out: Vec<String> = Vec::new();
     for row in rows {
@@ -524,7 +524,7 @@ pub async fn latest(
     reader: Reader,
     venue: &str,
     metric: &str,
-) -> Result<Vec<SeriesPoint>, QueryError> {
+) -> Result<Vec<SeriesPoint>, Error> {
     check_names(venue, None, metric)?;
     let suppress_below = readable(policy, reader, metric)?;
     let rows = sqlx::query(
@@ -537,7 +537,7 @@ pub async fn latest(
     )
     .bind(venue)
     .bind(metric)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?;
     combine_rows(venue, metric, suppress_below, &rows)
 }

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use veil_privacy::policy::Reader;
 
-use crate::{alerts::AlertRecord, query::SeriesPoint, storage::Storage};
+use crate::{alerts::AlertRecord, audit::AuditLog, query::SeriesPoint, storage::Storage};
 
 use serde::Deserialize;
 
 /// `[report]` in `aggregator.toml`: limits the report measures time above.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReportConfig {
+pub struct Config {
     /// Sound level limit, dB (minutes above it are reported per zone).
     #[serde(default)]
     pub sound_limit_db: Option<f64>,
@@ -24,7 +24,7 @@ pub struct ReportConfig {
     pub occupancy_limits: BTreeMap<String, f64>,
 }
 
-impl ReportConfig {
+impl Config {
     /// Semantic checks: (key, reason) of the first problem.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if let Some(l) = self.sound_limit_db
@@ -50,24 +50,21 @@ impl ReportConfig {
     }
 }
 
-/// `veil-aggregator report` arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReportArgs {
-    /// Aggregator config file.
-    #[arg(long)]
-    pub config: std::path::PathBuf,
-    /// Venue.
-    #[arg(long)]
-    pub venue: String,
-    /// Event day, YYYY-MM-DD (UTC).
-    #[arg(long)]
-    pub day: String,
-    /// Output file.
-    #[arg(long)]
-    pub out: std::path::PathBuf,
-    /// `html` (default). `pdf` is not offered: see the README.
-    #[arg(long, default_value = "html")]
-    pub format: String,
+/// What the report reads, resolved by the application's config
+/// ([`crate::config::Config::report_sources`]).
+#[derive(Debug)]
+pub struct Sources {
+    /// Policies in force per venue.
+    pub policies: veil_aggregator_core::policy::Policies,
+    /// The database.
+    pub storage: veil_aggregator_core::storage::StorageOptions,
+    /// The audit log's checkpoint signer (loading the log checks the stored
+    /// tree against its latest signed checkpoint).
+    pub signer: veil_privacy::audit::CheckpointSigner,
+    /// Checkpoint interval, entries.
+    pub checkpoint_every: u64,
+    /// `[report]` limits.
+    pub limits: Config,
 }
 
 /// Everything the report shows, gathered from the database.
@@ -150,7 +147,7 @@ async fn all_points(
     loop {
         let page = match crate::query::series(storage, policy, Reader::Organizer, &q).await {
             Ok(p) => p,
-            Err(crate::query::QueryError::NotReadable(_)) => return Ok(Vec::new()),
+            Err(crate::query::Error::NotReadable(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
         out.extend(page.points);
@@ -182,7 +179,7 @@ fn minutes_above(points: &[&SeriesPoint], limit: f64) -> (f64, f64) {
 pub fn zone_kpis(
     occupancy: &BTreeMap<String, Vec<SeriesPoint>>,
     sound: &[SeriesPoint],
-    cfg: &ReportConfig,
+    cfg: &Config,
 ) -> Vec<ZoneKpi> {
     let mut zones: Vec<String> = occupancy.keys().cloned().collect();
     for p in sound {
@@ -229,22 +226,22 @@ pub fn zone_kpis(
 }
 
 /// Gathers the report's data for `venue` on `day`.
-pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Result<ReportData> {
+pub async fn gather(src: Sources, venue: &str, day: &str) -> anyhow::Result<ReportData> {
     let bounds = day_bounds(day)?;
-    let policies = cfg.policies().map_err(anyhow::Error::msg)?;
-    let policy = policies
+    let policy = src
+        .policies
         .get(venue)
         .ok_or_else(|| anyhow::anyhow!("--venue {venue:?} is not a venue of this config"))?
         .clone();
-    let storage = Storage::open(&cfg.database_url()).await?;
+    let storage = Storage::open_with(&src.storage).await?;
     // Loading the audit log checks the stored tree against its latest
     // signed checkpoint: the report is only made from a consistent log.
-    let audit = crate::server::open_audit(cfg, &storage).await?;
+    let audit = AuditLog::load(&storage, src.signer, src.checkpoint_every).await?;
     let audit_size = audit.size().await;
     let checkpoint = sqlx::query(
         "-- report_checkpoint()\nSELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1",
     )
-    .fetch_optional(storage.pool())
+    .fetch_optional(storage.reads())
     .await?
     .map(|r| -> anyhow::Result<(u64, String, String)> {
         use base64::Engine as _;
@@ -263,7 +260,7 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
         occupancy.entry(p.zone.clone()).or_default().push(p);
     }
     let sound = all_points(&storage, &policy, venue, "sound_level_db", bounds).await?;
-    let zones = zone_kpis(&occupancy, &sound, &cfg.report);
+    let zones = zone_kpis(&occupancy, &sound, &src.limits);
     let incidents = sqlx::query(
         "-- report_incidents()\nSELECT alert_id, venue, zone, metric, source, severity, state, window_start_ms, \
          window_len_s, last_window_ms, runbook, detail, raised_ms, resolved_ms, acked_by, acked_ms \
@@ -273,12 +270,12 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
     .bind(venue)
     .bind(bounds.0)
     .bind(bounds.1)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?
     .iter()
     .map(crate::alerts::row_to_alert)
     .collect::<Result<Vec<_>, _>>()?;
-    let budget = crate::ledger::report(storage.pool(), venue, day, Some(policy.as_ref())).await?;
+    let budget = crate::ledger::report(storage.reads(), venue, day, Some(policy.as_ref())).await?;
     let releases = sqlx::query(
         "-- report_releases()\nSELECT metric, purpose, COUNT(*) AS n, SUM(epsilon) AS eps, SUM(rho) AS rho \
          FROM releases WHERE venue = $1 AND window_start_ms >= $2 AND window_start_ms < $3 \
@@ -287,7 +284,7 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
     .bind(venue)
     .bind(bounds.0)
     .bind(bounds.1)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?
     .iter()
     .map(|r| -> Result<_, sqlx::Error> {
@@ -307,7 +304,7 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
     .bind(venue)
     .bind(bounds.0)
     .bind(bounds.1)
-    .fetch_all(storage.pool())
+    .fetch_all(storage.reads())
     .await?
     .iter()
     .map(|r| -> Result<_, sqlx::Error> {
@@ -335,13 +332,20 @@ pub async fn gather(cfg: &crate::Config, venue: &str, day: &str) -> anyhow::Resu
         guarantee: policy.guarantee(),
         checkpoint,
         audit_size,
-        sound_limit_db: cfg.report.sound_limit_db,
+        sound_limit_db: src.limits.sound_limit_db,
     })
 }
 
-/// Runs `report`; returns what to print.
-pub async fn run(cfg: &crate::Config, args: ReportArgs) -> anyhow::Result<String> {
-    match args.format.as_str() {
+/// Writes the report of `venue` on `day` to `out` in `format` (`html`;
+/// `pdf` is refused with how to get one); returns what to print.
+pub async fn write(
+    src: Sources,
+    venue: &str,
+    day: &str,
+    out: &std::path::Path,
+    format: &str,
+) -> anyhow::Result<String> {
+    match format {
         "html" => {}
         "pdf" => anyhow::bail!(
             "--format pdf is not offered: there is no PDF engine in this binary and none is \
@@ -350,18 +354,17 @@ pub async fn run(cfg: &crate::Config, args: ReportArgs) -> anyhow::Result<String
         ),
         other => anyhow::bail!("--format must be html (pdf is not offered), got {other:?}"),
     }
-    if !crate::ledger::valid_day(&args.day) {
-        anyhow::bail!("--day must be YYYY-MM-DD, got {:?}", args.day);
+    if !crate::ledger::valid_day(day) {
+        anyhow::bail!("--day must be YYYY-MM-DD, got {day:?}");
     }
-    let data = gather(cfg, &args.venue, &args.day).await?;
+    let data = gather(src, venue, day).await?;
     let html = render(&data);
-    std::fs::write(&args.out, html)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+    std::fs::write(out, html).map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
     Ok(format!(
         "Wrote the report of venue {} on {} to {} ({} incidents, {} zones; audit checkpoint size {})",
         data.venue,
         data.day,
-        args.out.display(),
+        out.display(),
         data.incidents.len(),
         data.zones.len(),
         data.checkpoint.as_ref().map_or(0, |c| c.0)

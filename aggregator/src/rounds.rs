@@ -11,8 +11,8 @@
 //! and added to the round's running sum; individual updates are never
 //! stored. At the deadline a round with at least `min_nodes` participants
 //! publishes version v+1 = v + sum / participants with a model card; with
-//! fewer it fails and publishes nothing. The gRPC service is
-//! [`crate::grpc::rounds`].
+//! fewer it fails and publishes nothing. The gRPC `Federated` service over
+//! it lives with the other services (`grpc/rounds.rs`).
 //!
 //! The aggregator never sees raw events or local examples; nothing a peer
 //! sends can panic it.

@@ -9,7 +9,6 @@ use tonic::transport::{
     Certificate, Identity as TlsIdentity, Server, ServerTlsConfig, server::TcpIncoming,
 };
 
-use veil_privacy::audit::CheckpointSigner;
 use veil_proto::{
     audit_server::AuditServer, ingest_server::IngestServer, ledger_server::LedgerServer,
     policy_server::PolicyServer,
@@ -31,7 +30,7 @@ use crate::{
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub enum Error {
     /// Reading TLS files failed.
     #[error("reading {what} {path}: {source}")]
     Tls {
@@ -51,17 +50,12 @@ pub enum ServerError {
     /// The audit log failed to load or the signing key is unusable.
     #[error(transparent)]
     Audit(#[from] veil_aggregator_core::audit::Error),
+    /// The audit log could not be opened from `[audit]`.
+    #[error(transparent)]
+    AuditOpen(#[from] crate::config::AuditOpenError),
     /// Recording the policies in force failed.
     #[error(transparent)]
     Core(#[from] veil_aggregator_core::Error),
-    /// The audit signing key could not be read.
-    #[error("audit signing key {path}: {reason}")]
-    AuditKey {
-        /// Path.
-        path: String,
-        /// Why.
-        reason: String,
-    },
     /// The `[alerts]` config is invalid.
     #[error("alerts: {0}")]
     Alerts(String),
@@ -75,7 +69,7 @@ pub enum ServerError {
     },
     /// The dashboard could not start.
     #[error(transparent)]
-    Dashboard(#[from] crate::dashboard::DashboardError),
+    Dashboard(#[from] crate::dashboard::Error),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -93,7 +87,7 @@ pub struct Bound {
     alert_task: (
         crate::alerts::HubReceiver,
         Vec<crate::alerts::config::Rule>,
-        crate::alerts::AlertsConfig,
+        crate::alerts::Config,
     ),
     /// Organizer surface: dashboard and metrics listeners.
     web: WebListeners,
@@ -102,7 +96,7 @@ pub struct Bound {
 /// The dashboard (HTTPS) and metrics (HTTP) listeners, when configured.
 #[derive(Default)]
 struct WebListeners {
-    dashboard: Option<crate::dashboard::DashboardBound>,
+    dashboard: Option<crate::dashboard::Bound>,
     metrics: Option<TcpListener>,
 }
 
@@ -114,9 +108,9 @@ impl std::fmt::Debug for Bound {
     }
 }
 
-fn read(cfg: &Config, what: &'static str, p: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+fn read(cfg: &Config, what: &'static str, p: &std::path::Path) -> Result<Vec<u8>, Error> {
     let path = cfg.resolve(p);
-    std::fs::read(&path).map_err(|source| ServerError::Tls {
+    std::fs::read(&path).map_err(|source| Error::Tls {
         what,
         path: path.display().to_string(),
         source,
@@ -124,7 +118,7 @@ fn read(cfg: &Config, what: &'static str, p: &std::path::Path) -> Result<Vec<u8>
 }
 
 /// Opens storage, loads TLS material and policies, binds the listener.
-pub async fn bind(config: Config) -> Result<Bound, ServerError> {
+pub async fn bind(config: Config) -> Result<Bound, Error> {
     let ca = read(&config, "CA certificate", &config.tls.ca)?;
     let cert = read(&config, "server certificate", &config.tls.cert)?;
     let key = read(&config, "server key", &config.tls.key)?;
@@ -132,9 +126,9 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         .identity(TlsIdentity::from_pem(cert, key))
         .client_ca_root(Certificate::from_pem(ca))
         .client_auth_optional(false);
-    let policies = config.policies().map_err(ServerError::Policy)?;
+    let policies = config.policies().map_err(Error::Policy)?;
     let storage = Storage::open_with(&config.storage_options()).await?;
-    let audit = open_audit(&config, &storage).await?;
+    let audit = config.open_audit(&storage).await?;
     let clock: Arc<dyn veil_aggregator_core::Clock> = Arc::new(SystemClock);
     // Record which policy versions are in force from now on.
     {
@@ -168,25 +162,25 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     }
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Bind {
+        .map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: config.listen,
         source,
     })?;
     // Organizer surface: bind before serving so a port conflict fails start-up.
     let web = WebListeners {
-        dashboard: match &config.dashboard {
-            Some(d) => Some(crate::dashboard::bind(&config, d).await?),
+        dashboard: match config.dashboard() {
+            Some(d) => Some(crate::dashboard::bind(&d).await?),
             None => None,
         },
         metrics: match &config.metrics {
             Some(m) => Some(
                 crate::metrics::bind(m)
                     .await
-                    .map_err(|source| ServerError::Bind {
+                    .map_err(|source| Error::Bind {
                         addr: m.listen,
                         source,
                     })?,
@@ -197,7 +191,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
     let registry = config.registry().with_refusal_sink(refusal_tx);
     // Organizer alerts.
-    let rules = config.alerts.check().map_err(ServerError::Alerts)?;
+    let rules = config.alerts.check().map_err(Error::Alerts)?;
     let (alerts, alert_rx) = crate::alerts::AlertHub::new(&config.alerts);
     Ok(Bound {
         alert_task: (alert_rx, rules, config.alerts.clone()),
@@ -252,19 +246,6 @@ async fn audit_refusals(
     }
 }
 
-/// Reads the checkpoint signing key and loads the audit log.
-pub async fn open_audit(config: &Config, storage: &Storage) -> Result<AuditLog, ServerError> {
-    let path = config.resolve(&config.audit.signing_key);
-    let key_err = |reason: String| ServerError::AuditKey {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| key_err(e.to_string()))?;
-    let signer =
-        CheckpointSigner::from_private_key_str(text.trim()).map_err(|e| key_err(e.to_string()))?;
-    Ok(AuditLog::load(storage, signer, config.audit.checkpoint_every).await?)
-}
-
 impl Bound {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
@@ -298,13 +279,19 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then drains in-flight calls and
     /// closes the database.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let st = self.state.clone();
         let refusal_auditor = tokio::spawn(audit_refusals(st.clone(), self.refusals));
         // The alert task and the organizer Query service.
         let (alert_rx, rules, alerts_cfg) = self.alert_task;
-        let alert_task = tokio::spawn(crate::alerts::run(st.clone(), rules, alerts_cfg, alert_rx));
+        let alert_task = tokio::spawn(crate::alerts::run(
+            st.core.clone(),
+            st.alerts.clone(),
+            rules,
+            alerts_cfg,
+            alert_rx,
+        ));
         let query = crate::grpc::query::QueryService::new(st.clone());
         let (ingest, committer) = IngestService::new(st.clone());
         let policy = PolicyService { state: st.clone() };
@@ -337,6 +324,18 @@ impl Bound {
             .await;
         health_reporter
             .set_serving::<LedgerServer<LedgerService>>()
+            .await;
+        health_reporter
+            .set_serving::<AuditServer<AuditService>>()
+            .await;
+        health_reporter
+            .set_serving::<veil_proto::query_server::QueryServer<crate::grpc::query::QueryService>>(
+            )
+            .await;
+        health_reporter
+            .set_serving::<veil_proto::federated_server::FederatedServer<
+                crate::grpc::rounds::FederatedService,
+            >>()
             .await;
         // Organizer surface: dashboard and metrics stop with the server.
         let (web_stop, web_stopped) = tokio::sync::watch::channel(false);
@@ -414,7 +413,15 @@ fn spawn_web(
             let until = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::metrics::serve(l, st, until).await {
+            let scrape = move || {
+                let st = st.clone();
+                async move {
+                    crate::metrics::refresh_budget(&st.core, &st.metrics).await;
+                    st.metrics.sync_hub(&st.alerts.stats());
+                    st.metrics.encode()
+                }
+            };
+            if let Err(e) = crate::metrics::serve(l, scrape, until).await {
                 tracing::error!(error = %e, "Metrics listener failed.");
             }
         }));

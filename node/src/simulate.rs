@@ -72,6 +72,7 @@
 
 mod emit;
 mod engine;
+mod plan;
 mod truth;
 mod units;
 mod venue;
@@ -84,7 +85,8 @@ use std::time::Duration;
 pub use truth::{GroundTruth, Metric, PRESENCE_TIMEOUT_MS, TruthRow};
 pub use units::{Histogram, UnitStats};
 
-use engine::{Engine, Plan};
+use engine::Engine;
+use plan::Plan;
 
 /// Kind of venue to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -330,7 +332,7 @@ impl Simulation {
             for p in step.events {
                 if emit::write_line(&self.plan, p, &mut buf)? {
                     stats.events += 1;
-                    if matches!(p.payload, engine::Payload::Crossing { .. }) {
+                    if matches!(p.payload, plan::Payload::Crossing { .. }) {
                         stats.crossings += 1;
                     }
                 } else {
@@ -383,8 +385,7 @@ impl Simulation {
     /// e.g. 10 s or 60 s), windows aligned to the Unix epoch.
     pub fn ground_truth_with_window(&self, window: Duration) -> Result<GroundTruth, SimError> {
         let ms = i64::try_from(window.as_millis()).map_err(|_| SimError::Window(window))?;
-        if ms <= 0 || ms % engine::STEP_MS != 0 || !window.subsec_nanos().is_multiple_of(1_000_000)
-        {
+        if ms <= 0 || ms % plan::STEP_MS != 0 || !window.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(SimError::Window(window));
         }
         Ok(self.truth(ms))

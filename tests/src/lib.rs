@@ -32,7 +32,7 @@ pub struct TestEnv {
     /// The aggregator config file.
     pub config: PathBuf,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), veil_aggregator::server::ServerError>>>,
+    server: Option<JoinHandle<Result<(), veil_aggregator::server::Error>>>,
 }
 
 /// Installs the rustls ring provider once per process.

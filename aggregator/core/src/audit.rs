@@ -365,6 +365,7 @@ impl AuditLog {
             checkpoint: note,
             proofs_json: proofs,
             size,
+            root: checkpoint.root,
         })
     }
 }
@@ -380,6 +381,8 @@ pub struct Export {
     pub proofs_json: Option<String>,
     /// Tree size of the checkpoint.
     pub size: u64,
+    /// Merkle root of the checkpoint (the one inside the signed note).
+    pub root: veil_privacy::audit::Hash,
 }
 
 impl Export {

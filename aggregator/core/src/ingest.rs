@@ -22,7 +22,7 @@ use crate::{audit::NewEntry, ledger, policy::sha256_hex, storage::StoredRelease}
 
 mod commit;
 
-pub use commit::{Checked, CommitObserver, Committer, Job, spawn};
+pub use commit::{Checked, CommitObserver, Committer, Job, Refused, spawn};
 use veil_common::name::valid_metric;
 
 /// Ingest limits (`[ingest]` of the config file, as a plain struct).
@@ -124,6 +124,15 @@ pub fn check_policy(r: &StoredRelease, policy: &LoadedPolicy) -> Result<Cost, Re
         }
     }
     Ok(cost)
+}
+
+/// The content hash of a release as `venue`/`node` sent it (hex SHA-256 of
+/// its protobuf encoding and the caller's `venue/node/` prefix): what
+/// duplicates are compared by and audit entries name.
+pub fn content_sha256(r: &Release, venue: &str, node: &str) -> String {
+    let mut hashed = r.encode_to_vec();
+    hashed.extend_from_slice(format!("{venue}/{node}/").as_bytes());
+    sha256_hex(&hashed)
 }
 
 /// Validates one release against the caller's identity and the ingest limits.
@@ -252,11 +261,9 @@ pub fn validate(
     if r.sequence == 0 {
         return Err(invalid("sequence starts at 1"));
     }
-    let mut hashed = r.encode_to_vec();
-    hashed.extend_from_slice(prefix.as_bytes());
     Ok(StoredRelease {
         idempotency_key: key.clone(),
-        content_sha256: sha256_hex(&hashed),
+        content_sha256: content_sha256(r, venue, node),
         venue: venue.to_owned(),
         node: node.to_owned(),
         metric: r.metric.clone(),

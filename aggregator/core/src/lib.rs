@@ -13,6 +13,7 @@
 //! (`veil-aggregator`) maps [`Error`] to gRPC status in one place.
 
 pub mod audit;
+pub mod audited;
 pub mod auth;
 mod error;
 pub mod identity;

@@ -12,14 +12,12 @@
 //! (BIGINT, DOUBLE PRECISION/REAL, TEXT, BYTEA/BLOB). Where a statement must
 //! differ (row locks, the audit lock), [`Backend::of`] picks it.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{
     AnyConnection, AnyPool, Executor as _, Row,
     any::{AnyPoolOptions, AnyRow},
 };
-
-use crate::audit::{AuditLog, AuditTx};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -437,57 +435,37 @@ impl Storage {
         rows.iter().map(row_to_release).collect()
     }
 
-    /// The pool, for reads (analytics, reports) and for the tables rounds
-    /// own. A write that needs an audit entry goes through
-    /// [`Storage::run_audited`] instead.
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, inside the core: its own reads and the audited writes of
+    /// [`Storage::run_audited`].
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Runs `body` in one database transaction that holds the audit log's
-    /// writer lock, then commits; the entries `body` appended are kept only
-    /// if the commit succeeds. On `Err` the transaction is rolled back
-    /// while the lock is still held, so the next writer never waits on its
-    /// row locks. `name` names the transaction in logs.
-    ///
-    /// Lock order (every audited writer, on every replica): the in-process
-    /// audit mutex, then the database's audit lock (taken here, right after
-    /// `BEGIN`, see [`AuditTx::lock`]), then any row `body` touches. Keeping
-    /// one order is what lets replicas share a PostgreSQL database without
-    /// deadlocks.
-    ///
-    /// `body` may borrow anything that outlives the call (`'env`): the
-    /// transaction and the audit writer it gets live shorter (`'a`).
-    pub async fn run_audited<'env, T, E, F>(
-        &self,
-        audit: &'env AuditLog,
-        name: &'static str,
-        body: F,
-    ) -> Result<T, E>
-    where
-        E: From<sqlx::Error> + From<crate::audit::Error> + std::fmt::Display,
-        F: for<'a> FnOnce(&'a mut AnyConnection, &'a mut AuditTx<'env>) -> TxFuture<'a, T, E>,
-    {
-        let mut atx = audit.begin().await;
-        let mut tx = self.pool.begin().await?;
-        let outcome = match atx.lock(&mut tx).await {
-            Ok(()) => body(&mut tx, &mut atx).await,
-            Err(e) => Err(E::from(e)),
-        };
-        match outcome {
-            Ok(v) => {
-                tx.commit().await?;
-                atx.committed();
-                Ok(v)
-            }
-            Err(e) => {
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(tx = name, error = %rb, "Rolling back a failed transaction failed.");
-                }
-                tracing::debug!(tx = name, error = %e, "Transaction rolled back.");
-                Err(e)
-            }
-        }
+    /// The pool for reads by the layers above the core (analytics, reports,
+    /// the dashboard). Every write that needs an audit entry goes through
+    /// [`Storage::run_audited`]; the few tables whose rows carry no audit
+    /// entry are written through [`Storage::unaudited_tables`].
+    pub fn reads(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The pool for the application's tables whose rows carry no audit
+    /// entry: dashboard token hashes, and the federated rounds' own tables
+    /// (rounds, model versions, evaluation sets). Not for the core's tables
+    /// (releases, ledger, leases, audit log, checkpoints), with one known
+    /// exception: a round's close still writes its audited ledger charge in
+    /// a transaction of its own here, taking the audit lock itself (to move
+    /// onto [`Storage::run_audited`] with the rounds rework).
+    pub fn unaudited_tables(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The raw pool, for tests that inspect or corrupt tables directly
+    /// (install a failing trigger, overspend a ledger day). Never used by
+    /// the aggregator itself.
+    #[cfg(feature = "test-util")]
+    pub fn dangerous_raw_pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Closes the pool (SQLite: flushing the WAL).
@@ -495,10 +473,6 @@ impl Storage {
         self.pool.close().await;
     }
 }
-
-/// What the body of [`Storage::run_audited`] returns: a boxed future
-/// borrowing the transaction and the audit writer.
-pub type TxFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
 
 /// Whether a database error means the database is unreachable or
 /// overloaded (retry later) rather than a bug or bad data.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 /// `[alerts]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
+pub struct Config {
     /// Evaluate alerts at all (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -27,7 +27,7 @@ pub struct AlertsConfig {
     pub rules: Vec<RuleConfig>,
 }
 
-impl Default for AlertsConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             enabled: true,
@@ -266,7 +266,7 @@ fn check_severity(s: &str, what: &str) -> Result<(), String> {
     }
 }
 
-impl AlertsConfig {
+impl Config {
     /// Checks the settings and the rules; returns the rules. The message
     /// names the rule and key at fault.
     pub fn check(&self) -> Result<Vec<Rule>, String> {

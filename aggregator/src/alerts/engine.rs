@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     AlertEvent, AlertRecord, AlertState, EventKind,
-    config::{AlertsConfig, Condition, Rule},
+    config::{Condition, Config, Rule},
 };
 use crate::query::{Combine, Combiner, Error95Cache, SeriesPoint};
 
@@ -150,7 +150,7 @@ enum Verdict {
 /// The alert engine.
 #[derive(Debug)]
 pub struct Engine {
-    cfg: AlertsConfig,
+    cfg: Config,
     rules: Vec<Rule>,
     series: HashMap<SeriesKey, Series>,
     open: HashMap<OpenKey, AlertRecord>,
@@ -174,8 +174,8 @@ pub fn alert_id(
 }
 
 impl Engine {
-    /// An engine for checked `rules` (see [`AlertsConfig::check`]).
-    pub fn new(cfg: AlertsConfig, rules: Vec<Rule>) -> Self {
+    /// An engine for checked `rules` (see [`Config::check`]).
+    pub fn new(cfg: Config, rules: Vec<Rule>) -> Self {
         Self {
             cfg,
             rules,

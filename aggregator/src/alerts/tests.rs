@@ -1,4 +1,4 @@
-use super::config::AlertsConfig;
+use super::config::Config;
 use super::*;
 
 const MIN: i64 = 60_000;
@@ -23,7 +23,7 @@ fn obs(metric: &str, zone: &str, w: i64, value: f64, scale: f64) -> Observation 
 }
 
 fn engine(toml_text: &str) -> Engine {
-    let cfg: AlertsConfig = toml::from_str(toml_text).expect("alerts toml");
+    let cfg: Config = toml::from_str(toml_text).expect("alerts toml");
     let rules = cfg.check().expect("valid");
     Engine::new(cfg, rules)
 }
@@ -234,11 +234,11 @@ fn bad_rules_are_refused_with_the_rule_named() {
         ),
         ("[anomaly]\nalpha = 1.5\n", "alpha"),
     ] {
-        let cfg: AlertsConfig = toml::from_str(text).expect("parses");
+        let cfg: Config = toml::from_str(text).expect("parses");
         let err = cfg.check().expect_err(text);
         assert!(err.contains(needle), "{err}");
     }
-    assert!(toml::from_str::<AlertsConfig>("[[rules]]\nname = \"r\"\nbogus = 1\n").is_err());
+    assert!(toml::from_str::<Config>("[[rules]]\nname = \"r\"\nbogus = 1\n").is_err());
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn restored_open_alerts_are_deduplicated_and_resolved() {
 
 #[test]
 fn a_full_queue_never_blocks_and_is_counted() {
-    let cfg: AlertsConfig = toml::from_str("queue = 1\n").expect("toml");
+    let cfg: Config = toml::from_str("queue = 1\n").expect("toml");
     let (hub, _rx) = AlertHub::new(&cfg);
     let r = crate::storage::StoredRelease {
         idempotency_key: "k".into(),

@@ -1,11 +1,31 @@
 //! `veil-aggregator report`: the post-event report as one self-contained
 //! HTML file.
 
-pub use veil_aggregator::report::ReportArgs;
+/// `veil-aggregator report` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Aggregator config file.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Venue.
+    #[arg(long)]
+    pub venue: String,
+    /// Event day, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub day: String,
+    /// Output file.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// `html` (default). `pdf` is not offered: see the README.
+    #[arg(long, default_value = "html")]
+    pub format: String,
+}
 
 /// Runs `report`.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     super::with_config(&args.config.clone(), |cfg| async move {
-        veil_aggregator::report::run(&cfg, args).await
+        let sources = cfg.report_sources().map_err(anyhow::Error::msg)?;
+        veil_aggregator::report::write(sources, &args.venue, &args.day, &args.out, &args.format)
+            .await
     })
 }

@@ -111,7 +111,7 @@ pub async fn budget(
         return Err(ApiError::bad_request("day must be YYYY-MM-DD"));
     }
     let r = ledger::report(
-        ctx.state.storage.pool(),
+        ctx.state.storage.reads(),
         &venue,
         &day,
         Some(policy.as_ref()),
@@ -142,12 +142,12 @@ pub async fn budget(
     ))
 }
 
-fn query_error(st: &crate::state::State, e: crate::query::QueryError) -> ApiError {
-    use crate::query::QueryError;
+fn query_error(st: &crate::state::State, e: crate::query::Error) -> ApiError {
+    use crate::query::Error;
     match e {
-        QueryError::InvalidArgument(m) => ApiError::bad_request(m),
-        QueryError::NotReadable(m) => ApiError::forbidden(m),
-        e @ QueryError::Db(_) => ApiError::internal(st, &e),
+        Error::InvalidArgument(m) => ApiError::bad_request(m),
+        Error::NotReadable(m) => ApiError::forbidden(m),
+        e @ Error::Db(_) => ApiError::internal(st, &e),
     }
 }
 
@@ -224,7 +224,7 @@ pub async fn zones(
             .await
         {
             Ok(p) => p,
-            Err(crate::query::QueryError::NotReadable(_)) => Vec::new(),
+            Err(crate::query::Error::NotReadable(_)) => Vec::new(),
             Err(e) => return Err(query_error(st, e)),
         };
     let latest_ms = occupancy
@@ -356,8 +356,14 @@ pub async fn acknowledge(
         ));
     }
     let venue = cred.venue(&ctx, p.venue.as_deref())?;
-    let alert = crate::alerts::acknowledge(&ctx.state, &venue, &id, &cred.actor())
-        .await
-        .map_err(|e| alert_error(&ctx.state, e))?;
+    let alert = crate::alerts::acknowledge(
+        &ctx.state.core,
+        &ctx.state.alerts,
+        &venue,
+        &id,
+        &cred.actor(),
+    )
+    .await
+    .map_err(|e| alert_error(&ctx.state, e))?;
     Ok(json(&ctx.state, &alert))
 }

@@ -236,11 +236,11 @@ mod tests {
     async fn issue_verify_expire_revoke() {
         let (_d, s) = db().await;
         let ttl = std::time::Duration::from_secs(3600);
-        let t = issue(s.pool(), "arena", "ops desk", ttl, 1_000)
+        let t = issue(s.unaudited_tables(), "arena", "ops desk", ttl, 1_000)
             .await
             .expect("issue");
         assert!(well_formed(&t.token), "{}", t.token);
-        let ok = verify(s.pool(), &t.token, 2_000)
+        let ok = verify(s.reads(), &t.token, 2_000)
             .await
             .expect("db")
             .expect("valid");
@@ -250,37 +250,45 @@ mod tests {
         );
         // Only the hash is stored.
         let stored: String = sqlx::query_scalar("SELECT token_sha256 FROM dashboard_tokens")
-            .fetch_one(s.pool())
+            .fetch_one(s.reads())
             .await
             .expect("row");
         assert_ne!(stored, t.token);
         assert!(!stored.contains(&t.token[22..]));
         assert_eq!(
-            verify(s.pool(), &t.token, t.expires_ms).await.expect("db"),
+            verify(s.reads(), &t.token, t.expires_ms).await.expect("db"),
             Err(Refused::Expired)
         );
         let mut forged = t.token.clone();
         forged.pop();
         forged.push(if t.token.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(
-            verify(s.pool(), &forged, 2_000).await.expect("db"),
+            verify(s.reads(), &forged, 2_000).await.expect("db"),
             Err(Refused::Unknown)
         );
         assert_eq!(
-            verify(s.pool(), "junk", 2_000).await.expect("db"),
+            verify(s.reads(), "junk", 2_000).await.expect("db"),
             Err(Refused::Unknown)
         );
-        assert!(revoke(s.pool(), &t.id, 3_000).await.expect("revoke"));
-        assert!(!revoke(s.pool(), &t.id, 3_000).await.expect("revoke twice"));
+        assert!(
+            revoke(s.unaudited_tables(), &t.id, 3_000)
+                .await
+                .expect("revoke")
+        );
+        assert!(
+            !revoke(s.unaudited_tables(), &t.id, 3_000)
+                .await
+                .expect("revoke twice")
+        );
         assert_eq!(
-            verify(s.pool(), &t.token, 4_000).await.expect("db"),
+            verify(s.reads(), &t.token, 4_000).await.expect("db"),
             Err(Refused::Revoked)
         );
-        let l = list(s.pool(), Some("arena")).await.expect("list");
+        let l = list(s.reads(), Some("arena")).await.expect("list");
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].revoked_ms, 3_000);
         assert!(
-            list(s.pool(), Some("other"))
+            list(s.reads(), Some("other"))
                 .await
                 .expect("list")
                 .is_empty()
@@ -291,14 +299,24 @@ mod tests {
     async fn ttl_and_label_are_checked() {
         let (_d, s) = db().await;
         assert!(
-            issue(s.pool(), "arena", "", std::time::Duration::ZERO, 0)
+            issue(
+                s.unaudited_tables(),
+                "arena",
+                "",
+                std::time::Duration::ZERO,
+                0
+            )
+            .await
+            .is_err()
+        );
+        assert!(
+            issue(s.unaudited_tables(), "arena", "", MAX_TTL * 2, 0)
                 .await
                 .is_err()
         );
-        assert!(issue(s.pool(), "arena", "", MAX_TTL * 2, 0).await.is_err());
         assert!(
             issue(
-                s.pool(),
+                s.reads(),
                 "arena",
                 "a\nb",
                 std::time::Duration::from_secs(1),

@@ -48,7 +48,7 @@ impl veil_proto::audit_server::Audit for AuditService {
         let checkpoint = veil_proto::Checkpoint {
             note: export.checkpoint.clone(),
             size: export.size,
-            root: Vec::new(),
+            root: export.root.as_bytes().to_vec(),
         };
         let mut chunks: Vec<Result<veil_proto::ExportChunk, tonic::Status>> = lines
             .chunks(EXPORT_CHUNK)

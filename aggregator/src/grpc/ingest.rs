@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use veil_aggregator_core::ingest::{self, Committer, Job, check_policy, validate};
+use veil_aggregator_core::ingest::{
+    self, Committer, Job, Refused, check_policy, content_sha256, validate,
+};
 use veil_privacy::policy::LoadedPolicy;
 use veil_proto::{
     AckStatus, Release, ReleaseAck, SubmitReleasesRequest, SubmitReleasesResponse, ingest_server,
@@ -101,10 +103,19 @@ impl ingest_server::Ingest for IngestService {
                     status: AckStatus::Unspecified as i32,
                     reason: String::new(),
                 };
-                let checked = validate(r, &venue, &node, &policy.hash, &st.limits).and_then(|s| {
-                    let cost = check_policy(&s, &policy)?;
-                    Ok((s, cost))
-                });
+                let checked = match validate(r, &venue, &node, &policy.hash, &st.limits) {
+                    Ok(s) => match check_policy(&s, &policy) {
+                        Ok(cost) => Ok((s, cost)),
+                        Err(refusal) => Err(Refused {
+                            refusal,
+                            release_sha256: s.content_sha256.clone(),
+                        }),
+                    },
+                    Err(refusal) => Err(Refused {
+                        refusal,
+                        release_sha256: content_sha256(r, &venue, &node),
+                    }),
+                };
                 (ack, checked)
             })
             .collect();

@@ -165,7 +165,7 @@ impl veil_proto::ledger_server::Ledger for LedgerService {
             return Err(tonic::Status::invalid_argument("day must be YYYY-MM-DD"));
         }
         let rep = report(
-            st.storage.pool(),
+            st.storage.reads(),
             &venue,
             &day,
             st.policies.get(&venue).map(|p| p.as_ref()),

@@ -16,7 +16,7 @@ use veil_proto::{
 };
 
 use super::auth::Authorize as _;
-use crate::query::{QueryError, SeriesQuery};
+use crate::query::{self, SeriesQuery};
 use crate::{alerts::AlertError, identity::Role, state::State};
 
 /// The `veil.v1.Query` service.
@@ -52,11 +52,11 @@ impl QueryService {
     }
 }
 
-fn query_status(e: QueryError) -> Status {
+fn query_status(e: query::Error) -> Status {
     match e {
-        QueryError::InvalidArgument(m) => Status::invalid_argument(m),
-        QueryError::NotReadable(m) => Status::permission_denied(m),
-        QueryError::Db(e) => {
+        query::Error::InvalidArgument(m) => Status::invalid_argument(m),
+        query::Error::NotReadable(m) => Status::permission_denied(m),
+        query::Error::Db(e) => {
             tracing::error!(error = %e, "Query failed.");
             Status::internal("query failed")
         }
@@ -167,9 +167,15 @@ impl query_server::Query for QueryService {
     ) -> Result<Response<Alert>, Status> {
         let (who, _) = self.organizer(&request, &request.get_ref().venue)?;
         let r = request.into_inner();
-        let a = crate::alerts::acknowledge(&self.state, &r.venue, &r.alert_id, &who)
-            .await
-            .map_err(alert_status)?;
+        let a = crate::alerts::acknowledge(
+            &self.state.core,
+            &self.state.alerts,
+            &r.venue,
+            &r.alert_id,
+            &who,
+        )
+        .await
+        .map_err(alert_status)?;
         Ok(Response::new(a.to_proto(None)))
     }
 

@@ -132,7 +132,7 @@ async fn storage_with(rows: &[StoredRelease]) -> (tempfile::TempDir, Storage) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("q.db").display());
     let storage = Storage::open(&url).await.expect("open");
-    let mut tx = storage.pool().begin().await.expect("tx");
+    let mut tx = storage.dangerous_raw_pool().begin().await.expect("tx");
     for r in rows {
         crate::storage::insert(&mut tx, r, 0).await.expect("insert");
     }
@@ -247,7 +247,7 @@ async fn bad_tokens_sizes_and_unreadable_metrics_are_refused() {
         .await
         .expect_err("bad token");
         assert!(
-            matches!(&err, QueryError::InvalidArgument(m) if m.contains("page_token") && m.contains(why)),
+            matches!(&err, Error::InvalidArgument(m) if m.contains("page_token") && m.contains(why)),
             "{err}"
         );
     }
@@ -264,7 +264,7 @@ async fn bad_tokens_sizes_and_unreadable_metrics_are_refused() {
     )
     .await
     .expect_err("foreign token");
-    assert!(matches!(err, QueryError::InvalidArgument(_)));
+    assert!(matches!(err, Error::InvalidArgument(_)));
     let err = series(
         &storage,
         &policy,
@@ -276,7 +276,7 @@ async fn bad_tokens_sizes_and_unreadable_metrics_are_refused() {
     )
     .await
     .expect_err("page size");
-    assert!(matches!(err, QueryError::InvalidArgument(m) if m.contains("page_size")));
+    assert!(matches!(err, Error::InvalidArgument(m) if m.contains("page_size")));
     // Not in the policy, or not for this reader.
     let err = series(
         &storage,
@@ -289,7 +289,7 @@ async fn bad_tokens_sizes_and_unreadable_metrics_are_refused() {
     )
     .await
     .expect_err("not in policy");
-    assert!(matches!(err, QueryError::NotReadable(_)));
+    assert!(matches!(err, Error::NotReadable(_)));
     let err = series(
         &storage,
         &policy,
@@ -301,7 +301,7 @@ async fn bad_tokens_sizes_and_unreadable_metrics_are_refused() {
     )
     .await
     .expect_err("not a reader");
-    assert!(matches!(err, QueryError::NotReadable(_)));
+    assert!(matches!(err, Error::NotReadable(_)));
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ fn kpis_from_fixed_series() {
             pt("floor", 4, 81.0, 3.0),
         ],
     );
-    let cfg = ReportConfig {
+    let cfg = Config {
         sound_limit_db: None,
         occupancy_limits: [("floor".to_owned(), 80.0)].into(),
     };
@@ -52,14 +52,14 @@ fn escaping_and_pdf_refusal_wording() {
 
 #[test]
 fn config_checks_name_the_key() {
-    let bad = ReportConfig {
+    let bad = Config {
         sound_limit_db: Some(f64::NAN),
-        ..ReportConfig::default()
+        ..Config::default()
     };
     assert_eq!(bad.check().unwrap_err().0, "report.sound_limit_db");
-    let bad = ReportConfig {
+    let bad = Config {
         occupancy_limits: [("Floor!".to_owned(), 1.0)].into(),
-        ..ReportConfig::default()
+        ..Config::default()
     };
     assert_eq!(bad.check().unwrap_err().0, "report.occupancy_limits");
 }

@@ -25,7 +25,7 @@ pub async fn rounds_open(
     p: OpenParams,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let (storage, rounds) = open_store(cfg).await?;
-    let audit = crate::server::open_audit(cfg, &storage).await?;
+    let audit = cfg.open_audit(&storage).await?;
     let row = rounds.open(&p, now_ms()).await?;
     record_round_event(
         &rounds,

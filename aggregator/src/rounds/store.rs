@@ -179,7 +179,7 @@ impl Rounds {
     /// cards state epsilon at `delta`.
     pub fn new(storage: Storage, delta: f64) -> Self {
         Self {
-            pool: storage.pool().clone(),
+            pool: storage.unaudited_tables().clone(),
             storage,
             delta,
             lock: Mutex::new(()),

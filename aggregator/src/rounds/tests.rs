@@ -290,7 +290,7 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
         .unwrap();
     assert_eq!(row.state, "published");
     for v in ["v1", "v2"] {
-        let rep = crate::ledger::report(storage.pool(), v, &day, None)
+        let rep = crate::ledger::report(storage.reads(), v, &day, None)
             .await
             .unwrap();
         assert_eq!(rep.lines.len(), 1, "{rep:?}");
@@ -307,7 +307,7 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
     let charges: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_log WHERE entry LIKE '%\"action\":\"round.charge\"%'",
     )
-    .fetch_one(storage.pool())
+    .fetch_one(storage.reads())
     .await
     .unwrap();
     assert_eq!(charges, 2);
@@ -345,7 +345,7 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
     // closes: the charge is refused, so the round fails and publishes
     // nothing, and nothing is charged.
     sqlx::query("UPDATE ledger_days SET rho = rho + 60.0 WHERE venue = 'v1'")
-        .execute(storage.pool())
+        .execute(storage.dangerous_raw_pool())
         .await
         .unwrap();
     let row = close_and_record(&r, None, &round.round_id, 120)
@@ -354,7 +354,7 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
     assert_eq!(row.state, "failed");
     assert!(row.reason.contains("ledger refused"), "{}", row.reason);
     assert_eq!(r.latest("m").await.unwrap(), 2);
-    let rep = crate::ledger::report(storage.pool(), "v1", &day, None)
+    let rep = crate::ledger::report(storage.reads(), "v1", &day, None)
         .await
         .unwrap();
     let model_line = rep.lines.iter().find(|l| l.0 == "model:m").unwrap();

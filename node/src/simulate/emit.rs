@@ -7,7 +7,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::engine::{Payload, Pending, Plan, Sensor};
+use super::plan::{Payload, Pending, Plan, Sensor};
 use crate::event::{Body, Event};
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-06-01T18:00:00.250Z`.

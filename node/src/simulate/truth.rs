@@ -15,7 +15,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::ZoneRole;
-use super::engine::{Crossing, Payload, Plan, StepView};
+use super::engine::StepView;
+use super::plan::{Crossing, Payload, Plan};
 use crate::event::Direction;
 
 /// A ground-truth metric, per zone and window.

@@ -10,7 +10,8 @@
 
 use std::fmt;
 
-use super::engine::{Engine, Plan};
+use super::engine::Engine;
+use super::plan::Plan;
 
 /// How many units contribute how many events: `counts()[n]` units
 /// contributed exactly `n` events.

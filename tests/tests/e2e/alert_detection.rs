@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use veil_aggregator::alerts::{AlertsConfig, Engine, EventKind, Observation};
+use veil_aggregator::alerts::{self, Engine, EventKind, Observation};
 use veil_node::simulate::{Metric, SimConfig, Simulation, VenueKind, ZoneRole};
 use veil_privacy::{Epsilon, mechanisms::count_laplace};
 
@@ -89,7 +89,7 @@ fn window_of(ms: i64) -> i64 {
 /// parameters: what the detector does on the signal alone.
 fn run(sim: &Sim, epsilon: f64, noisy: bool) -> Run {
     let eps = Epsilon::new(epsilon).expect("epsilon");
-    let mut engine = Engine::new(AlertsConfig::default(), Vec::new());
+    let mut engine = Engine::new(alerts::Config::default(), Vec::new());
     let mut windows: Vec<i64> = sim
         .truth
         .iter()

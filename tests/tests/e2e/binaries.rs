@@ -88,14 +88,28 @@ async fn aggregator_binary_serves_health_and_stops_on_sigterm() {
     )
     .await
     .expect("connect");
-    let health = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: "veil.v1.Ingest".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner();
-    assert_eq!(health.status, 1, "SERVING");
+    // Every service `serve` serves answers SERVING (a client checking the
+    // one it uses must not get NOT_FOUND), and so does the server as a whole.
+    let mut health = HealthClient::new(channel);
+    for service in [
+        "",
+        "veil.v1.Ingest",
+        "veil.v1.Policy",
+        "veil.v1.Ledger",
+        "veil.v1.Audit",
+        "veil.v1.Query",
+        "veil.v1.Federated",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, 1, "{service:?} is SERVING");
+    }
 
     let pid = child.id().to_string();
     let t0 = Instant::now();

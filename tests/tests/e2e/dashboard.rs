@@ -22,7 +22,7 @@ struct Env {
     metrics: std::net::SocketAddr,
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), veil_aggregator::server::ServerError>>>,
+    server: Option<tokio::task::JoinHandle<Result<(), veil_aggregator::server::Error>>>,
 }
 
 const EXTRA: &str = "\n[dashboard]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -120,9 +120,15 @@ impl Env {
     }
 
     async fn token(&self, venue: &str, ttl: Duration, now_ms: i64) -> tokens::Issued {
-        tokens::issue(self.state.storage.pool(), venue, "test", ttl, now_ms)
-            .await
-            .expect("issue token")
+        tokens::issue(
+            self.state.storage.unaudited_tables(),
+            venue,
+            "test",
+            ttl,
+            now_ms,
+        )
+        .await
+        .expect("issue token")
     }
 }
 
@@ -219,7 +225,7 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
         .await;
     let revoked = env.token("arena", Duration::from_secs(3600), now).await;
     assert!(
-        tokens::revoke(env.state.storage.pool(), &revoked.id, now)
+        tokens::revoke(env.state.storage.unaudited_tables(), &revoked.id, now)
             .await
             .expect("revoke")
     );
@@ -454,7 +460,7 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
         .await
         .expect("open");
     let entries: Vec<String> = sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq")
-        .fetch_all(storage.pool())
+        .fetch_all(storage.reads())
         .await
         .expect("entries");
     assert!(
@@ -538,15 +544,12 @@ async fn stream_pushes_points_and_report_names_the_checkpoint() {
     // The report, from the database ingest filled.
     let cfg = veil_aggregator::Config::load(&env.cfg_path).expect("config");
     let out = env.dir.path().join("report.html");
-    let msg = veil_aggregator::report::run(
-        &cfg,
-        veil_aggregator::report::ReportArgs {
-            config: env.cfg_path.clone(),
-            venue: "arena".into(),
-            day: "1970-01-01".into(),
-            out: out.clone(),
-            format: "html".into(),
-        },
+    let msg = veil_aggregator::report::write(
+        cfg.report_sources().expect("report sources"),
+        "arena",
+        "1970-01-01",
+        &out,
+        "html",
     )
     .await
     .expect("report");
@@ -557,7 +560,7 @@ async fn stream_pushes_points_and_report_names_the_checkpoint() {
         .expect("open");
     let (size, root): (i64, Vec<u8>) =
         sqlx::query_as("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_one(storage.pool())
+            .fetch_one(storage.reads())
             .await
             .expect("checkpoint");
     storage.close().await;
@@ -579,15 +582,12 @@ async fn stream_pushes_points_and_report_names_the_checkpoint() {
     assert!(!html.contains("<script"), "the report is static");
 
     // PDF is documented as not offered.
-    let err = veil_aggregator::report::run(
-        &cfg,
-        veil_aggregator::report::ReportArgs {
-            config: env.cfg_path.clone(),
-            venue: "arena".into(),
-            day: "1970-01-01".into(),
-            out,
-            format: "pdf".into(),
-        },
+    let err = veil_aggregator::report::write(
+        cfg.report_sources().expect("report sources"),
+        "arena",
+        "1970-01-01",
+        &out,
+        "pdf",
     )
     .await
     .expect_err("pdf");

@@ -260,7 +260,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
 
     // The venue's ledger was charged: two updates of rho m / (2 z^2) = 1.
     let day = veil_aggregator::ledger::day_of(veil_common::now_ms());
-    let rep = veil_aggregator::ledger::report(env.storage.pool(), VENUE, &day, None)
+    let rep = veil_aggregator::ledger::report(env.storage.reads(), VENUE, &day, None)
         .await
         .unwrap();
     let line = rep
@@ -274,7 +274,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
     let charges: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_log WHERE entry LIKE '%\"action\":\"round.charge\"%'",
     )
-    .fetch_one(env.storage.pool())
+    .fetch_one(env.storage.reads())
     .await
     .unwrap();
     assert_eq!(charges, 1);

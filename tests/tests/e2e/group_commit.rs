@@ -37,7 +37,7 @@ async fn submit_all(
 async fn lease_used(env: &TestEnv, lease_id: &str) -> i64 {
     sqlx::query("SELECT used FROM leases WHERE lease_id = $1")
         .bind(lease_id)
-        .fetch_one(env.storage.pool())
+        .fetch_one(env.storage.reads())
         .await
         .expect("lease row")
         .try_get("used")
@@ -214,7 +214,7 @@ async fn concurrent_calls_are_decided_as_if_they_came_one_at_a_time() {
 /// Makes the database itself refuse any release whose key contains
 /// `/poison/`, as a failing disk or a constraint would.
 async fn install_poison(env: &TestEnv) {
-    let pool = env.storage.pool();
+    let pool = env.storage.dangerous_raw_pool();
     let postgres = veil_tests::aggregator_database_url(&env.config).starts_with("postgres");
     let statements: &[&'static str] = if postgres {
         &[

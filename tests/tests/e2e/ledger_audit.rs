@@ -151,7 +151,7 @@ async fn exhausted_budget_refuses_leases_with_resource_exhausted() {
         .expect("exactly the rest");
     let err = lease(ch, "egress", 1).await.expect_err("nothing left");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    let report = veil_aggregator::ledger::report(env.storage.pool(), "arena", "1970-01-01", None)
+    let report = veil_aggregator::ledger::report(env.storage.reads(), "arena", "1970-01-01", None)
         .await
         .expect("report");
     assert!((report.spent_epsilon - 5.0).abs() < 1e-9, "{report:?}");
@@ -176,7 +176,7 @@ async fn concurrent_leases_never_overspend() {
         }
     }
     assert_eq!(granted, 10, "exactly the affordable leases succeed");
-    let report = veil_aggregator::ledger::report(env.storage.pool(), "arena", "1970-01-01", None)
+    let report = veil_aggregator::ledger::report(env.storage.reads(), "arena", "1970-01-01", None)
         .await
         .expect("report");
     assert!(report.spent_epsilon <= 10.0 + 1e-9);
@@ -379,15 +379,16 @@ async fn compliance_exports_over_grpc_and_others_are_refused() {
             .expect("export")
             .into_inner();
         let mut lines = Vec::new();
-        let mut note = None;
+        let mut checkpoint = None;
         while let Some(chunk) = stream.message().await.expect("chunk") {
             lines.extend(chunk.entries);
             if let Some(cp) = chunk.checkpoint {
-                note = Some(cp.note);
+                checkpoint = Some(cp);
             }
         }
         let entries = format!("{}\n", lines.join("\n"));
-        let note = note.expect("checkpoint on the last chunk");
+        let cp = checkpoint.expect("checkpoint on the last chunk");
+        let note = cp.note;
         let v = veil_privacy::audit::verify_export(veil_privacy::audit::ExportInput {
             entries_jsonl: &entries,
             checkpoint: &note,
@@ -398,6 +399,11 @@ async fn compliance_exports_over_grpc_and_others_are_refused() {
             consistency_proof: None,
         })
         .expect("the gRPC export verifies offline");
+        // The message's own fields say what the signed note says: a client
+        // reading `root` and `size` gets the checkpoint's (32 bytes).
+        assert_eq!(cp.root.len(), 32, "Checkpoint.root is the 32-byte root");
+        assert_eq!(cp.root, v.root.as_bytes().to_vec());
+        assert_eq!(cp.size, v.size);
         if v.size >= 4 || std::time::Instant::now() > deadline {
             // The verified entries borrow from `entries`: count here.
             let refusals = v

@@ -122,20 +122,29 @@ async fn query_service_is_for_organizers_only() {
         .await
         .expect_err("other venue");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    // Refusals are audited.
-    let export = env
-        .audit
-        .export(&env.storage, None, 0)
-        .await
-        .expect("export");
-    assert!(
-        export
-            .entries_jsonl
-            .lines()
-            .any(|l| l.contains("\"action\":\"auth\"")
+    // Refusals are audited (by a task of their own, after the refusal is
+    // answered: wait for it, boundedly).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let export = env
+            .audit
+            .export(&env.storage, None, 0)
+            .await
+            .expect("export");
+        if export.entries_jsonl.lines().any(|l| {
+            l.contains("\"action\":\"auth\"")
                 && l.contains("spiffe://veil/role/ml/ml-team")
-                && l.contains("requires role organizer"))
-    );
+                && l.contains("requires role organizer")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ml principal's refusal was not audited:\n{}",
+            export.entries_jsonl
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     env.stop().await;
 }
 

@@ -119,3 +119,66 @@ async fn node_cannot_submit_on_behalf_of_another_node() {
     assert_eq!(env.storage.count_releases().await.expect("count"), 0);
     env.stop().await;
 }
+
+/// A refused release's audit entry names what was refused: its idempotency
+/// key and its content hash, so a compliance officer can match it to what
+/// the node sent; a key that is not the caller's own is not quoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_releases_are_audited_with_key_and_hash() {
+    let env = TestEnv::start().await;
+    let mut client = IngestClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    // No lease: refused at the commit. Bad zone: refused at validation.
+    // Another node's key: refused, its key not quoted.
+    let no_lease = release("node-1", "occupancy", 60_000, 1.0, 1);
+    let mut bad_zone = release("node-1", "occupancy", 120_000, 1.0, 2);
+    bad_zone.zone = "Floor!".into();
+    bad_zone.idempotency_key = "arena/node-1/occupancy/bad-zone/120000/0".into();
+    let foreign = release("node-2", "occupancy", 180_000, 1.0, 3);
+    let sent = [no_lease.clone(), bad_zone.clone(), foreign.clone()];
+    let acks = client
+        .submit_releases(SubmitReleasesRequest {
+            releases: sent.to_vec(),
+        })
+        .await
+        .expect("call")
+        .into_inner()
+        .acks;
+    assert!(
+        acks.iter().all(|a| a.status != AckStatus::Accepted as i32),
+        "{acks:?}"
+    );
+    let export = env
+        .audit
+        .export(&env.storage, None, 0)
+        .await
+        .expect("export");
+    let denied: Vec<serde_json::Value> = export
+        .entries_jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("entry json"))
+        .filter(|e: &serde_json::Value| e["action"] == "release" && e["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 3, "{}", export.entries_jsonl);
+    for (entry, r) in denied.iter().zip(&sent) {
+        let sha = veil_aggregator::ingest::content_sha256(r, "arena", "node-1");
+        assert_eq!(entry["release_sha256"], sha.as_str(), "{entry}");
+        assert_eq!(sha.len(), 64);
+    }
+    let reason = |i: usize| denied[i]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason(0).contains(&format!("release {} refused", no_lease.idempotency_key)),
+        "{}",
+        reason(0)
+    );
+    assert!(
+        reason(1).contains(&bad_zone.idempotency_key) && reason(1).contains("zone"),
+        "{}",
+        reason(1)
+    );
+    assert!(
+        !reason(2).contains(&foreign.idempotency_key) && reason(2).contains("malformed key"),
+        "{}",
+        reason(2)
+    );
+    env.stop().await;
+}

@@ -26,7 +26,7 @@ struct Replica {
     storage: Storage,
     audit: AuditLog,
     stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), veil_aggregator::server::ServerError>>,
+    server: tokio::task::JoinHandle<Result<(), veil_aggregator::server::Error>>,
 }
 
 impl Replica {
@@ -163,7 +163,7 @@ async fn two_replicas_never_overspend_never_double_store_and_export_one_log() {
     }
 
     // The ledger: never more than the budget, and exactly the leases.
-    let report = veil_aggregator::ledger::report(a.storage.pool(), VENUE, "1970-01-01", None)
+    let report = veil_aggregator::ledger::report(a.storage.reads(), VENUE, "1970-01-01", None)
         .await
         .expect("report");
     assert!(

@@ -720,7 +720,7 @@ async fn conflicting_resubmission_is_audited_and_windows_out_of_range_are_refuse
         entries_before + 1,
         "the conflict is audited"
     );
-    let pool = env.storage.pool().clone();
+    let pool = env.storage.reads().clone();
     let last: String = sqlx::query_scalar("SELECT entry FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_one(&pool)
         .await

@@ -43,7 +43,17 @@ pub trait CommitObserver: Send + Sync + 'static {
 }
 
 /// A release that passed validation and policy, with its cost, or why not.
-pub type Checked = Result<(StoredRelease, Cost), Refusal>;
+pub type Checked = Result<(StoredRelease, Cost), Refused>;
+
+/// A release refused before the commit: why, and its content hash (as
+/// [`crate::ingest::content_sha256`] computes it) for the audit entry.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Status and reason for the ack.
+    pub refusal: Refusal,
+    /// SHA-256 of the release as sent (hex).
+    pub release_sha256: String,
+}
 
 /// One `SubmitReleases` call, validated and waiting for its commit.
 #[derive(Debug)]
@@ -234,17 +244,34 @@ async fn decide_and_write(
         let mut acks = Vec::with_capacity(job.items.len());
         for (i, (skeleton, checked)) in job.items.iter().enumerate() {
             let mut ack = skeleton.clone();
-            let refuse =
-                |ack: &mut ReleaseAck, entries: &mut Vec<NewEntry>, (status, reason): Refusal| {
-                    tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
-                    entries.push(deny(&actor, venue, action::RELEASE, &reason, &policy.hash));
-                    ack.status = status as i32;
-                    ack.reason = reason;
+            // The audit entry names the refused release: its idempotency key
+            // (venue/node/metric/zone/window: no personal data; only when it
+            // is well formed and the caller's own, so a peer cannot write
+            // arbitrary text into the log) and its content hash.
+            let refuse = |ack: &mut ReleaseAck,
+                          entries: &mut Vec<NewEntry>,
+                          (status, reason): Refusal,
+                          sha256: &str| {
+                tracing::warn!(%venue, %node, reason = %reason, "Release refused.");
+                let named = match auditable_key(&ack.idempotency_key, venue, node) {
+                    Some(key) => format!("release {key} refused: {reason}"),
+                    None => format!("release with a malformed key refused: {reason}"),
                 };
+                let mut e = deny(&actor, venue, action::RELEASE, &named, &policy.hash);
+                e.release_sha256 = sha256.to_owned();
+                entries.push(e);
+                ack.status = status as i32;
+                ack.reason = reason;
+            };
             let (release, cost) = match checked {
                 Ok(v) => v,
-                Err(refusal) => {
-                    refuse(&mut ack, &mut entries, refusal.clone());
+                Err(refused) => {
+                    refuse(
+                        &mut ack,
+                        &mut entries,
+                        refused.refusal.clone(),
+                        &refused.release_sha256,
+                    );
                     acks.push(ack);
                     continue;
                 }
@@ -279,7 +306,7 @@ async fn decide_and_write(
             // After the dedup lookup, so a lost-ack resend of a stored
             // release still gets its DUPLICATE.
             if let Err(refusal) = check_window_time(release, now, &st.limits) {
-                refuse(&mut ack, &mut entries, refusal);
+                refuse(&mut ack, &mut entries, refusal, &release.content_sha256);
                 acks.push(ack);
                 continue;
             }
@@ -294,7 +321,12 @@ async fn decide_and_write(
                     &day,
                     *cost,
                 ) {
-                    refuse(&mut ack, &mut entries, (AckStatus::Denied, reason));
+                    refuse(
+                        &mut ack,
+                        &mut entries,
+                        (AckStatus::Denied, reason),
+                        &release.content_sha256,
+                    );
                     acks.push(ack);
                     continue;
                 }
@@ -326,4 +358,19 @@ async fn decide_and_write(
     crate::storage::insert_many(&mut *tx, &inserts, now).await?;
     audit.append_many(&mut *tx, entries, now).await?;
     Ok((all_acks, stored_at))
+}
+
+/// `key` if it is one an honest node of `venue`/`node` writes (printable
+/// ASCII, at most 256 bytes, the caller's own prefix): safe to quote in the
+/// audit log.
+fn auditable_key<'k>(key: &'k str, venue: &str, node: &str) -> Option<&'k str> {
+    let well_formed = !key.is_empty()
+        && key.len() <= 256
+        && key.bytes().all(|b| (0x21..0x7f).contains(&b))
+        && key
+            .strip_prefix(venue)
+            .and_then(|k| k.strip_prefix('/'))
+            .and_then(|k| k.strip_prefix(node))
+            .is_some_and(|k| k.starts_with('/'));
+    well_formed.then_some(key)
 }
