@@ -41,8 +41,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             a
         });
     println!(
-        "already_released_events {} stream_leases {} unit_events_bounded {} ({:.2}%)",
+        "already_released_events {} late_events {} stream_leases {} unit_events_bounded {} ({:.2}%)",
         report.windows.already_released,
+        report.windows.late,
         report.stream_leases,
         bounded.bounded,
         100.0 * bounded.bounded_share()
