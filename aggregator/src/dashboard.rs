@@ -84,7 +84,10 @@ pub enum Error {
     #[error("dashboard TLS: {0}")]
     Tls(String),
     /// Binding failed.
-    #[error("binding dashboard {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} (`dashboard.listen` in the config): if another process uses the \
+         port, stop it or set `dashboard.listen` to a free address (port 0 picks one)"
+    )]
     Bind {
         /// Address.
         addr: SocketAddr,
