@@ -203,7 +203,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  [4/5] aggregator listening on https://{addr} (mTLS, SQLite aggregator.db); running nodes...");
         let token = crate::demo_web::issue_token(&bound_state, VENUE).await?;
         if let Some(d) = dashboard {
-            println!("        organizer dashboard (live while the nodes upload): https://{d}/?token={token}");
+            println!("        organizer dashboard, up only while this run lasts (`--serve` keeps one up after it): https://{d}/?token={token}");
         }
         println!("        dashboard token (12 h, stored hashed): {token}");
         let mut tasks = Vec::new();
@@ -287,7 +287,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         return crate::demo_web::serve(&rt, &agg_cfg_path, VENUE);
     }
     println!(
-        "  the dashboard was served at https://{} while the nodes uploaded; `--serve` keeps it up",
+        "  the dashboard at https://{} stopped with this run: rerun with `--serve` to keep the aggregator, dashboard and /metrics up (it prints a fresh URL and token)",
         dashboard.map_or_else(|| "-".into(), |a| a.to_string())
     );
     if args.out.is_some() {

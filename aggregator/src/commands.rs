@@ -32,7 +32,16 @@ pub async fn budget_show(
     }
     let policies = config.policies().map_err(anyhow::Error::msg)?;
     let policy = policies.get(venue).ok_or_else(|| {
-        anyhow::anyhow!("venue {venue:?} is not in {}", config.base_dir.display())
+        let mut venues: Vec<&str> = config.venues.iter().map(|v| v.name.as_str()).collect();
+        venues.sort_unstable();
+        anyhow::anyhow!(
+            "--venue {venue:?} is not a venue of this aggregator's config; its venues: {}",
+            if venues.is_empty() {
+                "none ([[venue]] tables)".to_owned()
+            } else {
+                venues.join(", ")
+            }
+        )
     })?;
     let storage = Storage::open_with(&config.storage_options()).await?;
     let r = ledger::report(storage.reads(), venue, &day, Some(policy)).await?;
@@ -71,6 +80,15 @@ pub async fn audit_export(
     out: &Path,
     range: Option<(u64, u64)>,
 ) -> anyhow::Result<String> {
+    // An export never mixes with (or silently replaces) an earlier one.
+    if let Ok(mut entries) = std::fs::read_dir(out)
+        && entries.next().is_some()
+    {
+        anyhow::bail!(
+            "--out {} exists and is not empty: give a new or empty directory",
+            out.display()
+        );
+    }
     let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = config.open_audit(&storage).await?;
     let export = audit.export(&storage, range, veil_common::now_ms()).await?;
@@ -110,6 +128,13 @@ pub fn audit_verify(
     };
     let vkey = read(key)?;
     let vkey = vkey.trim();
+    if vkey.starts_with("PRIVATE+KEY+") {
+        anyhow::bail!(
+            "{} is the checkpoint signing (private) key: verify with the verifier key, the \
+             `.vkey` file beside it (e.g. audit.vkey), and keep the signing key on the aggregator",
+            key.display()
+        );
+    }
     let parsed = VerifierKey::parse(vkey).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
     let origin = origin.map_or_else(|| parsed.name().to_owned(), str::to_owned);
     let entries = read(&dir.join("entries.jsonl"))?;

@@ -474,6 +474,7 @@ impl Config {
             cert: self.resolve(d.cert.as_ref().unwrap_or(&self.tls.cert)),
             key: self.resolve(d.key.as_ref().unwrap_or(&self.tls.key)),
             client_ca: self.resolve(d.client_ca.as_ref().unwrap_or(&self.tls.ca)),
+            occupancy_limits: self.report.occupancy_limits.clone(),
         })
     }
 

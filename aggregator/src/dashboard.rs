@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod live;
+pub mod sessions;
 pub mod tokens;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -42,7 +43,7 @@ const INDEX_HTML: &str = include_str!("dashboard/assets/index.html");
 const APP_JS: &str = include_str!("dashboard/assets/app.js");
 const APP_CSS: &str = include_str!("dashboard/assets/app.css");
 
-/// Name of the session cookie holding the token.
+/// Name of the session cookie (it holds a session id, never the token).
 pub const COOKIE: &str = "veil_session";
 
 /// `[dashboard]` in `aggregator.toml`.
@@ -83,7 +84,10 @@ pub enum Error {
     #[error("dashboard TLS: {0}")]
     Tls(String),
     /// Binding failed.
-    #[error("binding dashboard {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} (`dashboard.listen` in the config): if another process uses the \
+         port, stop it or set `dashboard.listen` to a free address (port 0 picks one)"
+    )]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -97,6 +101,7 @@ pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
+    occupancy_limits: Arc<std::collections::BTreeMap<String, f64>>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -126,6 +131,9 @@ pub struct Settings {
     pub key: PathBuf,
     /// CA whose organizer client certificates are accepted.
     pub client_ca: PathBuf,
+    /// Occupancy limit (people) per zone, `[report.occupancy_limits]`: the
+    /// zone grid colours a zone by it.
+    pub occupancy_limits: std::collections::BTreeMap<String, f64>,
 }
 
 /// Builds the TLS config: the server certificate, optional client
@@ -183,6 +191,7 @@ pub async fn bind(d: &Settings) -> Result<Bound, Error> {
         listener,
         addr,
         tls,
+        occupancy_limits: Arc::new(d.occupancy_limits.clone()),
     })
 }
 
@@ -194,6 +203,10 @@ pub struct Ctx {
     /// Flips to `true` at shutdown (ends event streams).
     pub shutdown: watch::Receiver<bool>,
     refusals: tokio::sync::mpsc::Sender<(String, String, String)>,
+    /// Open sign-in sessions.
+    sessions: Arc<sessions::Sessions>,
+    /// Occupancy limit per zone (`[report.occupancy_limits]`).
+    pub occupancy_limits: Arc<std::collections::BTreeMap<String, f64>>,
 }
 
 /// The organizer identity a connection's client certificate proved (if any).
@@ -209,6 +222,8 @@ pub async fn serve(bound: Bound, state: Arc<State>, shutdown: watch::Receiver<bo
         state,
         shutdown: shutdown.clone(),
         refusals: refusal_tx,
+        sessions: Arc::default(),
+        occupancy_limits: bound.occupancy_limits.clone(),
     };
     let app = router(ctx);
     let acceptor = tokio_rustls::TlsAcceptor::from(bound.tls);
@@ -354,9 +369,13 @@ async fn exchange_token(ctx: &Ctx, token: &str) -> Response {
     let now = now_ms();
     match tokens::verify(ctx.state.storage.reads(), token, now).await {
         Ok(Ok(info)) => {
+            let session = match ctx.sessions.open(&info.id, info.expires_ms, now) {
+                Ok(s) => s,
+                Err(e) => return ApiError::internal(&ctx.state, &e).into_response(),
+            };
             let max_age = (info.expires_ms - now) / 1000;
             let cookie = format!(
-                "{COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+                "{COOKIE}={session}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
             );
             ctx.state.metrics.dashboard_request("ok");
             (
@@ -385,8 +404,12 @@ async fn exchange_token(ctx: &Ctx, token: &str) -> Response {
     }
 }
 
-/// `POST /logout`: clears the cookie.
-async fn logout() -> Response {
+/// `POST /logout`: closes the session on the server and clears the cookie
+/// (a copy of the cookie no longer signs anyone in).
+async fn logout(AxState(ctx): AxState<Ctx>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        ctx.sessions.close(&id);
+    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -490,7 +513,7 @@ pub fn json<T: Serialize>(st: &State, v: &T) -> Response {
 pub enum Credential {
     /// A registered organizer client certificate.
     Cert(Identity),
-    /// A venue-scoped bearer token (or the cookie holding one).
+    /// A venue-scoped bearer token (or a session signed in with one).
     Token {
         /// The stored token record.
         info: tokens::TokenInfo,
@@ -604,15 +627,14 @@ async fn audit_refusals(
     }
 }
 
-fn bearer(parts: &Parts) -> Option<(String, bool)> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let t = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))?;
-        return Some((t.trim().to_owned(), false));
-    }
-    for c in parts.headers.get_all(header::COOKIE) {
+/// What a request presents: a bearer token, or the session cookie.
+enum Presented {
+    Bearer(String),
+    Session(String),
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    for c in headers.get_all(header::COOKIE) {
         let Ok(c) = c.to_str() else { continue };
         for kv in c.split(';') {
             if let Some(t) = kv
@@ -621,11 +643,22 @@ fn bearer(parts: &Parts) -> Option<(String, bool)> {
                 .and_then(|r| r.strip_prefix('='))
                 && !t.is_empty()
             {
-                return Some((t.to_owned(), true));
+                return Some(t.to_owned());
             }
         }
     }
     None
+}
+
+fn presented(parts: &Parts) -> Option<Presented> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let t = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
+        return Some(Presented::Bearer(t.trim().to_owned()));
+    }
+    session_cookie(&parts.headers).map(Presented::Session)
 }
 
 impl FromRequestParts<Ctx> for Credential {
@@ -645,7 +678,7 @@ impl FromRequestParts<Ctx> for Credential {
                     role: Role::Organizer,
                     ..
                 } if registered => return Ok(Credential::Cert(id.clone())),
-                _ if bearer(parts).is_none() => {
+                _ if presented(parts).is_none() => {
                     refuse_audited(
                         ctx,
                         id.spiffe(),
@@ -659,18 +692,39 @@ impl FromRequestParts<Ctx> for Credential {
                 _ => {}
             }
         }
-        // 2. A bearer token (header or cookie).
-        let Some((token, from_cookie)) = bearer(parts) else {
-            ctx.state.metrics.dashboard_request("unauthorized");
-            return Err(ApiError::unauthorized(
-                "organizer credentials required: a client certificate or a token",
-            ));
+        // 2. A bearer token, or the session cookie of a token sign-in.
+        let now = now_ms();
+        let (checked, from_cookie, hint) = match presented(parts) {
+            None => {
+                ctx.state.metrics.dashboard_request("unauthorized");
+                return Err(ApiError::unauthorized(
+                    "organizer credentials required: a client certificate or a token",
+                ));
+            }
+            Some(Presented::Bearer(token)) => (
+                tokens::verify(ctx.state.storage.reads(), &token, now).await,
+                false,
+                token_actor_hint(&token),
+            ),
+            Some(Presented::Session(id)) => match ctx.sessions.token_of(&id, now) {
+                Some(token_id) => (
+                    tokens::by_id(ctx.state.storage.reads(), &token_id, now).await,
+                    true,
+                    format!("spiffe://veil/role/organizer/token-{token_id}"),
+                ),
+                None => {
+                    ctx.state.metrics.dashboard_request("unauthorized");
+                    return Err(ApiError::unauthorized(
+                        "session ended (signed out, expired or the aggregator restarted): sign in again",
+                    ));
+                }
+            },
         };
-        match tokens::verify(ctx.state.storage.reads(), &token, now_ms()).await {
+        match checked {
             Ok(Ok(info)) => Ok(Credential::Token { info, from_cookie }),
             Ok(Err(refused)) => {
                 ctx.state.metrics.dashboard_request("unauthorized");
-                refuse_audited(ctx, token_actor_hint(&token), "", refused.as_str());
+                refuse_audited(ctx, hint, "", refused.as_str());
                 Err(ApiError::unauthorized(refused.as_str()))
             }
             Err(e) => Err(ApiError::internal(&ctx.state, &e)),

@@ -59,9 +59,14 @@ pub enum Error {
     /// The `[alerts]` config is invalid.
     #[error("alerts: {0}")]
     Alerts(String),
-    /// Binding the listener failed.
-    #[error("binding {addr}: {source}")]
+    /// Binding a listener failed (the cause follows in the error chain).
+    #[error(
+        "cannot listen on {addr} (`{key}` in the config): if another process uses the port, \
+         stop it or set `{key}` to a free address (port 0 picks one)"
+    )]
     Bind {
+        /// The config key of the address.
+        key: &'static str,
         /// Address.
         addr: SocketAddr,
         /// Cause.
@@ -163,10 +168,12 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
+            key: "listen",
             addr: config.listen,
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind {
+        key: "listen",
         addr: config.listen,
         source,
     })?;
@@ -181,6 +188,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
                 crate::metrics::bind(m)
                     .await
                     .map_err(|source| Error::Bind {
+                        key: "metrics.listen",
                         addr: m.listen,
                         source,
                     })?,
@@ -408,6 +416,9 @@ fn spawn_web(
         )));
     }
     if let Some(l) = web.metrics {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "Metrics serving (plain HTTP, GET /metrics).");
+        }
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let until = async move {

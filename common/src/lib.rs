@@ -61,8 +61,11 @@ pub fn init_tracing(format: Option<&str>, default_level: &str) {
         Some(f) => f == "json",
         None => !std::io::stderr().is_terminal(),
     };
+    // Colours only on a terminal: `--log-format text` into a file or a
+    // pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

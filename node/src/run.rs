@@ -201,7 +201,15 @@ pub async fn run_with_metrics(
     let max_backoff = cfg.aggregator.max_backoff;
 
     let work = async {
-        let policy = Arc::new(fetch_policy(channel.clone(), stop_rx.clone(), max_backoff).await?);
+        let policy = Arc::new(
+            fetch_policy(
+                channel.clone(),
+                &cfg.aggregator.endpoint,
+                stop_rx.clone(),
+                max_backoff,
+            )
+            .await?,
+        );
         let mut stage = if cfg.inference.enabled {
             Some(Stage::start(
                 &cfg,
@@ -316,6 +324,7 @@ async fn sleep_or_stop(d: Duration, stop: &watch::Receiver<bool>) {
 
 async fn fetch_policy(
     channel: tonic::transport::Channel,
+    aggregator: &str,
     stop: watch::Receiver<bool>,
     max_backoff: Duration,
 ) -> Result<LoadedPolicy, NodeError> {
@@ -336,14 +345,14 @@ async fn fetch_policy(
             }
             Err(UploadError::Transient(e)) => {
                 let d = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Policy fetch failed; nothing is released until it succeeds.");
+                tracing::warn!(%aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "Policy fetch from the aggregator failed; nothing is released until it succeeds.");
                 if *stop.borrow() {
                     return Err(UploadError::Transient(e).into());
                 }
                 sleep_or_stop(d, &stop).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "Policy fetch refused; operator action needed.");
+                tracing::error!(%aggregator, error = %e, "Policy fetch refused; operator action needed.");
                 return Err(e.into());
             }
         }

@@ -61,10 +61,16 @@ pub fn channel(cfg: &Config) -> Result<Channel, UploadError> {
 /// Classifies a gRPC failure: permanent (operator) or transient.
 pub fn classify(status: &tonic::Status) -> UploadError {
     use tonic::Code;
+    // The transport's error chain repeats itself ("tcp connect error:
+    // transport error: tcp connect error: ..."): each cause once.
     let mut text = format!("{}: {}", status.code(), status.message());
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(status);
     while let Some(e) = src {
-        text.push_str(&format!(": {e}"));
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         src = e.source();
     }
     let lower = text.to_lowercase();

@@ -287,6 +287,9 @@ impl Storage {
             Backend::Sqlite if !opts.url.contains('?') => format!("{}?mode=rwc", opts.url),
             _ => opts.url.clone(),
         };
+        if backend == Backend::Sqlite {
+            create_owner_only(&opts.url)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
@@ -472,6 +475,40 @@ impl Storage {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates a missing SQLite database file owner-only (0600) before SQLite
+/// does (0644 by the umask): it holds the ledger, the audit log and token
+/// hashes. SQLite gives its -wal and -shm files the database file's mode.
+/// An existing file's mode is left as the operator set it.
+fn create_owner_only(url: &str) -> Result<(), Error> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "creating the database file {path}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a database error means the database is unreachable or

@@ -11,7 +11,7 @@ pub enum AuditCommand {
         /// Aggregator config file.
         #[arg(long)]
         config: PathBuf,
-        /// Output directory.
+        /// Output directory (new or empty; a non-empty one is refused).
         #[arg(long)]
         out: PathBuf,
         /// First sequence number (inclusive).

@@ -10,9 +10,9 @@ pub struct ReportArgs {
     /// Venue.
     #[arg(long)]
     pub venue: String,
-    /// Event day, YYYY-MM-DD (UTC).
+    /// Event day, YYYY-MM-DD (default: today, UTC, as `budget show`).
     #[arg(long)]
-    pub day: String,
+    pub day: Option<String>,
     /// Output file.
     #[arg(long)]
     pub out: std::path::PathBuf,
@@ -25,7 +25,10 @@ pub struct ReportArgs {
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     super::with_config(&args.config.clone(), |cfg| async move {
         let sources = cfg.report_sources().map_err(anyhow::Error::msg)?;
-        veil_aggregator::report::write(sources, &args.venue, &args.day, &args.out, &args.format)
-            .await
+        let day = args
+            .day
+            .clone()
+            .unwrap_or_else(|| veil_aggregator::ledger::day_of(veil_common::now_ms()));
+        veil_aggregator::report::write(sources, &args.venue, &day, &args.out, &args.format).await
     })
 }

@@ -192,6 +192,9 @@ pub struct ZoneTile {
     pub zone: String,
     /// Newest combined occupancy (None: no occupancy release in this zone).
     pub occupancy: Option<crate::query::SeriesPoint>,
+    /// The zone's occupancy limit (people) from `[report.occupancy_limits]`,
+    /// if configured: the grid colours the zone by it.
+    pub capacity: Option<f64>,
 }
 
 /// `GET /api/zones` body.
@@ -236,6 +239,7 @@ pub async fn zones(
         .into_iter()
         .map(|zone| ZoneTile {
             occupancy: occupancy.iter().rev().find(|p| p.zone == zone).cloned(),
+            capacity: ctx.occupancy_limits.get(&zone).copied(),
             zone,
         })
         .collect();

@@ -1,23 +1,23 @@
 use super::*;
 
 #[test]
-fn bearer_from_header_or_cookie() {
+fn token_from_header_or_session_from_cookie() {
     let req = axum::http::Request::builder()
         .header(header::AUTHORIZATION, "Bearer veil_abc")
         .body(())
         .expect("request");
     let (mut parts, ()) = req.into_parts();
-    assert_eq!(bearer(&parts), Some(("veil_abc".into(), false)));
+    assert!(matches!(presented(&parts), Some(Presented::Bearer(t)) if t == "veil_abc"));
     parts.headers.remove(header::AUTHORIZATION);
     parts.headers.insert(
         header::COOKIE,
         HeaderValue::from_static("other=1; veil_session=veil_xyz; x=2"),
     );
-    assert_eq!(bearer(&parts), Some(("veil_xyz".into(), true)));
+    assert!(matches!(presented(&parts), Some(Presented::Session(t)) if t == "veil_xyz"));
     parts
         .headers
         .insert(header::COOKIE, HeaderValue::from_static("veil_session="));
-    assert_eq!(bearer(&parts), None);
+    assert!(presented(&parts).is_none());
 }
 
 #[test]

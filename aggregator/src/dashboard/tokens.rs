@@ -185,6 +185,47 @@ pub async fn list(pool: &AnyPool, venue: Option<&str>) -> Result<Vec<TokenInfo>,
         .map_err(TokenError::from)
 }
 
+/// The stored record of token `id` if it is valid at `now_ms` (a session
+/// re-checks its token on every request).
+pub async fn by_id(
+    pool: &AnyPool,
+    id: &str,
+    now_ms: i64,
+) -> Result<Result<TokenInfo, Refused>, TokenError> {
+    let row = sqlx::query(
+        "-- by_id()\nSELECT token_id, venue, label, created_ms, expires_ms, revoked_ms FROM dashboard_tokens \
+         WHERE token_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        None => Ok(Err(Refused::Unknown)),
+        Some(r) => Ok(valid_at(row_to_info(&r)?, now_ms)),
+    }
+}
+
+fn row_to_info(r: &sqlx::any::AnyRow) -> Result<TokenInfo, sqlx::Error> {
+    Ok(TokenInfo {
+        id: r.try_get("token_id")?,
+        venue: r.try_get("venue")?,
+        label: r.try_get("label")?,
+        created_ms: r.try_get("created_ms")?,
+        expires_ms: r.try_get("expires_ms")?,
+        revoked_ms: r.try_get("revoked_ms")?,
+    })
+}
+
+fn valid_at(info: TokenInfo, now_ms: i64) -> Result<TokenInfo, Refused> {
+    if info.revoked_ms != 0 {
+        Err(Refused::Revoked)
+    } else if info.expires_ms <= now_ms {
+        Err(Refused::Expired)
+    } else {
+        Ok(info)
+    }
+}
+
 /// Checks a presented token: its stored record if valid at `now_ms`.
 pub async fn verify(
     pool: &AnyPool,
@@ -204,21 +245,7 @@ pub async fn verify(
     let Some(r) = row else {
         return Ok(Err(Refused::Unknown));
     };
-    let info = TokenInfo {
-        id: r.try_get("token_id")?,
-        venue: r.try_get("venue")?,
-        label: r.try_get("label")?,
-        created_ms: r.try_get("created_ms")?,
-        expires_ms: r.try_get("expires_ms")?,
-        revoked_ms: r.try_get("revoked_ms")?,
-    };
-    if info.revoked_ms != 0 {
-        return Ok(Err(Refused::Revoked));
-    }
-    if info.expires_ms <= now_ms {
-        return Ok(Err(Refused::Expired));
-    }
-    Ok(Ok(info))
+    Ok(valid_at(row_to_info(&r)?, now_ms))
 }
 
 #[cfg(test)]

@@ -179,3 +179,197 @@ fn privacy_sample_prints_n_integers_centred_on_the_value() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--epsilon"));
 }
+
+/// Runs `cmd` with stderr in a file; returns (success, stdout, stderr).
+fn run_logged(cmd: &mut Command, log: &std::path::Path) -> (bool, String, String) {
+    let file = std::fs::File::create(log).expect("log file");
+    let out = cmd.stderr(file).output().expect("run");
+    let err = std::fs::read_to_string(log).expect("read log");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        err,
+    )
+}
+
+/// Messages a new user meets say what is wrong and what to do, once, with
+/// no terminal colours in files.
+#[test]
+fn operator_messages_say_what_to_do() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    veil_aggregator::pki::init(&d.join("pki"), "arena", 2).expect("pki");
+    let agg = || {
+        let mut c = Command::new(bin("veil-aggregator"));
+        c.args(["--log-format", "text"]);
+        c
+    };
+
+    // A busy port: which key to change, the cause once, no ANSI in the file.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let cfg = veil_tests::write_aggregator_config(d, &["node-1"], &format!("127.0.0.1:{port}"));
+    let (ok, _, err) = run_logged(
+        agg().args(["serve", "--config"]).arg(&cfg),
+        &d.join("busy.log"),
+    );
+    assert!(!ok);
+    assert!(err.contains("`listen` in the config"), "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in a file: {err:?}");
+    drop(busy);
+
+    // Serving with [metrics]: start-up logs the metrics listener.
+    let cfg = veil_tests::write_aggregator_config_with(
+        d,
+        &["node-1"],
+        "127.0.0.1:0",
+        veil_tests::ARENA_POLICY,
+        "\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let log = std::fs::File::create(d.join("serve.log")).expect("log");
+    let mut child = agg()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let endpoint = format!(
+        "https://{}",
+        line.trim().strip_prefix("listening on ").expect("line")
+    );
+
+    // A node whose aggregator is down names the endpoint, each cause once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let down = format!("https://127.0.0.1:{closed_port}");
+    std::fs::write(
+        d.join("node-1.toml"),
+        format!(
+            "venue = \"arena\"\nnode_id = \"node-1\"\n\n[aggregator]\nendpoint = \"{down}\"\n\
+             ca = \"pki/ca.pem\"\ncert = \"pki/node-1.pem\"\nkey = \"pki/node-1.key\"\n\
+             max_backoff = \"200ms\"\n\n[input]\npath = \"-\"\n\n[windows]\nlength = \"60s\"\n\
+             lateness = \"5s\"\n\n[outbox]\npath = \"node-1-outbox.db\"\n\n\
+             [[zone]]\nname = \"floor\"\ncameras = 1\n"
+        ),
+    )
+    .expect("node config");
+    let node_log = d.join("node.log");
+    let mut node = Command::new(bin("veil-node"))
+        .args(["--log-format", "text", "run", "--config"])
+        .arg(d.join("node-1.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&node_log).expect("log"))
+        .spawn()
+        .expect("spawn node");
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status();
+    drop(node.stdin.take());
+    let _ = node.wait();
+    let text = std::fs::read_to_string(&node_log).expect("node log");
+    let first = text
+        .lines()
+        .find(|l| l.contains("Policy fetch"))
+        .unwrap_or_else(|| panic!("no policy fetch warning: {text}"));
+    assert!(first.contains(&down), "{first}");
+    assert!(first.matches("tcp connect error").count() <= 1, "{first}");
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a file");
+
+    // `report` defaults to today like `budget show`.
+    let (ok, out, err) = run_logged(
+        agg()
+            .args(["report", "--venue", "arena", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(d.join("report.html")),
+        &d.join("report.log"),
+    );
+    assert!(ok, "report without --day: {err}");
+    assert!(out.contains("Wrote the report"), "{out}");
+
+    // An unknown venue names the configured ones.
+    let (ok, _, err) = run_logged(
+        agg()
+            .args(["budget", "show", "--venue", "stadium", "--config"])
+            .arg(&cfg),
+        &d.join("budget.log"),
+    );
+    assert!(!ok);
+    assert!(err.contains("venues: arena"), "{err}");
+
+    // An export never overwrites an earlier one.
+    let export = d.join("audit");
+    let (ok, _, err) = run_logged(
+        agg()
+            .args(["audit", "export", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&export),
+        &d.join("export.log"),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_logged(
+        agg()
+            .args(["audit", "export", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&export),
+        &d.join("export2.log"),
+    );
+    assert!(!ok && err.contains("not empty"), "{err}");
+
+    // The signing key given to `audit verify` by mistake: use the .vkey.
+    let (ok, _, err) = run_logged(
+        agg()
+            .args(["audit", "verify"])
+            .arg(&export)
+            .arg("--key")
+            .arg(d.join("pki/audit.key")),
+        &d.join("verify.log"),
+    );
+    assert!(!ok && err.contains(".vkey"), "{err}");
+    let (ok, out, err) = run_logged(
+        agg()
+            .args(["audit", "verify"])
+            .arg(&export)
+            .arg("--key")
+            .arg(d.join("pki/audit.vkey")),
+        &d.join("verify2.log"),
+    );
+    assert!(ok && out.starts_with("OK"), "{out}{err}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let serve_log = std::fs::read_to_string(d.join("serve.log")).expect("serve log");
+    assert!(serve_log.contains("Metrics serving"), "{serve_log}");
+    assert!(!endpoint.is_empty());
+
+    // No issue numbers in --help.
+    for (b, sub) in [
+        ("veil-aggregator", ""),
+        ("veil-aggregator", "serve"),
+        ("veil-aggregator", "report"),
+        ("veil-node", ""),
+        ("veil-node", "run"),
+    ] {
+        let mut c = Command::new(bin(b));
+        if !sub.is_empty() {
+            c.arg(sub);
+        }
+        let help =
+            String::from_utf8_lossy(&c.arg("--help").output().expect("help").stdout).to_lowercase();
+        assert!(!help.contains("issue "), "{b} {sub} --help: {help}");
+    }
+}

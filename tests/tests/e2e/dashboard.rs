@@ -368,7 +368,15 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
     for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
         assert!(cookie_line.contains(attr), "{cookie_line}");
     }
-    let cookie = format!("veil_session={}", good.token);
+    // The cookie holds a session id, never the token.
+    let session = cookie_line
+        .split_once("veil_session=")
+        .and_then(|(_, r)| r.split(';').next())
+        .expect("cookie value")
+        .to_owned();
+    assert!(!cookie_line.contains(&good.token), "{cookie_line}");
+    assert!(!session.is_empty() && session != good.token);
+    let cookie = format!("veil_session={session}");
     let ack_path = format!(
         "/api/alerts/{}/ack",
         alert["alert_id"].as_str().expect("id")
@@ -397,6 +405,50 @@ async fn dashboard_api_refuses_without_valid_credentials_and_audits_acknowledgem
     let acked: serde_json::Value = serde_json::from_str(&body).expect("json");
     let actor = format!("spiffe://veil/role/organizer/token-{}", good.id);
     assert_eq!(acked["acked_by"], actor.as_str());
+
+    // Signing out ends the session on the server: a copy of the cookie no
+    // longer signs anyone in. The token itself is not revoked by it.
+    let (status, _, _) = https(
+        env.dash,
+        &ca,
+        None,
+        "GET",
+        "/api/session",
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(status, 200, "the session works before sign-out");
+    let (status, head, _) = https(
+        env.dash,
+        &ca,
+        None,
+        "POST",
+        "/logout",
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(head.contains("Max-Age=0"), "{head}");
+    let (status, _, body) = https(
+        env.dash,
+        &ca,
+        None,
+        "GET",
+        "/api/session",
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(status, 401, "a signed-out session is refused: {body}");
+    let (status, _, _) = https(
+        env.dash,
+        &ca,
+        None,
+        "GET",
+        "/api/session",
+        &[("Authorization", &bearer(&good.token))],
+    )
+    .await;
+    assert_eq!(status, 200, "the token still works");
 
     // An organizer client certificate works without a token; an ML one does not.
     let pki = env.pki();
@@ -594,6 +646,28 @@ async fn stream_pushes_points_and_report_names_the_checkpoint() {
     assert!(err.to_string().contains("not offered"));
 }
 
+/// Polls the alert list until an alert is resolved (bounded).
+async fn wait_for_resolved(env: &Env, token: &str) {
+    let ca = env.pki().join("ca.pem");
+    for _ in 0..200 {
+        let (status, _, body) = https(
+            env.dash,
+            &ca,
+            None,
+            "GET",
+            "/api/alerts?venue=arena",
+            &[("Authorization", &bearer(token))],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"state\":\"resolved\"") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the alert did not resolve");
+}
+
 /// Runs headless Chromium on `url` and returns the DOM after scripts ran.
 fn chromium_dom(url: &str, profile: &Path) -> String {
     let exe = ["chromium", "chromium-browser"].into_iter().find(|c| {
@@ -619,6 +693,7 @@ fn chromium_dom(url: &str, profile: &Path) -> String {
             // stream stays open: read the page before it connects (the page
             // opens it 1.5 s after loading; it reloads its state then).
             "--virtual-time-budget=1000",
+            "--window-size=1400,2000",
             &format!("--user-data-dir={}", profile.display()),
             "--dump-dom",
             url,
@@ -645,6 +720,10 @@ async fn dashboard_in_headless_chromium_shows_data_only_with_credentials() {
     env.submit(1, 4, 20.0).await;
     env.submit(4, 6, 500.0).await;
     wait_for_alert(&env, &good.token).await;
+    // After the show the zone is empty: a noisy -1 (the limit is 100). The
+    // alert resolves, and noise alone must not paint the zone.
+    env.submit(6, 9, -1.0).await;
+    wait_for_resolved(&env, &good.token).await;
     let base = format!("https://127.0.0.1:{}", env.dash.port());
     let profiles = tempfile::tempdir().expect("profiles");
 
@@ -662,6 +741,47 @@ async fn dashboard_in_headless_chromium_shows_data_only_with_credentials() {
         dom.contains("The guarantee: each person is protected per window only"),
         "the budget panel states the policy's guarantee:\n{dom}"
     );
+    // Coloured by the zone's limit only where the 95% interval says so:
+    // -1 ± 3 against a limit of 100 is not over (the old grid painted the
+    // busiest zone red whatever its level).
+    let tile = dom
+        .split("data-zone=\"floor\"")
+        .nth(1)
+        .and_then(|t| t.split("</div></div>").next())
+        .unwrap_or_default();
+    assert!(tile.contains("data-level=\"ok\""), "floor tile: {tile}");
+    // A count is shown as a non-negative integer.
+    assert!(
+        tile.contains("<div class=\"value\">0</div>"),
+        "floor tile: {tile}"
+    );
+    assert!(tile.contains("limit 100"), "floor tile: {tile}");
+    // The header does not say "connecting" while figures are shown.
+    let live = dom
+        .split("id=\"live-text\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_default();
+    assert!(
+        !live.contains("connecting") && !live.is_empty(),
+        "header: {live:?}"
+    );
+    // A resolved alert offers no "Acknowledge".
+    let resolved = dom
+        .split("class=\"alert critical resolved")
+        .nth(1)
+        .and_then(|t| t.split("</li>").next())
+        .unwrap_or_else(|| panic!("no resolved alert:\n{dom}"));
+    assert!(
+        !resolved.contains(">Acknowledge<")
+            && resolved.contains("resolved without acknowledgement"),
+        "a resolved alert offers Acknowledge: {resolved}"
+    );
+    // The budget panel comes before the series and alerts (first row, right
+    // of the zone grid: above the fold at 1400x2000).
+    let pos = |needle: &str| dom.find(needle).unwrap_or(usize::MAX);
+    assert!(pos("class=\"card budget\"") < pos("class=\"card series\""));
+    assert!(pos("class=\"card budget\"") < pos("class=\"card alerts\""));
 
     let dom = tokio::task::spawn_blocking({
         let url = format!("{base}/");

@@ -6,6 +6,7 @@ mod alert_detection;
 mod bench_cli;
 mod binaries;
 mod dashboard;
+mod demo;
 mod federated;
 mod group_commit;
 mod ingest;

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const S = {
   venue: null, zones: [], metrics: [], zone: null, metric: "occupancy",
-  series: [], alerts: new Map(), latestMs: 0, es: null, day: null, reloadTimer: null,
+  series: [], alerts: new Map(), latestMs: 0, es: null, day: null, reloadTimer: null, live: false,
 };
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -31,6 +31,24 @@ function fmt(v) {
   if (!isFinite(v)) return "—";
   const a = Math.abs(v);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+// Counts (people, devices, passes) are shown as non-negative integers: the
+// DP estimate can be fractional or below zero from the noise; rounding and
+// clamping are post-processing and cost nothing.
+const MEASURES = ["sound_level_db", "temperature_c", "co2_ppm"];
+function isCount(metric) { return !MEASURES.includes(metric); }
+function shown(v, metric) { return isCount(metric) ? Math.max(0, Math.round(v)) : v; }
+function fmtIn(v, metric) { return isCount(metric) ? String(shown(v, metric)) : fmt(v); }
+function fmtErr(e, metric) { return isCount(metric) ? String(Math.round(e)) : fmt(e); }
+// A zone's level against its occupancy limit, only where the 95% interval
+// says so: "over" when the whole interval is above the limit, "near" when
+// it is above 80% of it, "ok" otherwise; "unknown" without a limit.
+function level(o, capacity) {
+  if (!capacity) return "unknown";
+  const low = Math.max(0, o.value - o.error95);
+  if (low >= capacity) return "over";
+  if (low >= 0.8 * capacity) return "near";
+  return "ok";
 }
 
 class Unauthorized extends Error {}
@@ -99,6 +117,7 @@ async function loadAll(fromStream) {
     if (!S.metrics.includes(S.metric)) S.metric = S.metrics[0] || "occupancy";
     S.day = dayOf(S.latestMs || Date.now());
     renderHeat(); renderAlerts(); renderTabs(); updateAsOf();
+    if (!S.live) setLive("snapshot", "snapshot · live updates starting");
     await Promise.all([loadSeries(), loadBudget()]);
     if (!fromStream) { if (S.es) { S.es.close(); S.es = null; } setTimeout(connect, STREAM_DELAY_MS); }
   } catch (e) {
@@ -142,7 +161,6 @@ function openAlertsByZone() {
 
 function renderHeat() {
   const heat = $("heat");
-  const max = Math.max(1, ...S.zones.map((z) => (z.occupancy && !z.occupancy.suppressed ? z.occupancy.value : 0)));
   const open = openAlertsByZone();
   heat.replaceChildren(...S.zones.map((z) => {
     const t = el("div", "tile" + (z.zone === S.zone ? " selected" : ""));
@@ -150,12 +168,13 @@ function renderHeat() {
     t.append(el("div", "name", z.zone));
     const o = z.occupancy;
     if (o && !o.suppressed) {
-      const f = Math.max(0, Math.min(1, o.value / max));
-      // Cool (low) to hot (high) occupancy.
-      const hue = 210 - 200 * f, light = 20 + 18 * f;
-      t.style.background = `hsl(${hue.toFixed(0)}, 70%, ${light.toFixed(0)}%)`;
-      t.append(el("div", "value", fmt(o.value)), el("div", "err", "± " + fmt(o.error95) + " (95%)"),
-        el("div", "when", "window " + hhmm(o.window_start_ms)));
+      const lv = level(o, z.capacity);
+      t.dataset.level = lv;
+      t.classList.add("level-" + lv);
+      t.append(el("div", "value", fmtIn(o.value, "occupancy")),
+        el("div", "err", "± " + fmtErr(o.error95, "occupancy") + " (95%)"),
+        el("div", "when", (z.capacity ? "limit " + Math.round(z.capacity) + " · " : "no limit set · ") +
+          "window " + hhmm(o.window_start_ms)));
     } else if (o && o.suppressed) {
       t.append(el("div", "value dim", "< min"), el("div", "err", "below the policy's display threshold"));
     } else {
@@ -185,14 +204,20 @@ function renderChart() {
   const W = 900, H = 260, L = 52, R = 12, T = 12, B = 28;
   const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
     "aria-label": `${S.metric} in ${S.zone}` });
-  const pts = S.series.filter((p) => !p.suppressed);
+  const pts = S.series.filter((p) => !p.suppressed).map((p) => {
+    if (!isCount(S.metric)) return p;
+    const v = shown(p.value, S.metric);
+    return Object.assign({}, p, { value: v, low: Math.max(0, p.value - p.error95), high: Math.max(0, p.value + p.error95) });
+  });
+  const lo = (p) => (p.low !== undefined ? p.low : p.value - p.error95);
+  const hi = (p) => (p.high !== undefined ? p.high : p.value + p.error95);
   if (!pts.length) {
     const t = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" });
     t.textContent = "no releases of " + S.metric + " in this zone";
     s.append(t); box.replaceChildren(s); return;
   }
   const x0 = pts[0].window_start_ms, x1 = Math.max(x0 + 60000, pts[pts.length - 1].window_start_ms);
-  let y0 = Math.min(...pts.map((p) => p.value - p.error95)), y1 = Math.max(...pts.map((p) => p.value + p.error95));
+  let y0 = Math.min(...pts.map(lo)), y1 = Math.max(...pts.map(hi));
   if (S.metric !== "sound_level_db" && S.metric !== "temperature_c" && S.metric !== "co2_ppm") y0 = Math.min(0, y0);
   if (y1 - y0 < 1) y1 = y0 + 1;
   const pad = (y1 - y0) * 0.06; y1 += pad; if (y0 < 0 || S.metric === "sound_level_db") y0 -= pad;
@@ -219,13 +244,13 @@ function renderChart() {
   }
   s.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   // Error band and line.
-  const up = pts.map((p) => `${X(p.window_start_ms).toFixed(1)},${Y(p.value + p.error95).toFixed(1)}`);
-  const down = pts.slice().reverse().map((p) => `${X(p.window_start_ms).toFixed(1)},${Y(p.value - p.error95).toFixed(1)}`);
+  const up = pts.map((p) => `${X(p.window_start_ms).toFixed(1)},${Y(hi(p)).toFixed(1)}`);
+  const down = pts.slice().reverse().map((p) => `${X(p.window_start_ms).toFixed(1)},${Y(lo(p)).toFixed(1)}`);
   s.append(svg("polygon", { points: up.concat(down).join(" "), class: "band" }));
   s.append(svg("polyline", { points: pts.map((p) => `${X(p.window_start_ms).toFixed(1)},${Y(p.value).toFixed(1)}`).join(" "), class: "line" }));
   const last = pts[pts.length - 1];
   const c = svg("circle", { cx: X(last.window_start_ms), cy: Y(last.value), r: 3.5, fill: "#4cc2ff" });
-  const title = svg("title"); title.textContent = `${hhmm(last.window_start_ms)}: ${fmt(last.value)} ± ${fmt(last.error95)} (95%)`;
+  const title = svg("title"); title.textContent = `${hhmm(last.window_start_ms)}: ${fmtIn(last.value, S.metric)} ± ${fmtErr(last.error95, S.metric)} (95%)`;
   c.append(title); s.append(c);
   box.replaceChildren(s);
 }
@@ -252,6 +277,8 @@ function renderAlert(a) {
   const act = el("div", "actions");
   if (a.acked_by) {
     act.append(el("span", "dim", `acknowledged by ${a.acked_by.replace("spiffe://veil/role/", "")} at ${hhmm(a.acked_ms)}`));
+  } else if (a.state !== "raised") {
+    act.append(el("span", "dim", "resolved without acknowledgement"));
   } else {
     const b = el("button", null, "Acknowledge");
     b.type = "button";
@@ -273,9 +300,11 @@ function renderAlert(a) {
 function updateAsOf() { $("asof").textContent = S.latestMs ? dayOf(S.latestMs) + " " + hhmm(S.latestMs) : "—"; }
 
 function setLive(state, text) {
+  S.live = state === "live";
   const d = $("live-dot");
   d.classList.toggle("live", state === "live");
   d.classList.toggle("down", state === "down");
+  d.classList.toggle("snapshot", state === "snapshot");
   $("live-text").textContent = text;
 }
 
@@ -290,7 +319,7 @@ function connect() {
   S.es = es;
   es.addEventListener("open", () => { setLive("live", "live"); scheduleReload(); });
   es.addEventListener("error", () => {
-    setLive("down", "reconnecting");
+    setLive("down", "live updates paused · reconnecting (the figures shown are a snapshot)");
     // A 401 on reconnect shows as an error too: check the session.
     api("/api/session").catch((e) => { if (e instanceof Unauthorized) showLogin(e.message); });
   });
