@@ -159,15 +159,21 @@ async fn rerunning_the_same_input_does_not_release_a_window_twice() {
     .expect("first run");
     let stored_after_first = env.storage.count_releases().await.expect("count");
     assert_eq!(stored_after_first, first.upload.accepted);
-    // Same input again (e.g. after a restart): fresh noise, same keys, so the
-    // aggregator refuses the differently-noised copies; nothing is added.
+    // Same input again (e.g. after a restart): the node knows durably which
+    // windows it released, so it draws no noise, asks for no lease and
+    // sends nothing (no differently-noised copy ever reaches the aggregator).
     let second = veil_node::run(
         node_config(&env, "node-1", "events.jsonl", zones),
         std::future::pending(),
     )
     .await
     .expect("second run");
+    assert_eq!(second.releases, 0, "{second:?}");
     assert_eq!(second.upload.accepted, 0, "{second:?}");
+    assert_eq!(second.upload.rejected, 0, "{second:?}");
+    assert_eq!(second.upload.duplicate, 0, "{second:?}");
+    assert_eq!(second.stream_leases, 0, "{second:?}");
+    assert!(second.windows.already_released > 0, "{second:?}");
     assert_eq!(
         env.storage.count_releases().await.expect("count"),
         stored_after_first

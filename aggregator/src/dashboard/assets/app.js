@@ -234,7 +234,7 @@ function renderChart() {
   for (let i = 0; i <= 4; i++) {
     const v = y0 + (y1 - y0) * i / 4, y = Y(v);
     s.append(svg("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid" }));
-    const t = svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }); t.textContent = fmt(v); s.append(t);
+    const t = svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }); t.textContent = isCount(S.metric) ? String(Math.round(v)) : fmt(v); s.append(t);
   }
   const span = x1 - x0, step = [60e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3].find((st) => span / st <= 8) || 14400e3;
   for (let ms = Math.ceil(x0 / step) * step; ms <= x1; ms += step) {
