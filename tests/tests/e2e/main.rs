@@ -15,3 +15,4 @@ mod query_alerts;
 mod refusals;
 mod replicas;
 mod resilience;
+mod secure_rounds;
