@@ -223,14 +223,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::Ok((releases, reports, alerts, dashboard))
     })?;
 
-    // Federated round over the same nodes.
+    // The arena's ledger on the show's day, as its streams left it.
+    let agg_cfg = veil_aggregator::Config::load(&agg_cfg_path)?;
+    let day = veil_aggregator::ledger::day_of(releases.first().map_or(0, |r| r.window_start_ms));
+    let budget = rt.block_on(veil_aggregator::commands::budget_show(
+        &agg_cfg,
+        VENUE,
+        Some(&day),
+    ))?;
+    let arena_left = budget
+        .lines()
+        .find_map(|l| l.strip_prefix("budget_remaining_epsilon "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+
+    // Federated training: secure rounds over partner arenas.
     let fl = crate::demo_federated::run(
         &rt,
         &dir,
         &agg_cfg_path,
-        &sim,
-        &truth,
-        &pki.nodes,
+        start.date(),
+        (pki.nodes.len(), arena_left),
         args.seed,
     )?;
 
@@ -247,12 +260,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         None,
         None,
     )?;
-    let day = veil_aggregator::ledger::day_of(releases.first().map_or(0, |r| r.window_start_ms));
-    let budget = rt.block_on(veil_aggregator::commands::budget_show(
-        &agg_cfg,
-        VENUE,
-        Some(&day),
-    ))?;
 
     // Post-event report, from the database the demo filled.
     let report_msg = rt.block_on(veil_aggregator::report::write(
@@ -272,7 +279,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for line in budget.lines().filter(|l| !l.starts_with("budget_")) {
         println!("  {line}");
     }
-    println!("\nFederated round (forecaster, DP updates over mTLS)");
+    println!("\nFederated training (forecaster, secure aggregation over mTLS)");
     for line in fl.lines() {
         println!("  {line}");
     }

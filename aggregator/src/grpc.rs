@@ -10,4 +10,5 @@ pub mod ledger;
 pub mod policy;
 pub mod query;
 pub mod rounds;
+pub mod secure;
 pub mod status;

@@ -205,6 +205,27 @@ pub fn audit_keygen(key: &Path, vkey: &Path, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Issues client certificates for `spiffe_ids`, signed by the CA in `dir`,
+/// and returns each one's (certificate PEM, PKCS#8 key PEM) without
+/// writing them (the demo's simulated partner venues).
+pub fn issue_clients_in_memory(
+    dir: &Path,
+    spiffe_ids: &[String],
+) -> Result<Vec<(String, String)>, Error> {
+    let read = |p: PathBuf| fs::read_to_string(&p).map_err(|source| Error::Io { path: p, source });
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, ca_key)?;
+    spiffe_ids
+        .iter()
+        .map(|id| {
+            let key = KeyPair::generate()?;
+            let cert = leaf_params(id, vec![uri(id)?], ExtendedKeyUsagePurpose::ClientAuth)
+                .signed_by(&key, &issuer)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        })
+        .collect()
+}
+
 /// Issues one extra client certificate with an arbitrary SPIFFE id, signed by
 /// the CA in `dir` (for operators adding a node, and for tests).
 pub fn issue_client(dir: &Path, file_stem: &str, spiffe_id: &str) -> Result<(), Error> {

@@ -17,8 +17,10 @@
 //! The aggregator never sees raw events or local examples; nothing a peer
 //! sends can panic it.
 
+pub mod bench_secure;
 pub mod cli;
 pub mod kernel;
+pub mod secure;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -28,7 +30,7 @@ use sqlx::AnyConnection;
 
 use veil_privacy::{Cost, Rho};
 
-pub use store::{OpenParams, RoundError, RoundRow, Rounds, SubmitOutcome};
+pub use store::{OpenParams, RoundError, RoundRow, Rounds, SecureOpen, SecureSpec, SubmitOutcome};
 use veil_aggregator_core::{
     audit::{AuditLog, AuditTx, NewEntry, SELF_ACTOR},
     ledger,
@@ -52,6 +54,17 @@ pub mod action {
     pub const ROUND_CHARGE: &str = "round.charge";
     /// A model version was pulled.
     pub const MODEL_PULL: &str = "model.pull";
+    /// Secure round: the key advertisements closed (how many, the graph).
+    pub const SECURE_KEYS: &str = "round.secure.keys";
+    /// Secure round: the encrypted shares closed (who committed).
+    pub const SECURE_SHARES: &str = "round.secure.shares";
+    /// Secure round: the masked inputs closed (survivors, dropped).
+    pub const SECURE_MASKED: &str = "round.secure.masked";
+    /// Secure round: the unmasking shares closed and the sum was (or was
+    /// not) unmasked.
+    pub const SECURE_UNMASK: &str = "round.secure.unmask";
+    /// Secure round: a node's stage message was refused.
+    pub const SECURE_REFUSE: &str = "round.secure.refuse";
 }
 
 /// `[rounds]` in `aggregator.toml`.
@@ -99,10 +112,22 @@ pub struct ScheduledRound {
     pub learning_rate: f64,
     /// Deadline, seconds after opening.
     pub deadline_s: u32,
+    /// Secure aggregation (SecAgg+): the aggregator learns only the sum.
+    #[serde(default)]
+    pub secure: bool,
+    /// Secure rounds: threshold over each closed neighbourhood (default:
+    /// the graph degree's).
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    /// Secure rounds: longest time each stage stays open (default: a
+    /// quarter of the deadline).
+    #[serde(default)]
+    pub stage_timeout_s: Option<u32>,
 }
 
 impl ScheduledRound {
-    fn params(&self) -> OpenParams {
+    /// The round's parameters; `n_max` is the number of registered nodes.
+    fn params(&self, n_max: u32) -> OpenParams {
         OpenParams {
             model: self.model.clone(),
             min_nodes: self.min_nodes,
@@ -111,6 +136,15 @@ impl ScheduledRound {
             local_steps: self.local_steps,
             learning_rate: self.learning_rate,
             deadline: Duration::from_secs(u64::from(self.deadline_s)),
+            secure: self.secure.then(|| SecureOpen {
+                threshold: self.threshold,
+                stage_timeout: self
+                    .stage_timeout_s
+                    .map(|s| Duration::from_secs(u64::from(s))),
+                n_max,
+                target_nodes: None,
+            }),
+            event_day: None,
         }
     }
 }
@@ -145,6 +179,43 @@ pub fn ledger_metric(model: &str) -> String {
     format!("model:{model}")
 }
 
+/// How far one privacy unit of a venue (an attendee-day under the shipped
+/// policies) can move one node's clipped update, in units of the clip norm
+/// C: the update with and the update without the unit's data both lie in
+/// the ball of radius C, so they differ by at most 2C in L2.
+pub const UNIT_SENSITIVITY: f64 = 2.0;
+
+/// The zCDP rho a round costs one venue's ledger when `k` of the venue's
+/// nodes are in it.
+///
+/// # Privacy
+/// One privacy unit (attendee-day) may be in the data of every one of the
+/// venue's k nodes, and moves each node's clipped update by at most 2C
+/// ([`UNIT_SENSITIVITY`]).
+/// * Secure round: only the sum is seen; it moves by at most `2 k C`
+///   against noise of std `z C` (the distributed discrete Gaussian bound
+///   of `veil_secagg::EncodingParams::round_rho` at sensitivity C; the
+///   bound scales at most quadratically in the sensitivity), so the venue
+///   is charged `(2 k)^2 * round_rho` (`(2k)^2 / (2 z^2)` up to the DDG's
+///   negligible term).
+/// * Plain round: the aggregator sees each of the k updates with only its
+///   own noise share (std `z C / sqrt(m)`): k Gaussian releases at
+///   sensitivity 2C compose to `4 k * node_rho` (`4 k m / (2 z^2)`).
+pub fn venue_rho(round: &RoundRow, k: u32) -> Result<f64, RoundError> {
+    let s2 = UNIT_SENSITIVITY * UNIT_SENSITIVITY;
+    let k = f64::from(k);
+    Ok(match &round.secure {
+        Some(spec) => {
+            let rho = spec
+                .encoding(round)?
+                .round_rho()
+                .map_err(|e| RoundError::Invalid(e.to_string()))?;
+            s2 * k * k * rho.get()
+        }
+        None => s2 * k * round.privacy()?.node_rho()?.get(),
+    })
+}
+
 /// What a serving aggregator needs to charge venue ledgers for rounds: the
 /// venues' policies (day budgets) and the audit log the charges go into.
 /// Without it (library use in tests and benches) rounds charge nothing.
@@ -172,13 +243,13 @@ impl Charging {
         let Some(policy) = self.policies.get(venue) else {
             return Ok(Err(format!("venue {venue} has no policy in force")));
         };
-        let rho = round.privacy()?.node_rho()?.get() * f64::from(accepted_before + 1);
+        let rho = venue_rho(round, accepted_before + 1)?;
         let cost = Cost::Zcdp(Rho::new(rho)?);
         let mut tx = pool.begin().await?;
         let out = ledger::charge_direct(
             &mut tx,
             venue,
-            &ledger::day_of(now),
+            &round.charge_day(now),
             &ledger_metric(&round.model),
             TRAINING_PURPOSE,
             cost,
@@ -202,20 +273,19 @@ fn ledger_outcome(
 }
 
 /// Charges each participating venue's ledger with the round's cost inside
-/// `tx` (the transaction that publishes the version), with one
-/// `round.charge` audit entry per venue in the same transaction.
+/// `tx` (the transaction that publishes a plain round's version, or the one
+/// that closes a secure round's shares), with one `round.charge` audit
+/// entry per venue in the same transaction.
 ///
-/// `venues` holds one entry per accepted update. The cost charged per
-/// update is the per-update zCDP rho (`m / (2 z^2)`): what the aggregator
-/// itself could learn from one node's noised update until secure
-/// aggregation lands; a venue with k updates in the round is charged k
-/// times that, on the UTC day the round closes, under metric
-/// `model:<name>` and purpose `model_training`. The published model's own
-/// cost (`1 / (2 z^2)` per round) is on the model card.
+/// `venues` holds one entry per node whose update is (or, for a secure
+/// round, may be) in the round. A venue with k such nodes is charged
+/// [`venue_rho`]`(round, k)` on the round's event day
+/// ([`RoundRow::charge_day`]), under metric `model:<name>` and purpose
+/// `model_training`. The published model's own cost is on the model card.
 ///
 /// Returns `Ok(Err(reason))` when a venue has no policy or its budget
-/// cannot cover the charge: the caller rolls back and fails the round (no
-/// version is published, nothing is charged).
+/// cannot cover the charge: the caller rolls back and fails the round
+/// (nothing is published or charged).
 pub async fn charge_round_ledgers(
     tx: &mut AnyConnection,
     atx: &mut AuditTx<'_>,
@@ -224,26 +294,32 @@ pub async fn charge_round_ledgers(
     venues: &[String],
     now: i64,
 ) -> Result<Result<(), String>, RoundError> {
-    let node_rho = round.privacy()?.node_rho()?.get();
-    let day = ledger::day_of(now);
+    let day = round.charge_day(now);
     let metric = ledger_metric(&round.model);
     let mut grouped: Vec<(&str, u32)> = Vec::new();
-    for v in venues {
+    let mut sorted: Vec<&String> = venues.iter().collect();
+    sorted.sort();
+    for v in sorted {
         match grouped.last_mut() {
             Some((last, n)) if *last == v.as_str() => *n += 1,
             _ => grouped.push((v.as_str(), 1)),
         }
     }
-    for (venue, updates) in grouped {
+    for (venue, nodes) in grouped {
         let Some(policy) = policies.get(venue) else {
             return Ok(Err(format!("venue {venue} has no policy in force")));
         };
-        let cost = Cost::Zcdp(Rho::new(node_rho * f64::from(updates))?);
+        let cost = Cost::Zcdp(Rho::new(venue_rho(round, nodes)?)?);
         let out =
             ledger::charge_direct(tx, venue, &day, &metric, TRAINING_PURPOSE, cost, policy).await;
         let granted = match ledger_outcome(out)? {
             Ok(g) => g,
             Err(reason) => return Ok(Err(reason)),
+        };
+        let what = if round.secure.is_some() {
+            "node(s) in the secure sum"
+        } else {
+            "update(s)"
         };
         atx.append(
             tx,
@@ -253,7 +329,7 @@ pub async fn charge_round_ledgers(
                 action: action::ROUND_CHARGE,
                 allow: true,
                 reason: format!(
-                    "round {} of {}: {updates} update(s) charged to {metric} for {TRAINING_PURPOSE} on {day}, {:.4} epsilon left",
+                    "round {} of {}: {nodes} {what} charged to {metric} for {TRAINING_PURPOSE} on event day {day}, {:.4} epsilon left",
                     round.round_id, round.model, granted.remaining_epsilon
                 ),
                 policy_hash: policy.hash.clone(),
@@ -316,12 +392,16 @@ pub async fn close_and_record(
     Ok(row)
 }
 
-/// Closes due rounds and opens scheduled ones, every second, until the
-/// returned handle is aborted.
+/// Closes due rounds (and the stages of secure rounds past their timeout)
+/// and opens scheduled ones, every second, until the returned handle is
+/// aborted. `registered` is the number of registered nodes (a scheduled
+/// secure round's n_max).
 pub fn spawn_ticker(
     rounds: Arc<Rounds>,
     audit: Option<AuditLog>,
     schedule: Vec<ScheduledRound>,
+    secure: Option<Arc<secure::SecureRounds>>,
+    registered: u32,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_open: Vec<i64> = vec![0; schedule.len()];
@@ -329,6 +409,9 @@ pub fn spawn_ticker(
         loop {
             tick.tick().await;
             let now = now_ms();
+            if let Some(s) = &secure {
+                s.tick(now).await;
+            }
             if let Err(e) = close_due(&rounds, audit.as_ref(), now).await {
                 tracing::warn!(error = %e, "Closing due rounds failed.");
             }
@@ -337,7 +420,7 @@ pub fn spawn_ticker(
                 if now.saturating_sub(*last) < every {
                     continue;
                 }
-                match rounds.open(&s.params(), now).await {
+                match rounds.open(&s.params(registered), now).await {
                     Ok(r) => {
                         *last = now;
                         tracing::info!(round = %r.round_id, model = %r.model, "Scheduled round opened.");

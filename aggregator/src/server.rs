@@ -88,6 +88,8 @@ pub struct Bound {
     state: Arc<State>,
     refusals: tokio::sync::mpsc::Receiver<veil_aggregator_core::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
+    /// The node CA (DER): secure rounds verify key advertisements with it.
+    node_ca: Vec<u8>,
     // The alert task's inputs.
     alert_task: (
         crate::alerts::HubReceiver,
@@ -125,6 +127,12 @@ fn read(cfg: &Config, what: &'static str, p: &std::path::Path) -> Result<Vec<u8>
 /// Opens storage, loads TLS material and policies, binds the listener.
 pub async fn bind(config: Config) -> Result<Bound, Error> {
     let ca = read(&config, "CA certificate", &config.tls.ca)?;
+    let node_ca = {
+        use rustls_pki_types::pem::PemObject as _;
+        rustls_pki_types::CertificateDer::from_pem_slice(&ca)
+            .map(|c| c.to_vec())
+            .unwrap_or_default()
+    };
     let cert = read(&config, "server certificate", &config.tls.cert)?;
     let key = read(&config, "server key", &config.tls.key)?;
     let tls = ServerTlsConfig::new()
@@ -208,6 +216,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         tls,
         refusals,
         rounds: config.rounds.clone(),
+        node_ca,
         web,
         state: Arc::new(State {
             core: Arc::new(Core {
@@ -314,16 +323,35 @@ impl Bound {
                 },
             ),
         );
+        // Secure rounds verify key advertisements against the node CA.
+        let registered = st.registry.node_count();
+        let secure = match veil_secagg::TrustedCa::new(self.node_ca) {
+            Ok(ca) => crate::rounds::secure::SecureRounds::new(
+                rounds.clone(),
+                Some(st.audit.clone()),
+                ca,
+                registered,
+            )
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let secure = secure
+            .inspect_err(|e| tracing::warn!(error = %e, "Secure rounds unavailable."))
+            .ok();
         let rounds_ticker = crate::rounds::spawn_ticker(
             rounds.clone(),
             Some(st.audit.clone()),
             self.rounds.schedule.clone(),
+            secure.clone(),
+            u32::try_from(registered).unwrap_or(u32::MAX),
         );
         let federated = crate::grpc::rounds::FederatedService::new(
             rounds,
             st.registry.clone(),
             Some(st.audit.clone()),
-        );
+        )
+        .with_secure(secure);
         health_reporter
             .set_serving::<IngestServer<IngestService>>()
             .await;

@@ -5,7 +5,15 @@
 //! [`veil_privacy::model_update`]), then submit it.
 //!
 //! Only the clipped, noised update leaves the node; the local examples, the
-//! raw update and its norm never do, and are never logged.
+//! raw update and its norm never do, and are never logged. In a secure
+//! round ([`secure`]) the update leaves only encoded in integers, noised
+//! and masked: the aggregator learns the sum of the nodes' updates alone.
+//!
+//! A round names the event day its data belongs to (`Round.event_day`):
+//! the caller trains on that day's examples only, since the venue's ledger
+//! is charged on that day.
+
+pub mod secure;
 
 use std::collections::HashMap;
 
@@ -42,6 +50,10 @@ pub enum FederatedError {
     /// A blocking task failed.
     #[error("training task: {0}")]
     Task(String),
+    /// The secure-aggregation protocol refused a step (a key that does not
+    /// verify, a share that does not decrypt, an unsafe unmask request...).
+    #[error("secure aggregation: {0}")]
+    SecureAggregation(String),
 }
 
 /// The spec of a model the node knows, by name.
@@ -171,16 +183,21 @@ pub struct RoundOutcome {
     pub loss: Option<(f64, f64)>,
 }
 
-/// Builds the update for `round` from `global` and `data` (blocking CPU
-/// work: call from `spawn_blocking`).
-pub fn build_submission(
-    round: &Round,
-    global: &[u8],
-    data: &Dataset,
-) -> Result<(Vec<u8>, LocalUpdate), FederatedError> {
-    let spec = spec_by_name(&round.model)
-        .ok_or_else(|| FederatedError::UnknownModel(round.model.clone()))?;
-    let privacy = round_privacy(round)?;
+/// The update as one vector with its tensors in name order (byte order of
+/// the names): the order in which the aggregator lays out a model's
+/// safetensors file, so a secure round's sum lines up with the global
+/// model's parameters.
+pub fn flat_by_name(delta: &[mlp::NamedTensor]) -> Vec<f32> {
+    let mut order: Vec<&mlp::NamedTensor> = delta.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    order
+        .into_iter()
+        .flat_map(|(_, _, v)| v.iter().copied())
+        .collect()
+}
+
+/// Refuses local training parameters out of range.
+fn check_training(round: &Round) -> Result<(), FederatedError> {
     if round.local_steps == 0 || round.local_steps > 10_000 {
         return Err(FederatedError::Round(
             "local_steps outside 1..=10000".into(),
@@ -194,6 +211,20 @@ pub fn build_submission(
             "learning_rate outside (0, 10]".into(),
         ));
     }
+    Ok(())
+}
+
+/// Builds the update for `round` from `global` and `data` (blocking CPU
+/// work: call from `spawn_blocking`).
+pub fn build_submission(
+    round: &Round,
+    global: &[u8],
+    data: &Dataset,
+) -> Result<(Vec<u8>, LocalUpdate), FederatedError> {
+    let spec = spec_by_name(&round.model)
+        .ok_or_else(|| FederatedError::UnknownModel(round.model.clone()))?;
+    let privacy = round_privacy(round)?;
+    check_training(round)?;
     let update = local_update(
         spec,
         global,
@@ -209,19 +240,34 @@ pub fn build_submission(
 /// trains on `data` (the forecaster's examples from this node's windows),
 /// and submits a clipped, noised update. Rounds of models without local
 /// labels (the audio classifier) are skipped, as are rounds when `data` has
-/// fewer than `min_examples` rows.
+/// fewer than `min_examples` rows, and secure rounds (see
+/// [`participate_with`]).
 pub async fn participate(
     channel: Channel,
     data: Dataset,
     min_examples: usize,
 ) -> Result<Vec<RoundOutcome>, FederatedError> {
-    let mut client = FederatedClient::new(channel).max_decoding_message_size(64 << 20);
+    participate_with(channel, |_| data.clone(), min_examples, None).await
+}
+
+/// Like [`participate`], with the node's examples of each round's event day
+/// from `data_for(round)`, and secure rounds run with `secure` (the node's
+/// mTLS identity; without it they are skipped). A secure round blocks
+/// until it closes.
+pub async fn participate_with(
+    channel: Channel,
+    data_for: impl Fn(&Round) -> Dataset,
+    min_examples: usize,
+    secure: Option<&secure::SecureIdentity>,
+) -> Result<Vec<RoundOutcome>, FederatedError> {
+    let mut client = FederatedClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
     let rounds = client
         .list_open_rounds(ListOpenRoundsRequest {})
         .await?
         .into_inner()
         .rounds;
-    let data = std::sync::Arc::new(data);
     let mut out = Vec::new();
     for round in rounds {
         let skip = |reason: &str| RoundOutcome {
@@ -235,8 +281,13 @@ pub async fn participate(
             out.push(skip("no local labels for this model"));
             continue;
         }
+        if round.secure && secure.is_none() {
+            out.push(skip("secure round: this node has no signing identity"));
+            continue;
+        }
+        let data = std::sync::Arc::new(data_for(&round));
         if data.len() < min_examples.max(1) {
-            out.push(skip("too few local examples"));
+            out.push(skip("too few local examples of the round's event day"));
             continue;
         }
         let global = client
@@ -245,6 +296,34 @@ pub async fn participate(
             })
             .await?
             .into_inner();
+        if let (true, Some(id)) = (round.secure, secure) {
+            let (r, d) = (round.clone(), data.clone());
+            let update = tokio::task::spawn_blocking(move || {
+                let spec = spec_by_name(&r.model)
+                    .ok_or_else(|| FederatedError::UnknownModel(r.model.clone()))?;
+                check_training(&r)?;
+                local_update(
+                    spec,
+                    &global.safetensors,
+                    &d,
+                    r.local_steps as usize,
+                    r.learning_rate,
+                )
+            })
+            .await
+            .map_err(|e| FederatedError::Task(e.to_string()))??;
+            let flat = flat_by_name(&update.delta);
+            let o = secure::run_round(&mut client, &round, flat, id).await?;
+            tracing::info!(round = %round.round_id, model = %round.model, state = %o.state, contributors = o.contributors, "Secure round closed.");
+            out.push(RoundOutcome {
+                round_id: round.round_id.clone(),
+                model: round.model.clone(),
+                accepted: o.state == "published",
+                reason: o.reason,
+                loss: Some((update.loss_before, update.loss_after)),
+            });
+            continue;
+        }
         let (r, d) = (round.clone(), data.clone());
         let (bytes, update) =
             tokio::task::spawn_blocking(move || build_submission(&r, &global.safetensors, &d))

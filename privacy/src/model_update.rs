@@ -252,6 +252,17 @@ impl ModelPrivacy {
         })
     }
 
+    /// `self` followed by one more round of cost `round_rho` (e.g. the
+    /// distributed discrete Gaussian bound of a secure round; rho adds,
+    /// rounded up).
+    pub fn after_round_rho(&self, round_rho: Rho) -> Result<Self, PrivacyError> {
+        use opendp::traits::InfAdd;
+        Ok(Self {
+            rho: self.rho.inf_add(&round_rho.get())?,
+            rounds: self.rounds.saturating_add(1),
+        })
+    }
+
     /// (epsilon, delta)-DP epsilon at `delta` (Canonne-Kamath-Steinke).
     pub fn epsilon(&self, delta: f64) -> Result<f64, PrivacyError> {
         zcdp_to_approx_dp(self.rho, delta)

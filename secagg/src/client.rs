@@ -65,7 +65,8 @@ pub struct Client {
     stage: ClientStage,
     topology: Option<Topology>,
     my_index: usize,
-    peers: Vec<Peer>,
+    /// Verified keys by roster index (the closed neighbourhood at least).
+    peers: HashMap<usize, Peer>,
     self_seed: Zeroizing<[u8; 32]>,
     /// Shares held, by owner's roster index: (self-mask seed, mask key).
     held: HashMap<usize, (Share, Share)>,
@@ -105,7 +106,7 @@ impl Client {
                 stage: ClientStage::Advertised,
                 topology: None,
                 my_index: 0,
-                peers: Vec::new(),
+                peers: HashMap::new(),
                 self_seed: seed,
                 held: HashMap::new(),
                 committed: Vec::new(),
@@ -145,6 +146,13 @@ impl Client {
         Ok(())
     }
 
+    fn peer(&self, i: usize) -> Result<&Peer, SecAggError> {
+        self.peers.get(&i).ok_or(SecAggError::WrongStage {
+            what: "neighbour key",
+            stage: self.stage.public(),
+        })
+    }
+
     fn topology(&self) -> Result<&Topology, SecAggError> {
         self.topology.as_ref().ok_or(SecAggError::WrongStage {
             what: "topology",
@@ -162,41 +170,81 @@ impl Client {
         roster: &[KeyAdvertisement],
         now: UnixTime,
     ) -> Result<ShareKeys, SecAggError> {
+        let nodes: Vec<NodeIdentity> = roster.iter().map(|a| a.node.clone()).collect();
+        self.share_keys_with(&nodes, roster, now)
+    }
+
+    /// Stage 1 as SecAgg+ runs it: `roster` is every advertiser's identity
+    /// (sorted), `keys` the advertisements of at least this node's graph
+    /// neighbours and itself (the only keys it uses). Every advertisement
+    /// given is verified (signature, certificate chain, identity; this
+    /// node's own keys unchanged); a missing or extra one is refused.
+    pub fn share_keys_with(
+        &mut self,
+        roster: &[NodeIdentity],
+        keys: &[KeyAdvertisement],
+        now: UnixTime,
+    ) -> Result<ShareKeys, SecAggError> {
         self.expect_stage(ClientStage::Advertised, "roster")?;
-        if roster.len() > crate::encoding::MAX_NODES as usize {
+        if roster.len() > crate::encoding::MAX_NODES as usize || keys.len() > roster.len() {
             return Err(SecAggError::OutOfRange {
                 what: "roster",
-                reason: format!("more than {} nodes", crate::encoding::MAX_NODES),
+                reason: format!(
+                    "more than {} nodes, or more keys than nodes",
+                    crate::encoding::MAX_NODES
+                ),
             });
         }
-        check_sorted(roster.iter().map(|a| a.node.clone()), "roster")?;
+        check_sorted(roster.iter().cloned(), "roster")?;
+        check_sorted(keys.iter().map(|a| a.node.clone()), "neighbour keys")?;
+        let my_index = roster
+            .binary_search(&self.me)
+            .map_err(|_| SecAggError::NotParticipant {
+                node: self.me.clone(),
+                stage: Stage::AdvertiseKeys,
+            })?;
+        let topology = Topology::of_nodes(&self.config, roster)?;
         let mask_public = PublicKey::from(&self.keys.mask).to_bytes();
         let encryption_public = PublicKey::from(&self.keys.encryption).to_bytes();
-        let mut my_index = None;
-        for (i, a) in roster.iter().enumerate() {
+        let mut peers = HashMap::with_capacity(keys.len());
+        for a in keys {
+            let Ok(i) = roster.binary_search(&a.node) else {
+                return Err(SecAggError::NotParticipant {
+                    node: a.node.clone(),
+                    stage: Stage::AdvertiseKeys,
+                });
+            };
             self.ca.verify(a, &self.config.round, now)?;
-            if a.node == self.me {
-                if a.mask_public != mask_public || a.encryption_public != encryption_public {
-                    return Err(SecAggError::BadAdvertisement {
-                        node: a.node.to_string(),
-                        reason: "the roster carries keys this node did not advertise".into(),
-                    });
-                }
-                my_index = Some(i);
+            if i == my_index
+                && (a.mask_public != mask_public || a.encryption_public != encryption_public)
+            {
+                return Err(SecAggError::BadAdvertisement {
+                    node: a.node.to_string(),
+                    reason: "the roster carries keys this node did not advertise".into(),
+                });
+            }
+            peers.insert(
+                i,
+                Peer {
+                    mask_public: a.mask_public,
+                    encryption_public: a.encryption_public,
+                },
+            );
+        }
+        for &i in topology
+            .graph()
+            .neighbours(my_index)
+            .iter()
+            .chain(std::iter::once(&my_index))
+        {
+            if !peers.contains_key(&i) {
+                return Err(SecAggError::BadAdvertisement {
+                    node: topology.nodes()[i].to_string(),
+                    reason: "the key advertisement of a graph neighbour is missing".into(),
+                });
             }
         }
-        let my_index = my_index.ok_or_else(|| SecAggError::NotParticipant {
-            node: self.me.clone(),
-            stage: Stage::AdvertiseKeys,
-        })?;
-        let topology = Topology::new(&self.config, roster)?;
-        self.peers = roster
-            .iter()
-            .map(|a| Peer {
-                mask_public: a.mask_public,
-                encryption_public: a.encryption_public,
-            })
-            .collect();
+        self.peers = peers;
         // Holders: the closed neighbourhood, x = index + 1.
         let mut holders: Vec<usize> = topology.graph().neighbours(my_index).to_vec();
         holders.push(my_index);
@@ -213,7 +261,7 @@ impl Client {
             }
             let to = &topology.nodes()[h];
             let shared =
-                crypto::agree(&self.keys.encryption, &self.peers[h].encryption_public, to)?;
+                crypto::agree(&self.keys.encryption, &self.peer(h)?.encryption_public, to)?;
             let mut plain = Zeroizing::new([0u8; 2 * SHARE_BYTES]);
             plain[..SHARE_BYTES].copy_from_slice(&s.to_bytes());
             plain[SHARE_BYTES..].copy_from_slice(&k.to_bytes());
@@ -321,7 +369,7 @@ impl Client {
             }
             let shared = crypto::agree(
                 &self.keys.encryption,
-                &self.peers[from].encryption_public,
+                &self.peer(from)?.encryption_public,
                 &s.from,
             )?;
             let plain = crypto::open(
@@ -374,22 +422,26 @@ impl Client {
         }
         let topology = self.topology()?.clone();
         let mut values = update.values().to_vec();
-        let self_key = prg::self_mask_key(&self.self_seed, &self.config.round, &self.me);
-        prg::apply_mask(&mut values, &self_key, Sign::Add);
+        let mut masks = vec![(
+            prg::self_mask_key(&self.self_seed, &self.config.round, &self.me),
+            Sign::Add,
+        )];
         for &v in topology.graph().neighbours(self.my_index) {
             if self.committed.binary_search(&v).is_err() {
                 continue;
             }
             let peer = &topology.nodes()[v];
-            let shared = crypto::agree(&self.keys.mask, &self.peers[v].mask_public, peer)?;
+            let shared = crypto::agree(&self.keys.mask, &self.peer(v)?.mask_public, peer)?;
             let key = prg::pair_mask_key(&shared, &self.config.round, &self.me, peer);
             let sign = if self.me < *peer {
                 Sign::Add
             } else {
                 Sign::Sub
             };
-            prg::apply_mask(&mut values, &key, sign);
+            masks.push((key, sign));
         }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        prg::apply_masks(&mut values, &masks, threads);
         self.stage = ClientStage::Masked;
         Ok(MaskedInput {
             round: self.config.round.clone(),

@@ -17,8 +17,10 @@
 //! 0. **Advertise keys** ([`Client::new`]): two fresh X25519 key pairs per
 //!    round (pairwise masks, share encryption), signed with the node's
 //!    mTLS key ([`advert`]). The aggregator relays the sorted roster.
-//! 1. **Share keys** ([`Client::share_keys`]): every node verifies every
-//!    advertisement, computes the same neighbour graph ([`graph`]),
+//! 1. **Share keys** ([`Client::share_keys_with`]): every node gets the
+//!    roster's identities and its neighbours' advertisements
+//!    ([`Server::neighbour_keys`]), verifies each of them, computes the same
+//!    neighbour graph ([`graph`]) from the identities,
 //!    Shamir-shares ([`shamir`]) its self-mask seed and mask secret key
 //!    among its closed neighbourhood (threshold t) and encrypts each share
 //!    to its neighbour (ChaCha20-Poly1305 under an X25519 + HKDF key).

@@ -107,7 +107,15 @@ const BLOCK_WORDS: usize = 2048;
 
 /// Adds (or subtracts) the mask expanded from `key` to `acc`, modulo 2^32.
 pub fn apply_mask(acc: &mut [u32], key: &[u8; 32], sign: Sign) {
+    apply_mask_at(acc, key, sign, 0);
+}
+
+/// [`apply_mask`] on the part of a vector that starts at coordinate
+/// `offset`: `acc[i]` gets word `offset + i` of the keystream (ChaCha20 is
+/// seekable, so parts of one vector can be masked on different threads).
+pub fn apply_mask_at(acc: &mut [u32], key: &[u8; 32], sign: Sign, offset: usize) {
     let mut rng = ChaCha20Rng::from_seed(*key);
+    rng.set_word_pos(offset as u128);
     let mut buf = Zeroizing::new([0u8; 4 * BLOCK_WORDS]);
     for chunk in acc.chunks_mut(BLOCK_WORDS) {
         let bytes = &mut buf[..4 * chunk.len()];
@@ -128,9 +136,63 @@ pub fn apply_mask(acc: &mut [u32], key: &[u8; 32], sign: Sign) {
     }
 }
 
+/// Applies every mask of `masks` to `acc`, the coordinates split into
+/// contiguous parts over up to `threads` scoped threads (each thread
+/// expands every key over its part only). Same result as applying them one
+/// after the other with [`apply_mask`].
+pub fn apply_masks(acc: &mut [u32], masks: &[(Zeroizing<[u8; 32]>, Sign)], threads: usize) {
+    // Parts are whole ChaCha blocks (16 words) and at least 64 Ki words.
+    let part = acc
+        .len()
+        .div_ceil(threads.max(1))
+        .next_multiple_of(16)
+        .max(1 << 16);
+    if part >= acc.len() {
+        for (key, sign) in masks {
+            apply_mask(acc, key, *sign);
+        }
+        return;
+    }
+    std::thread::scope(|s| {
+        for (i, chunk) in acc.chunks_mut(part).enumerate() {
+            s.spawn(move || {
+                for (key, sign) in masks {
+                    apply_mask_at(chunk, key, *sign, i * part);
+                }
+            });
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_in_parts_on_threads_equals_masking_in_one_go() {
+        let keys: Vec<(Zeroizing<[u8; 32]>, Sign)> = (0..5u8)
+            .map(|i| {
+                let sign = if i % 2 == 0 { Sign::Add } else { Sign::Sub };
+                (Zeroizing::new([i; 32]), sign)
+            })
+            .collect();
+        let n = (1 << 17) + 37;
+        let mut one = vec![7u32; n];
+        for (k, s) in &keys {
+            apply_mask(&mut one, k, *s);
+        }
+        for threads in [1, 2, 3] {
+            let mut parts = vec![7u32; n];
+            apply_masks(&mut parts, &keys, threads);
+            assert_eq!(parts, one, "{threads} threads");
+        }
+        // A part starting mid-stream sees the same words.
+        let mut tail = vec![7u32; 100];
+        apply_mask_at(&mut tail, &keys[0].0, Sign::Add, 1000);
+        let mut whole = vec![7u32; 1100];
+        apply_mask(&mut whole, &keys[0].0, Sign::Add);
+        assert_eq!(tail, whole[1000..]);
+    }
 
     #[test]
     fn add_then_sub_cancels_and_keys_are_bound() {

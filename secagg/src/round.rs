@@ -62,6 +62,15 @@ impl Topology {
     /// The topology of `roster` (sorted strictly by node; the caller checks)
     /// under `config`.
     pub fn new(config: &RoundConfig, roster: &[KeyAdvertisement]) -> Result<Self, SecAggError> {
+        let nodes: Vec<NodeIdentity> = roster.iter().map(|a| a.node.clone()).collect();
+        Self::of_nodes(config, &nodes)
+    }
+
+    /// The topology of the roster's identities `roster` (sorted strictly;
+    /// the caller checks) under `config`: the graph depends only on the
+    /// identities, so a node can compute it from the roster's names and
+    /// verify only its neighbours' keys.
+    pub fn of_nodes(config: &RoundConfig, roster: &[NodeIdentity]) -> Result<Self, SecAggError> {
         let n = roster.len();
         if n < config.min_nodes().max(2) {
             return Err(SecAggError::TooFewNodes {
@@ -94,13 +103,13 @@ impl Topology {
             ctx.update(part);
         }
         for a in roster {
-            ctx.update(&(a.node.as_str().len() as u32).to_be_bytes());
-            ctx.update(a.node.as_str().as_bytes());
+            ctx.update(&(a.as_str().len() as u32).to_be_bytes());
+            ctx.update(a.as_str().as_bytes());
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(ctx.finish().as_ref());
         Ok(Self {
-            nodes: roster.iter().map(|a| a.node.clone()).collect(),
+            nodes: roster.to_vec(),
             graph: NeighbourGraph::new(n, k, seed)?,
             threshold: t,
         })

@@ -77,6 +77,63 @@ impl Server {
         self.topology.as_ref()
     }
 
+    /// The round's public configuration.
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
+    }
+
+    /// Advertisements received (stage 0).
+    pub fn advertised(&self) -> usize {
+        self.adverts.len()
+    }
+
+    /// Nodes that sent their shares (stage 1).
+    pub fn shared(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Masked inputs received (stage 2).
+    pub fn masked(&self) -> usize {
+        self.masked.len()
+    }
+
+    /// Unmask responses received (stage 3).
+    pub fn answered(&self) -> usize {
+        self.answered.len()
+    }
+
+    /// Whether `node` advertised keys.
+    pub fn has_advertised(&self, node: &NodeIdentity) -> bool {
+        self.adverts.contains_key(node)
+    }
+
+    /// The nodes that sent shares (U2), sorted (empty before stage 1).
+    pub fn committed(&self) -> Vec<NodeIdentity> {
+        let nodes = self.topology.as_ref().map_or(&[][..], Topology::nodes);
+        self.shared.keys().map(|&i| nodes[i].clone()).collect()
+    }
+
+    /// What `node` needs to share its keys (after the advertisements
+    /// closed): every advertiser's identity (sorted) and the
+    /// advertisements of `node`'s graph neighbours and its own, sorted.
+    pub fn neighbour_keys(
+        &self,
+        node: &NodeIdentity,
+    ) -> Result<(Vec<NodeIdentity>, Vec<KeyAdvertisement>), SecAggError> {
+        let topology = self.topology.as_ref().ok_or(SecAggError::WrongStage {
+            what: "neighbour keys",
+            stage: self.stage,
+        })?;
+        let i = self.index_in(node, Stage::AdvertiseKeys)?;
+        let mut idx: Vec<usize> = topology.graph().neighbours(i).to_vec();
+        idx.push(i);
+        idx.sort_unstable();
+        Ok((
+            topology.nodes().to_vec(),
+            idx.into_iter().map(|j| self.roster[j].clone()).collect(),
+        ))
+    }
+
     fn expect(&self, stage: Stage, what: &'static str) -> Result<(), SecAggError> {
         if self.stage != stage {
             return Err(SecAggError::WrongStage {
@@ -456,10 +513,8 @@ impl Server {
                 dropped_keys.push((u, sk));
             }
         }
-        let mut sum = std::mem::take(&mut self.sum);
-        for key in &self_keys {
-            prg::apply_mask(&mut sum, key, Sign::Sub);
-        }
+        let mut masks: Vec<(zeroize::Zeroizing<[u8; 32]>, Sign)> =
+            self_keys.into_iter().map(|k| (k, Sign::Sub)).collect();
         for (u, sk) in &dropped_keys {
             let dropped = &topology.nodes()[*u];
             for &w in topology.graph().neighbours(*u) {
@@ -475,9 +530,12 @@ impl Server {
                 } else {
                     Sign::Add
                 };
-                prg::apply_mask(&mut sum, &key, sign);
+                masks.push((key, sign));
             }
         }
+        let mut sum = std::mem::take(&mut self.sum);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        prg::apply_masks(&mut sum, &masks, threads);
         let request = self.unmask_request();
         self.stage = Stage::Done;
         Ok(AggregateSum {

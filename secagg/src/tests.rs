@@ -125,9 +125,12 @@ pub(crate) fn run(
         server.receive_advertisement(s.identity(), adv, now())?;
         clients.push(c);
     }
-    let roster = server.close_advertisements()?;
+    server.close_advertisements()?;
     for (i, c) in clients.iter_mut().enumerate() {
-        let msg = c.share_keys(&roster, now())?;
+        // SecAgg+: each node gets the roster's names and only its
+        // neighbours' keys.
+        let (nodes, keys) = server.neighbour_keys(c.identity())?;
+        let msg = c.share_keys_with(&nodes, &keys, now())?;
         if !drops.before_share.contains(&i) {
             server.receive_shares(&pki.signers[i].identity().clone(), msg)?;
         }
@@ -500,6 +503,55 @@ fn a_substituted_public_key_is_detected() {
     ));
     // The genuine roster is fine.
     clients[0].share_keys(&roster, now()).unwrap();
+}
+
+#[test]
+fn a_node_verifies_only_its_neighbours_keys_and_refuses_a_missing_one() {
+    let (n, d) = (12, 8);
+    let pki = Pki::new(n);
+    let mut cfg = config(n, d, 4, None);
+    cfg.degree = Some(4);
+    let mut server = Server::new(cfg.clone(), pki.ca.clone());
+    let mut clients = Vec::new();
+    for s in &pki.signers {
+        let (c, adv) = Client::new(cfg.clone(), s, pki.ca.clone()).unwrap();
+        server
+            .receive_advertisement(s.identity(), adv, now())
+            .unwrap();
+        clients.push(c);
+    }
+    server.close_advertisements().unwrap();
+    let (nodes, keys) = server.neighbour_keys(clients[0].identity()).unwrap();
+    assert_eq!(nodes.len(), n);
+    assert_eq!(keys.len(), 5, "4 neighbours and itself");
+    // A neighbour's key left out is refused before anything is shared.
+    let mut missing = keys.clone();
+    let gone = missing
+        .iter()
+        .position(|a| &a.node != clients[0].identity())
+        .unwrap();
+    missing.remove(gone);
+    let err = clients[0]
+        .share_keys_with(&nodes, &missing, now())
+        .unwrap_err();
+    assert!(
+        matches!(err, SecAggError::BadAdvertisement { ref reason, .. } if reason.contains("missing")),
+        "{err}"
+    );
+    // A key of a node outside the roster is refused.
+    let stranger = Pki::new(0).issue(
+        &NodeIdentity::new("arena", "zz-stranger").unwrap(),
+        "spiffe://veil/venue/arena/node/zz-stranger",
+    );
+    let (_, stranger_adv) = Client::new(cfg.clone(), &stranger, pki.ca.clone()).unwrap();
+    let mut extra = keys.clone();
+    extra.push(stranger_adv);
+    assert!(matches!(
+        clients[0].share_keys_with(&nodes, &extra, now()),
+        Err(SecAggError::NotParticipant { .. })
+    ));
+    // The genuine neighbour keys are enough.
+    clients[0].share_keys_with(&nodes, &keys, now()).unwrap();
 }
 
 /// Chi-square critical value at upper tail `1e-6` with `k` degrees of

@@ -166,17 +166,21 @@ impl TestEnv {
     /// Like [`TestEnv::start`] with a policy and extra aggregator TOML
     /// (inserted before `[tls]`, e.g. an `[alerts]` section).
     pub async fn start_with(policy: &str, extra: &str) -> Self {
+        Self::start_with_nodes(policy, extra, 2).await
+    }
+
+    /// Like [`TestEnv::start_with`] with nodes `node-1..=node-<registered>`
+    /// registered and one more (`node-<registered + 1>`) with a valid
+    /// certificate but an unknown identity.
+    pub async fn start_with_nodes(policy: &str, extra: &str, registered: u32) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir, VENUE, 3).expect("pki init");
-        let cfg_path = write_aggregator_config_with(
-            dir.path(),
-            &["node-1", "node-2"],
-            "127.0.0.1:0",
-            policy,
-            extra,
-        );
+        pki::init(&pki_dir, VENUE, registered + 1).expect("pki init");
+        let names: Vec<String> = (1..=registered).map(|i| format!("node-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cfg_path =
+            write_aggregator_config_with(dir.path(), &names, "127.0.0.1:0", policy, extra);
         let cfg = veil_aggregator::Config::load(&cfg_path).expect("config");
         let bound = veil_aggregator::bind(cfg).await.expect("bind");
         let addr = bound.local_addr();

@@ -39,6 +39,11 @@ impl Registry {
         }
     }
 
+    /// How many nodes are registered.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Sends every refusal to `sink` (the server audits them). A full sink
     /// drops the report (counted in the log) rather than slow a caller down.
     pub fn with_refusal_sink(mut self, sink: tokio::sync::mpsc::Sender<Refusal>) -> Self {

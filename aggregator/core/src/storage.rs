@@ -140,13 +140,15 @@ fn known_version(migrator: &sqlx::migrate::Migrator) -> i64 {
 
 /// The schema of each backend, embedded in the binary (file names parse as
 /// sqlx's migration directories do; `veil_common::migrations`).
-const SQLITE_MIGRATIONS: [veil_common::migrations::Embedded; 6] = veil_common::embedded_migrations!(
+const SQLITE_MIGRATIONS: [veil_common::migrations::Embedded; 7] = veil_common::embedded_migrations!(
     "migrations/sqlite": "0001_releases.sql", "0002_ledger_audit.sql", "0003_rounds.sql",
     "0004_alerts.sql", "0005_dashboard_tokens.sql", "0006_drop_releases_node.sql",
+    "0008_secure_rounds.sql",
 );
-const POSTGRES_MIGRATIONS: [veil_common::migrations::Embedded; 6] = veil_common::embedded_migrations!(
+const POSTGRES_MIGRATIONS: [veil_common::migrations::Embedded; 7] = veil_common::embedded_migrations!(
     "migrations/postgres": "0001_releases.sql", "0002_ledger_audit.sql", "0003_rounds.sql",
     "0004_alerts.sql", "0005_dashboard_tokens.sql", "0006_drop_releases_node.sql",
+    "0008_secure_rounds.sql",
 );
 
 /// A validated release ready to store.

@@ -15,6 +15,14 @@ pub enum BenchCommand {
         /// Parameters per update.
         #[arg(long, default_value_t = 1_000_000)]
         params: usize,
+        /// Also run the round with secure aggregation (SecAgg+, in process)
+        /// and print its figures next to the plain round's.
+        #[arg(long)]
+        secure: bool,
+        /// With --secure: fraction of nodes that drop after sharing their
+        /// keys (their masks are rebuilt from shares).
+        #[arg(long, default_value_t = 0.0, requires = "secure")]
+        dropout: f64,
     },
     /// Durable ingest throughput and ack latency: an in-process aggregator
     /// on loopback and N concurrent mTLS node clients.
@@ -87,11 +95,29 @@ pub enum BenchCommand {
 /// Runs a `bench` subcommand.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Fedavg { nodes, params } => {
+        BenchCommand::Fedavg {
+            nodes,
+            params,
+            secure: false,
+            ..
+        } => {
             println!(
                 "{}",
                 veil_aggregator::rounds::cli::bench_fedavg(nodes, params)
             );
+            Ok(())
+        }
+        BenchCommand::Fedavg {
+            nodes,
+            params,
+            secure: true,
+            dropout,
+        } => {
+            use veil_aggregator::rounds::bench_secure;
+            let reps = 3;
+            let f = bench_secure::bench_secure(nodes, params, dropout, reps)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", bench_secure::report(&f, reps));
             Ok(())
         }
         BenchCommand::Ingest {

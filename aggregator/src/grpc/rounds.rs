@@ -12,14 +12,19 @@ use veil_aggregator_core::{
 };
 use veil_common::now_ms;
 use veil_proto::{
-    FetchGlobalModelRequest, ListModelsRequest, ListModelsResponse, ListOpenRoundsRequest,
-    ListOpenRoundsResponse, ModelArtifact, ModelVersion, OpenRoundRequest, PullModelRequest, Round,
-    SubmitUpdateRequest, SubmitUpdateResponse, federated_server::Federated,
+    AdvertiseKeysRequest, FetchGlobalModelRequest, ListModelsRequest, ListModelsResponse,
+    ListOpenRoundsRequest, ListOpenRoundsResponse, ModelArtifact, ModelVersion, NeighbourKeys,
+    OpenRoundRequest, PullModelRequest, Round, SecureResult, SecureRoundRef, SecureStageAck,
+    ShareDelivery, SubmitMaskedInputRequest, SubmitSharesRequest, SubmitUnmaskSharesRequest,
+    SubmitUpdateRequest, SubmitUpdateResponse, UnmaskRequest, federated_server::Federated,
+    secagg as wire,
 };
+use veil_secagg::Stage;
 
-use super::auth::Authorize as _;
+use super::{auth::Authorize as _, secure as sec};
 use crate::rounds::{
-    OpenParams, RoundError, RoundRow, Rounds, SubmitOutcome, action, record_round_event,
+    OpenParams, RoundError, RoundRow, Rounds, SecureOpen, SubmitOutcome, action,
+    record_round_event, secure::SecureRounds,
 };
 
 /// The `Federated` gRPC service.
@@ -28,6 +33,7 @@ pub struct FederatedService {
     rounds: Arc<Rounds>,
     registry: Registry,
     audit: Option<AuditLog>,
+    secure: Option<Arc<SecureRounds>>,
 }
 
 impl FederatedService {
@@ -37,11 +43,46 @@ impl FederatedService {
             rounds,
             registry,
             audit,
+            secure: None,
         }
+    }
+
+    /// Runs secure rounds with `secure` (without it, their stages answer
+    /// UNAVAILABLE).
+    pub fn with_secure(mut self, secure: Option<Arc<SecureRounds>>) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The wire form of `row`, with a secure round's current stage.
+    async fn round_proto(&self, row: &RoundRow) -> Round {
+        let mut p = row.to_proto();
+        if let (Some(params), Some(s)) = (p.secure_params.as_mut(), &self.secure) {
+            let stage = s
+                .stage(&row.round_id)
+                .await
+                .unwrap_or(if row.state == "open" {
+                    Stage::AdvertiseKeys
+                } else {
+                    Stage::Done
+                });
+            params.stage = crate::rounds::secure::stage_name(stage).to_owned();
+        }
+        p
     }
 }
 
+fn wire_err(m: String) -> Status {
+    Status::invalid_argument(m)
+}
+
 fn status(e: RoundError) -> Status {
+    round_status(e)
+}
+
+/// A round error as a status (bad input InvalidArgument, unknown NotFound,
+/// closed FailedPrecondition, database trouble Unavailable, else Internal).
+pub fn round_status(e: RoundError) -> Status {
     match e {
         RoundError::Invalid(m) => Status::invalid_argument(m),
         RoundError::NotFound(m) => Status::not_found(m),
@@ -62,6 +103,11 @@ impl Federated for FederatedService {
     async fn open_round(&self, req: Request<OpenRoundRequest>) -> Result<Response<Round>, Status> {
         let id = self.registry.require_role(&req, &[Role::Ml])?;
         let r = req.into_inner();
+        if r.secure && self.secure.is_none() {
+            return Err(Status::failed_precondition(
+                "secure rounds are not available on this aggregator (no node CA loaded)",
+            ));
+        }
         let params = OpenParams {
             model: r.model,
             min_nodes: r.min_nodes,
@@ -70,6 +116,14 @@ impl Federated for FederatedService {
             local_steps: r.local_steps,
             learning_rate: r.learning_rate,
             deadline: Duration::from_secs(u64::from(r.deadline_s)),
+            secure: r.secure.then(|| SecureOpen {
+                threshold: (r.threshold > 0).then_some(r.threshold),
+                stage_timeout: (r.stage_timeout_s > 0)
+                    .then(|| Duration::from_secs(u64::from(r.stage_timeout_s))),
+                n_max: u32::try_from(self.registry.node_count()).unwrap_or(u32::MAX),
+                target_nodes: (r.target_nodes > 0).then_some(r.target_nodes),
+            }),
+            event_day: (!r.event_day.is_empty()).then_some(r.event_day),
         };
         let row = self.rounds.open(&params, now_ms()).await.map_err(status)?;
         record_round_event(
@@ -79,13 +133,23 @@ impl Federated for FederatedService {
                 actor: id.spiffe(),
                 action: action::ROUND_OPEN,
                 allow: true,
-                reason: format!("round {} of {}", row.round_id, row.model),
+                reason: format!(
+                    "round {} of {} on event day {}{}",
+                    row.round_id,
+                    row.model,
+                    row.event_day,
+                    if row.secure.is_some() {
+                        " (secure aggregation)"
+                    } else {
+                        ""
+                    }
+                ),
                 ..NewEntry::default()
             },
         )
         .await
         .map_err(status)?;
-        Ok(Response::new(row.to_proto()))
+        Ok(Response::new(self.round_proto(&row).await))
     }
 
     async fn list_open_rounds(
@@ -98,9 +162,22 @@ impl Federated for FederatedService {
             .open_for(&venue, &node, now_ms())
             .await
             .map_err(status)?;
-        Ok(Response::new(ListOpenRoundsResponse {
-            rounds: rounds.iter().map(RoundRow::to_proto).collect(),
-        }))
+        let me = veil_secagg::NodeIdentity::new(&venue, &node).ok();
+        let mut out = Vec::with_capacity(rounds.len());
+        for r in &rounds {
+            // A secure round can be joined only while keys are advertised.
+            if r.secure.is_some() {
+                let joinable = match (&self.secure, &me) {
+                    (Some(s), Some(me)) => s.joinable(r, me).await,
+                    _ => false,
+                };
+                if !joinable {
+                    continue;
+                }
+            }
+            out.push(self.round_proto(r).await);
+        }
+        Ok(Response::new(ListOpenRoundsResponse { rounds: out }))
     }
 
     async fn fetch_global_model(
@@ -228,6 +305,135 @@ impl Federated for FederatedService {
             version,
             safetensors: weights,
             card_json: card,
+        }))
+    }
+
+    async fn advertise_keys(
+        &self,
+        req: Request<AdvertiseKeysRequest>,
+    ) -> Result<Response<SecureStageAck>, Status> {
+        let (peer, leaf) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let adv = req
+            .into_inner()
+            .advertisement
+            .ok_or_else(|| Status::invalid_argument("advertisement is missing"))?;
+        let adv = wire::advert_from(adv).map_err(wire_err)?;
+        let round_id = adv.round.to_string();
+        let n = secure
+            .advertise(&peer, &leaf, adv, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(sec::ack(&round_id, Stage::AdvertiseKeys, n)))
+    }
+
+    async fn fetch_neighbour_keys(
+        &self,
+        req: Request<SecureRoundRef>,
+    ) -> Result<Response<NeighbourKeys>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let round_id = wire::round_id(&req.get_ref().round_id).map_err(wire_err)?;
+        let (roster, keys) = secure
+            .neighbour_keys(round_id.as_str(), &peer, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(NeighbourKeys {
+            round_id: round_id.to_string(),
+            roster: roster.iter().map(ToString::to_string).collect(),
+            keys: keys.iter().map(wire::advert_to).collect(),
+        }))
+    }
+
+    async fn submit_shares(
+        &self,
+        req: Request<SubmitSharesRequest>,
+    ) -> Result<Response<SecureStageAck>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let msg = wire::shares_from(&peer, req.into_inner()).map_err(wire_err)?;
+        let round_id = msg.round.to_string();
+        let n = secure
+            .submit_shares(&peer, msg, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(sec::ack(&round_id, Stage::ShareKeys, n)))
+    }
+
+    async fn fetch_shares(
+        &self,
+        req: Request<SecureRoundRef>,
+    ) -> Result<Response<ShareDelivery>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let round_id = wire::round_id(&req.get_ref().round_id).map_err(wire_err)?;
+        let d = secure
+            .fetch_shares(round_id.as_str(), &peer, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(wire::delivery_to(&d)))
+    }
+
+    async fn submit_masked_input(
+        &self,
+        req: Request<SubmitMaskedInputRequest>,
+    ) -> Result<Response<SecureStageAck>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let msg = wire::masked_from(&peer, req.into_inner(), None).map_err(wire_err)?;
+        let round_id = msg.round.to_string();
+        let n = secure
+            .submit_masked(&peer, msg, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(sec::ack(&round_id, Stage::MaskedInput, n)))
+    }
+
+    async fn fetch_unmask_request(
+        &self,
+        req: Request<SecureRoundRef>,
+    ) -> Result<Response<UnmaskRequest>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let round_id = wire::round_id(&req.get_ref().round_id).map_err(wire_err)?;
+        let r = secure
+            .fetch_unmask(round_id.as_str(), &peer, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(wire::unmask_request_to(&r)))
+    }
+
+    async fn submit_unmask_shares(
+        &self,
+        req: Request<SubmitUnmaskSharesRequest>,
+    ) -> Result<Response<SecureStageAck>, Status> {
+        let (peer, _) = sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let msg = wire::unmask_from(&peer, req.into_inner()).map_err(wire_err)?;
+        let round_id = msg.round.to_string();
+        let n = secure
+            .submit_unmask(&peer, msg, now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(sec::ack(&round_id, Stage::Unmask, n)))
+    }
+
+    async fn fetch_secure_result(
+        &self,
+        req: Request<SecureRoundRef>,
+    ) -> Result<Response<SecureResult>, Status> {
+        sec::caller(&self.registry, &req)?;
+        let secure = sec::require(&self.secure)?;
+        let round_id = wire::round_id(&req.get_ref().round_id).map_err(wire_err)?;
+        let o = secure
+            .result(round_id.as_str(), now_ms())
+            .await
+            .map_err(sec::status)?;
+        Ok(Response::new(SecureResult {
+            round: Some(self.round_proto(&o.row).await),
+            version: o.version.unwrap_or(0),
+            contributors: u32::try_from(o.contributors).unwrap_or(u32::MAX),
+            dropped: u32::try_from(o.dropped).unwrap_or(u32::MAX),
         }))
     }
 }

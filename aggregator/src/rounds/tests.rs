@@ -42,6 +42,8 @@ fn params(min_nodes: u32) -> OpenParams {
         local_steps: 1,
         learning_rate: 0.1,
         deadline: Duration::from_secs(60),
+        secure: None,
+        event_day: None,
     }
 }
 
@@ -266,7 +268,8 @@ async fn charging_rounds(budgets: &[(&str, f64)]) -> (tempfile::TempDir, Rounds,
 }
 
 fn charged_params(min_nodes: u32) -> OpenParams {
-    // node rho = m / (2 z^2) = 0.25 per update with m = 2, z = 2.
+    // node rho = m / (2 z^2) = 0.25 per update with m = 2, z = 2; a venue
+    // is charged 4x that per update (attendee sensitivity 2C).
     OpenParams {
         noise_multiplier: 2.0,
         ..params(min_nodes)
@@ -275,7 +278,7 @@ fn charged_params(min_nodes: u32) -> OpenParams {
 
 #[tokio::test]
 async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
-    let (_d, r, storage) = charging_rounds(&[("v1", 100.0), ("v2", 4.5)]).await;
+    let (_d, r, storage) = charging_rounds(&[("v1", 100.0), ("v2", 9.0)]).await;
     let day = crate::ledger::day_of(10);
     let round = r.open(&charged_params(2), 0).await.unwrap();
     for v in ["v1", "v2"] {
@@ -298,9 +301,9 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
         assert_eq!(metric, "model:m");
         assert_eq!(purpose, TRAINING_PURPOSE);
         assert_eq!(*eps, 0.0);
-        assert!((rho - 0.25).abs() < 1e-12, "{rho}");
+        assert!((rho - 1.0).abs() < 1e-12, "{rho}");
         assert!(
-            rep.spent_epsilon > 3.0 && rep.spent_epsilon < 4.5,
+            rep.spent_epsilon > 7.0 && rep.spent_epsilon < 9.0,
             "{rep:?}"
         );
     }
@@ -312,9 +315,9 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
     .unwrap();
     assert_eq!(charges, 2);
 
-    // v2's budget (4.5) cannot cover an update of rho 1 / (2 * 1^2) = 0.5
-    // more (0.75 in all is over 6 at delta 1e-6): its update is refused,
-    // v1's is accepted.
+    // v2's budget (9) cannot cover an update of rho 4 / (2 * 1^2) = 2
+    // more (3 in all is over 15 at delta 1e-6): its update is refused, v1's
+    // is accepted.
     let p = OpenParams {
         noise_multiplier: 1.0,
         ..params(1)
@@ -358,5 +361,5 @@ async fn published_rounds_charge_each_venue_ledger_and_refuse_overspending() {
         .await
         .unwrap();
     let model_line = rep.lines.iter().find(|l| l.0 == "model:m").unwrap();
-    assert!((model_line.3 - 0.25).abs() < 1e-12, "{rep:?}");
+    assert!((model_line.3 - 1.0).abs() < 1e-12, "{rep:?}");
 }

@@ -72,3 +72,31 @@ fn bad_rounds_are_refused_locally() {
     r.learning_rate = 0.1;
     assert!(build_submission(&r, global, &data()).is_ok());
 }
+
+#[test]
+fn a_secure_update_is_laid_out_as_the_aggregator_reads_the_model() {
+    // The aggregator reads a safetensors file's tensors in name order
+    // (`rounds::kernel::parse`); a secure round's vector must line up.
+    let global = embedded_weights(FORECASTER_SPEC.name).unwrap();
+    let u = local_update(FORECASTER_SPEC, global, &data(), 5, 0.05).unwrap();
+    let flat = flat_by_name(&u.delta);
+    let bytes = mlp::encode(&HashMap::new(), &u.delta).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let want: Vec<f32> = names
+        .iter()
+        .flat_map(|n| {
+            st.tensor(n)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(flat, want);
+    // Not the canonical (layer) order, which puts each weight first.
+    let canonical: Vec<f32> = u.delta.iter().flat_map(|(_, _, v)| v.clone()).collect();
+    assert_ne!(flat, canonical);
+}

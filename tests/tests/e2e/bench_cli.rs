@@ -126,6 +126,38 @@ fn aggregator_bench_ingest_transport_only_is_labelled_and_stores_nothing() {
 }
 
 #[test]
+fn aggregator_bench_fedavg_secure_prints_plain_and_secure_figures() {
+    let out = run(
+        "veil-aggregator",
+        &[
+            "bench",
+            "fedavg",
+            "--secure",
+            "--dropout",
+            "0.2",
+            "--nodes",
+            "10",
+            "--params",
+            "20000",
+        ],
+    );
+    assert!(figure(&out, "plain_round_ms", "ms") > 0.0);
+    assert!(figure(&out, "round_ms", "ms") > 0.0);
+    assert!(figure(&out, "unmask_ms", "ms") > 0.0);
+    assert!(figure(&out, "secure_over_plain", "x") > 0.0);
+    assert_eq!(figure(&out, "dropped", "nodes"), 2.0);
+    for f in [
+        "client_share_ms",
+        "client_encode_ms",
+        "client_noise_ms",
+        "client_mask_ms",
+        "client_total_ms",
+    ] {
+        assert!(figure(&out, f, "ms") > 0.0, "{f}");
+    }
+}
+
+#[test]
 fn aggregator_bench_audit_prints_figures() {
     let out = run("veil-aggregator", &["bench", "audit", "--entries", "300"]);
     assert!(figure(&out, "audit_append_per_s", "entries/s") > 0.0);

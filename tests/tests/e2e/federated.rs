@@ -73,6 +73,8 @@ async fn federated_rounds_across_three_venues_improve_the_forecaster() {
                     local_steps: 20,
                     learning_rate: 0.1,
                     deadline: std::time::Duration::from_secs(60),
+                    secure: None,
+                    event_day: None,
                 },
                 now,
             )
@@ -172,6 +174,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
         local_steps: 5,
         learning_rate: 0.1,
         deadline_s: 8,
+        ..OpenRoundRequest::default()
     };
     for c in [&mut organizer, &mut node1] {
         let e = c.open_round(open.clone()).await.unwrap_err();
@@ -258,7 +261,9 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
     let rho = 1.0 / (2.0 * 1.0 * 1.0);
     assert!((cks_epsilon(rho, 1e-6) - card["epsilon"].as_f64().unwrap()).abs() < 0.01);
 
-    // The venue's ledger was charged: two updates of rho m / (2 z^2) = 1.
+    // The venue's ledger was charged on the round's event day (today):
+    // each of two updates is m / (2 z^2) = 1 as the aggregator sees it, at
+    // an attendee's sensitivity 2C that is 4 each, 8 in all.
     let day = veil_aggregator::ledger::day_of(veil_common::now_ms());
     let rep = veil_aggregator::ledger::report(env.storage.reads(), VENUE, &day, None)
         .await
@@ -269,7 +274,7 @@ async fn a_round_over_mtls_grpc_publishes_charges_and_is_pulled_by_ml() {
         .find(|l| l.0 == format!("model:{}", FORECASTER_SPEC.name))
         .unwrap_or_else(|| panic!("no model line in {rep:?}"));
     assert_eq!(line.1, rounds::TRAINING_PURPOSE);
-    assert!((line.3 - 2.0).abs() < 1e-9, "{rep:?}");
+    assert!((line.3 - 8.0).abs() < 1e-9, "{rep:?}");
     assert!(rep.spent_epsilon > 0.0);
     let charges: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_log WHERE entry LIKE '%\"action\":\"round.charge\"%'",

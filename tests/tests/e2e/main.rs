@@ -16,3 +16,4 @@ mod query_alerts;
 mod refusals;
 mod replicas;
 mod resilience;
+mod secure_rounds;
