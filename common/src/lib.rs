@@ -19,6 +19,23 @@ pub mod test_util;
 
 pub use clock::{Clock, SystemClock, now_ms};
 
+/// An error and its causes in one line, each cause once: transport errors
+/// repeat their source in their own text ("tcp connect error: tcp connect
+/// error: Connection refused"), which a person should read only once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        src = cause.source();
+    }
+    text
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 #[cfg(feature = "runtime")]
 pub async fn shutdown_signal() {
@@ -71,5 +88,36 @@ pub fn init_tracing(format: Option<&str>, default_level: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let e = Layer(
+            "transport error: tcp connect error",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer("Connection refused (os error 111)", None))),
+            ))),
+        );
+        assert_eq!(
+            super::error_chain(&e),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct Leases {
     /// Each lease covers this many windows' worth of releases.
     windows_per_lease: u32,
     max_backoff: Duration,
+    /// The ledger's endpoint, named in warnings while it is unreachable.
+    aggregator: String,
     held: HashMap<(String, String, String), Held>,
     exhausted: HashMap<(String, String, String), ()>,
     /// Counters.
@@ -72,10 +74,18 @@ impl Leases {
             policy_hash: policy_hash.to_owned(),
             windows_per_lease: windows_per_lease.max(1),
             max_backoff: Duration::from_secs(30),
+            aggregator: String::new(),
             held: HashMap::new(),
             exhausted: HashMap::new(),
             stats: LeaseStats::default(),
         }
+    }
+
+    /// Names the aggregator's endpoint in the warnings logged while its
+    /// ledger is unreachable.
+    pub fn with_endpoint(mut self, aggregator: &str) -> Self {
+        self.aggregator = aggregator.to_owned();
+        self
     }
 
     /// Caps the wait between attempts while the ledger is unreachable.
@@ -189,7 +199,7 @@ impl Leases {
                         }
                         self.stats.waits += 1;
                         let d = backoff.next_delay();
-                        tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "No budget lease yet; the window waits, nothing is released.");
+                        tracing::warn!(aggregator = %self.aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "No budget lease yet (the aggregator's ledger is unreachable); the window waits, nothing is released.");
                         let mut stop = stop.clone();
                         tokio::select! {
                             () = tokio::time::sleep(d) => {},

@@ -232,9 +232,11 @@ pub async fn run_with_metrics(
             stop_rx.clone(),
             max_backoff,
             metrics.clone(),
+            cfg.aggregator.endpoint.clone(),
         ));
         let mut uploader = uploader;
         let mut leases = Leases::new(channel.clone(), &policy.hash, cfg.privacy.lease_windows)
+            .with_endpoint(&cfg.aggregator.endpoint)
             .with_max_backoff(max_backoff);
         let (ingest, uploaded) = {
             let ingest = ingest(
@@ -816,6 +818,7 @@ async fn upload_loop(
     stop: watch::Receiver<bool>,
     max_backoff: Duration,
     metrics: NodeMetrics,
+    aggregator: String,
 ) -> Result<UploadStats, UploadError> {
     let mut stats = UploadStats::default();
     let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
@@ -888,11 +891,11 @@ async fn upload_loop(
                     return Ok(stats);
                 }
                 let d = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Upload failed; releases stay in the outbox.");
+                tracing::warn!(%aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "Upload failed; releases stay in the outbox.");
                 sleep_or_stop(d, &stop).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "Upload refused; operator action needed. Releases stay in the outbox.");
+                tracing::error!(%aggregator, error = %e, "Upload refused; operator action needed. Releases stay in the outbox.");
                 return Err(e);
             }
         }

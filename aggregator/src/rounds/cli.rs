@@ -112,6 +112,8 @@ pub struct PullTls<'a> {
 }
 
 /// `model pull --endpoint`: pulls a version over mTLS gRPC (role `ml`).
+/// Every failure says what went wrong and what to do, naming the endpoint
+/// and the files involved (never tonic's raw status text).
 pub async fn model_pull_remote(
     endpoint: &str,
     tls: PullTls<'_>,
@@ -119,33 +121,75 @@ pub async fn model_pull_remote(
     version: Option<u32>,
     out: &Path,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let read = |what: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| format!("reading the {what} {}: {e}", p.display()))
+    };
     let tls_cfg = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(tls.ca)?))
+        .ca_certificate(Certificate::from_pem(read("CA certificate", tls.ca)?))
         .identity(Identity::from_pem(
-            std::fs::read(tls.cert)?,
-            std::fs::read(tls.key)?,
+            read("ml certificate", tls.cert)?,
+            read("ml key", tls.key)?,
         ))
         .domain_name(tls.server_name);
-    let channel = Endpoint::from_shared(endpoint.to_owned())?
-        .tls_config(tls_cfg)?
+    let channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("--endpoint {endpoint} is not a URL: {e}"))?
+        .tls_config(tls_cfg)
+        .map_err(|e| format!("TLS settings for {endpoint}: {}", veil_common::error_chain(&e)))?
         .timeout(Duration::from_secs(30))
         .connect()
-        .await?;
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach the aggregator at {endpoint}: {}; is `veil-aggregator serve` running there, and does --ca {} sign its certificate?",
+                veil_common::error_chain(&e),
+                tls.ca.display()
+            )
+        })?;
     let a = FederatedClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .pull_model(PullModelRequest {
             model: name.to_owned(),
             version: version.unwrap_or(0),
         })
-        .await?
+        .await
+        .map_err(|s| pull_refusal(&s, endpoint, &tls, name, version))?
         .into_inner();
-    write_artifact(out, &a.safetensors, &a.card_json)?;
+    write_artifact(out, &a.safetensors, &a.card_json)
+        .map_err(|e| format!("writing {}: {e}", out.display()))?;
     Ok(format!(
         "wrote {} version {} to {}",
         a.model,
         a.version,
         out.display()
     ))
+}
+
+/// What a refused `PullModel` means for the person who ran `model pull`.
+pub fn pull_refusal(
+    s: &tonic::Status,
+    endpoint: &str,
+    tls: &PullTls<'_>,
+    name: &str,
+    version: Option<u32>,
+) -> String {
+    let what = match version {
+        Some(v) if v > 0 => format!("{name} version {v}"),
+        _ => format!("the latest version of {name}"),
+    };
+    let why = s.message();
+    match s.code() {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => format!(
+            "the aggregator at {endpoint} refused to let {} pull models ({why}): model pull needs an `ml` role certificate (`veil-aggregator pki init` writes ml.pem and ml.key)",
+            tls.cert.display()
+        ),
+        tonic::Code::NotFound => format!(
+            "the aggregator at {endpoint} has no {what} ({why}); `veil-aggregator model import` stores a first version"
+        ),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!(
+            "the aggregator at {endpoint} did not answer ({why}); try again when it is serving"
+        ),
+        _ => format!("pulling {what} from {endpoint} failed: {why}"),
+    }
 }
 
 /// `bench fedavg`: a human table, then `fedavg_gbps X GB/s`,

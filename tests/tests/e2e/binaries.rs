@@ -348,6 +348,41 @@ fn operator_messages_say_what_to_do() {
     );
     assert!(ok && out.starts_with("OK"), "{out}{err}");
 
+    // `model pull` with a certificate of the wrong role says which role it
+    // needs, naming the endpoint and the certificate, not tonic's status.
+    let pki = d.join("pki");
+    let (ok, _, err) = run_logged(
+        agg()
+            .args([
+                "model",
+                "pull",
+                "--name",
+                "occupancy-forecaster",
+                "--endpoint",
+            ])
+            .arg(&endpoint)
+            .arg("--cert")
+            .arg(pki.join("organizer.pem"))
+            .arg("--key")
+            .arg(pki.join("organizer.key"))
+            .arg("--ca")
+            .arg(pki.join("ca.pem"))
+            .arg("--out")
+            .arg(d.join("pulled")),
+        &d.join("pull.log"),
+    );
+    assert!(!ok, "an organizer cannot pull models");
+    assert!(err.contains("`ml` role certificate"), "{err}");
+    assert!(
+        err.contains(&endpoint) && err.contains("organizer.pem"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("status:") && !err.contains("metadata"),
+        "{err}"
+    );
+    assert!(!d.join("pulled").exists(), "nothing written");
+
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

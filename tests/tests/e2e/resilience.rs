@@ -505,6 +505,13 @@ async fn aggregator_outage_backlog_drains_in_order_exactly_once() {
     assert_eq!(status_value(&st, "connection"), "connected", "{st}");
     assert_eq!(status_value(&st, "outbox_depth"), "0", "{st}");
     assert_ne!(status_value(&st, "last_upload"), "-", "{st}");
+    // While the aggregator was away, the node said so naming where it was.
+    let log = std::fs::read_to_string(ncfg.with_extension("log")).expect("node log");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("Upload failed"))
+        .unwrap_or_else(|| panic!("no upload warning while the aggregator was down: {log}"));
+    assert!(warning.contains(&endpoint), "names the endpoint: {warning}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
