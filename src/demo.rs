@@ -139,7 +139,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "# Written by `veil demo`. Start again with: veil-aggregator serve --config {cfg}\n\
              listen = \"127.0.0.1:{port}\"\n\
              database = \"sqlite://aggregator.db\"\n\n\
-             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n\n\
+             [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\ncrls = [\"pki/crl.pem\"]\n\n\
              [audit]\nsigning_key = \"pki/audit.key\"\ncheckpoint_every = 1000\n\n\
              [[venue]]\nname = \"{VENUE}\"\nnodes = [{nodes}]\npolicy = \"policy.toml\"\n\n\
              [[principal]]\nid = \"spiffe://veil/role/compliance/officer\"\n\n\

@@ -83,6 +83,9 @@ pub struct Config {
     /// Ingest limits.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// `[connections]`: limits of the gRPC listener.
+    #[serde(default)]
+    pub connections: crate::tls::ConnectionLimits,
     /// Audit log signing.
     pub audit: AuditConfig,
     /// Federated rounds (model card delta, scheduled rounds).
@@ -177,6 +180,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Server private key.
     pub key: PathBuf,
+    /// Certificate revocation lists (PEM) of the client CA; re-read when
+    /// they change.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 /// One venue.
@@ -256,7 +263,7 @@ fn default_max_future_skew() -> std::time::Duration {
     std::time::Duration::from_secs(86_400)
 }
 
-mod humantime_duration {
+pub(crate) mod humantime_duration {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
@@ -381,6 +388,9 @@ impl Config {
             .map_err(|(key, reason)| invalid(key, &reason))?;
         if let Err(reason) = cfg.alerts.check() {
             return Err(invalid("alerts", &reason));
+        }
+        if let Err(reason) = cfg.connections.check() {
+            return Err(invalid("connections", &reason));
         }
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));

@@ -3,8 +3,8 @@
 //! The aggregator application: the file config ([`config`]), the gRPC
 //! services ([`grpc`]), the organizer layer on top of the core (query,
 //! alerts, report: read only, spend nothing), federated [`rounds`], the
-//! [`dashboard`], Prometheus [`metrics`], and the server that composes them
-//! ([`server`]). What decides and writes (identity, policies, ledger, audit
+//! [`dashboard`], Prometheus [`metrics`], the server that composes them ([`server`]),
+//! and its listener's client-certificate rules and connection limits ([`tls`]). What decides and writes (identity, policies, ledger, audit
 //! log, storage, ingest) is the core crate, `veil-aggregator-core`,
 //! re-exported here under its module names.
 //!
@@ -28,6 +28,7 @@ pub mod report;
 pub mod rounds;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Bound, bind};

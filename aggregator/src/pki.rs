@@ -149,6 +149,7 @@ pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, Error> {
     write_file(&layout.ca(), &ca_cert.pem(), false)?;
     write_file(&layout.key("ca"), &ca_key.serialize_pem(), true)?;
     let issuer = Issuer::new(ca, ca_key);
+    write_crl(&layout.dir.join(CRL_FILE), &issuer, 1, Vec::new())?;
 
     let issue = |name: &str, params: CertificateParams| -> Result<(), Error> {
         let key = KeyPair::generate()?;
@@ -189,6 +190,113 @@ pub fn init(out: &Path, venue: &str, nodes: u32) -> Result<PkiLayout, Error> {
         AUDIT_KEY_NAME,
     )?;
     Ok(layout)
+}
+
+/// The certificate revocation list `pki init` writes (empty) and
+/// `pki revoke` extends; `tls.crls` in the aggregator's config names it.
+pub const CRL_FILE: &str = "crl.pem";
+
+fn write_crl(
+    path: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    number: u64,
+    revoked: Vec<rcgen::RevokedCertParams>,
+) -> Result<(), Error> {
+    let now = OffsetDateTime::now_utc();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(5),
+        next_update: now + Duration::days(365),
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)?;
+    // Written beside, then renamed: a serving aggregator re-reading the
+    // file never sees half of it.
+    let tmp = path.with_extension("pem.tmp");
+    write_file(&tmp, &crl.pem()?, false)?;
+    fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Revokes the certificate in the PEM file `cert` by adding its serial
+/// number to `DIR/crl.pem` (signed by the CA in `dir`; the entries already
+/// there are kept and the CRL number goes up by one). Returns the serial
+/// (hex) and how many certificates the CRL now lists. An aggregator with
+/// `tls.crls` naming the file refuses the certificate from its next
+/// handshake, without a restart.
+pub fn revoke(dir: &Path, cert: &Path) -> Result<(String, usize), Error> {
+    use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, pem::PemObject as _};
+    use x509_parser::prelude::FromDer as _;
+    let read = |p: &Path| {
+        fs::read(p).map_err(|source| Error::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let bad = |p: &Path, what: &str, e: &dyn std::fmt::Display| {
+        Error::Invalid(format!("{}: not {what}: {e}", p.display()))
+    };
+    let leaf = CertificateDer::from_pem_slice(&read(cert)?)
+        .map_err(|e| bad(cert, "a PEM certificate", &e))?;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&leaf)
+        .map_err(|e| bad(cert, "a certificate", &e))?;
+    let serial = parsed.raw_serial().to_vec();
+    let ca_pem = String::from_utf8_lossy(&read(&dir.join("ca.pem"))?).into_owned();
+    let ca_key = KeyPair::from_pem(&String::from_utf8_lossy(&read(&dir.join("ca.key"))?))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| bad(&dir.join("ca.pem"), "a PEM certificate", &e))?;
+    let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&ca_der)
+        .map_err(|e| bad(&dir.join("ca.pem"), "a certificate", &e))?;
+    if parsed.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(Error::Invalid(format!(
+            "{} was not issued by the CA in {}",
+            cert.display(),
+            dir.display()
+        )));
+    }
+    let crl_path = dir.join(CRL_FILE);
+    let (mut number, mut revoked) = (1u64, Vec::new());
+    if crl_path.exists() {
+        let der = CertificateRevocationListDer::from_pem_slice(&read(&crl_path)?)
+            .map_err(|e| bad(&crl_path, "a PEM CRL", &e))?;
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+            .map_err(|e| bad(&crl_path, "a CRL", &e))?;
+        number = crl
+            .crl_number()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        for r in crl.iter_revoked_certificates() {
+            if r.raw_serial() == serial.as_slice() {
+                return Err(Error::Invalid(format!(
+                    "{} (serial {}) is already revoked",
+                    cert.display(),
+                    hex::encode(&serial)
+                )));
+            }
+            revoked.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(r.raw_serial()),
+                revocation_time: OffsetDateTime::from_unix_timestamp(r.revocation_date.timestamp())
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", crl_path.display())))?,
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+    }
+    revoked.push(rcgen::RevokedCertParams {
+        serial_number: rcgen::SerialNumber::from_slice(&serial),
+        revocation_time: OffsetDateTime::now_utc(),
+        reason_code: None,
+        invalidity_date: None,
+    });
+    let n = revoked.len();
+    write_crl(&crl_path, &issuer, number, revoked)?;
+    Ok((hex::encode(&serial), n))
 }
 
 /// Name (and log origin) of the audit key `pki init` writes.

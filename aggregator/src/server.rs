@@ -5,9 +5,7 @@ use std::{future::Future, net::SocketAddr};
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tonic::transport::{
-    Certificate, Identity as TlsIdentity, Server, ServerTlsConfig, server::TcpIncoming,
-};
+use tonic::transport::Server;
 
 use veil_proto::{
     audit_server::AuditServer, ingest_server::IngestServer, ledger_server::LedgerServer,
@@ -75,6 +73,9 @@ pub enum Error {
     /// The dashboard could not start.
     #[error(transparent)]
     Dashboard(#[from] crate::dashboard::Error),
+    /// TLS material (CA, server certificate and key, CRLs) is unusable.
+    #[error(transparent)]
+    TlsConfig(#[from] crate::tls::Error),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -84,7 +85,10 @@ pub enum Error {
 pub struct Bound {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: ServerTlsConfig,
+    tls: Arc<rustls::ServerConfig>,
+    /// The client-certificate rules, and the CRL files they reload.
+    clients: (Arc<crate::tls::ClientPolicy>, Vec<std::path::PathBuf>),
+    connections: crate::tls::ConnectionLimits,
     state: Arc<State>,
     refusals: tokio::sync::mpsc::Receiver<veil_aggregator_core::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
@@ -135,10 +139,20 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
     };
     let cert = read(&config, "server certificate", &config.tls.cert)?;
     let key = read(&config, "server key", &config.tls.key)?;
-    let tls = ServerTlsConfig::new()
-        .identity(TlsIdentity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca))
-        .client_auth_optional(false);
+    let crl_paths: Vec<_> = config.tls.crls.iter().map(|p| config.resolve(p)).collect();
+    let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
+    let clients = Arc::new(crate::tls::ClientPolicy::new(
+        &config.resolve(&config.tls.ca),
+        &ca,
+        crate::tls::read_crls(&crl_paths)?,
+        Some(refusal_tx.clone()),
+    )?);
+    let tls = Arc::new(clients.server_config(
+        &config.resolve(&config.tls.cert),
+        &cert,
+        &config.resolve(&config.tls.key),
+        &key,
+    )?);
     let policies = config.policies().map_err(Error::Policy)?;
     let storage = Storage::open_with(&config.storage_options()).await?;
     let audit = config.open_audit(&storage).await?;
@@ -204,7 +218,6 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
             None => None,
         },
     };
-    let (refusal_tx, refusals) = tokio::sync::mpsc::channel(1024);
     let registry = config.registry().with_refusal_sink(refusal_tx);
     // Organizer alerts.
     let rules = config.alerts.check().map_err(Error::Alerts)?;
@@ -214,6 +227,8 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         listener,
         addr,
         tls,
+        clients: (clients, crl_paths),
+        connections: config.connections.clone(),
         refusals,
         rounds: config.rounds.clone(),
         node_ca,
@@ -381,8 +396,10 @@ impl Bound {
             let _ = web_stop.send(true);
         };
         tracing::info!(addr = %self.addr, "Aggregator serving.");
+        let (clients, crl_paths) = self.clients;
+        let crl_reloader =
+            (!crl_paths.is_empty()).then(|| crate::tls::spawn_crl_reloader(clients, crl_paths));
         Server::builder()
-            .tls_config(self.tls)?
             .timeout(std::time::Duration::from_secs(30))
             .add_service(health_service)
             .add_service(IngestServer::new(ingest))
@@ -395,10 +412,7 @@ impl Bound {
                     .max_decoding_message_size(64 << 20),
             )
             .serve_with_incoming_shutdown(
-                // Without TCP_NODELAY, Nagle holds back the last small TLS
-                // record of a response (the trailers) until the peer's
-                // delayed ACK: +40 ms on every call.
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                crate::tls::incoming(self.listener, self.tls, self.connections),
                 {
                     // Live streams end at shutdown, or they would hold it up.
                     let hub = st.alerts.clone();
@@ -416,6 +430,9 @@ impl Bound {
         // what was queued (nothing acked is left uncommitted) and stops.
         let _ = committer.await;
         rounds_ticker.abort();
+        if let Some(t) = crl_reloader {
+            t.abort();
+        }
         refusal_auditor.abort();
         alert_task.abort();
         // A final checkpoint covers everything acknowledged.

@@ -173,6 +173,18 @@ impl TestEnv {
     /// registered and one more (`node-<registered + 1>`) with a valid
     /// certificate but an unknown identity.
     pub async fn start_with_nodes(policy: &str, extra: &str, registered: u32) -> Self {
+        Self::start_edited(policy, extra, registered, &|text| text).await
+    }
+
+    /// Like [`TestEnv::start_with_nodes`], with the config file's text
+    /// passed through `edit` before the aggregator loads it (e.g. to add
+    /// keys to `[tls]`).
+    pub async fn start_edited(
+        policy: &str,
+        extra: &str,
+        registered: u32,
+        edit: &dyn Fn(String) -> String,
+    ) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let pki_dir = dir.path().join("pki");
@@ -181,6 +193,8 @@ impl TestEnv {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let cfg_path =
             write_aggregator_config_with(dir.path(), &names, "127.0.0.1:0", policy, extra);
+        let text = std::fs::read_to_string(&cfg_path).expect("read config");
+        std::fs::write(&cfg_path, edit(text)).expect("write config");
         let cfg = veil_aggregator::Config::load(&cfg_path).expect("config");
         let bound = veil_aggregator::bind(cfg).await.expect("bind");
         let addr = bound.local_addr();

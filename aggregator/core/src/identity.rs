@@ -104,6 +104,44 @@ impl Identity {
         found.ok_or_else(|| "client certificate has no SPIFFE id".into())
     }
 
+    /// What a client certificate must be beyond chaining to the CA (which
+    /// the TLS layer checks): an end entity (no `basicConstraints CA:TRUE`:
+    /// a CA certificate is never a client, whatever its path length) whose
+    /// extended key usage is present and includes `clientAuth`. RFC 5280
+    /// reads an absent EKU as "any purpose"; Veil refuses it, so a
+    /// certificate issued for something else cannot be used as a client.
+    pub fn check_client_leaf(der: &[u8]) -> Result<(), String> {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| format!("unparsable client certificate: {e}"))?;
+        let bc = cert
+            .basic_constraints()
+            .map_err(|e| format!("bad basicConstraints: {e}"))?;
+        if bc.is_some_and(|b| b.value.ca) {
+            return Err("client certificate is a CA certificate (basicConstraints CA:TRUE)".into());
+        }
+        let eku = cert
+            .extended_key_usage()
+            .map_err(|e| format!("bad extendedKeyUsage: {e}"))?
+            .ok_or_else(|| {
+                "client certificate has no extendedKeyUsage (clientAuth is required)".to_owned()
+            })?;
+        if !eku.value.client_auth {
+            return Err("client certificate's extendedKeyUsage lacks clientAuth".into());
+        }
+        Ok(())
+    }
+
+    /// The SPIFFE id a certificate claims, for naming a refused peer in
+    /// logs and audit entries (unverified: never for authorisation).
+    pub fn claimed_spiffe(der: &[u8]) -> Option<String> {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+        let san = cert.subject_alternative_name().ok()??;
+        san.value.general_names.iter().find_map(|n| match n {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+            _ => None,
+        })
+    }
+
     /// The SPIFFE id string.
     pub fn spiffe(&self) -> String {
         self.to_string()
@@ -142,5 +180,40 @@ mod tests {
         ] {
             assert!(Identity::from_spiffe(bad).is_none(), "{bad}");
         }
+    }
+
+    fn leaf(eku: Option<rcgen::ExtendedKeyUsagePurpose>, ca: bool) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://veil/venue/arena/node/node-1".try_into().unwrap(),
+        )];
+        p.extended_key_usages = eku.into_iter().collect();
+        p.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_client_leaf_needs_client_auth_and_must_not_be_a_ca() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        assert_eq!(
+            Identity::check_client_leaf(&leaf(Some(ClientAuth), false)),
+            Ok(())
+        );
+        let no_eku = Identity::check_client_leaf(&leaf(None, false)).unwrap_err();
+        assert!(no_eku.contains("no extendedKeyUsage"), "{no_eku}");
+        let server = Identity::check_client_leaf(&leaf(Some(ServerAuth), false)).unwrap_err();
+        assert!(server.contains("lacks clientAuth"), "{server}");
+        let ca = Identity::check_client_leaf(&leaf(Some(ClientAuth), true)).unwrap_err();
+        assert!(ca.contains("CA certificate"), "{ca}");
+        assert!(Identity::check_client_leaf(b"not a certificate").is_err());
+        assert_eq!(
+            Identity::claimed_spiffe(&leaf(None, false)).as_deref(),
+            Some("spiffe://veil/venue/arena/node/node-1")
+        );
     }
 }

@@ -17,3 +17,4 @@ mod refusals;
 mod replicas;
 mod resilience;
 mod secure_rounds;
+mod tls_admission;
