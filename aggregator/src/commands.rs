@@ -94,8 +94,18 @@ pub async fn audit_export(
     let export = audit.export(&storage, range, veil_common::now_ms()).await?;
     export.write(out)?;
     storage.close().await;
+    // The verifier key `pki init` and `audit keygen` write beside the
+    // signing key, when it is there; otherwise say what to give.
+    let vkey = config
+        .resolve(&config.audit.signing_key)
+        .with_extension("vkey");
+    let key = if vkey.is_file() {
+        vkey.display().to_string()
+    } else {
+        "VERIFIER_KEY (the .vkey of audit.signing_key)".to_owned()
+    };
     Ok(format!(
-        "Exported {} of {} audit entries to {} (entries.jsonl, checkpoint{}); verify with: veil-aggregator audit verify {} --key VERIFIER_KEY",
+        "Exported {} of {} audit entries to {} (entries.jsonl, checkpoint{}); verify with: veil-aggregator audit verify {} --key {key}",
         export.entries_jsonl.lines().count(),
         export.size,
         out.display(),

@@ -3,6 +3,7 @@
 //! core or the analytics, and map errors to status ([`status`]); they hold
 //! no decisions of their own.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod ingest;

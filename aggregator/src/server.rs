@@ -399,8 +399,13 @@ impl Bound {
         let (clients, crl_paths) = self.clients;
         let crl_reloader =
             (!crl_paths.is_empty()).then(|| crate::tls::spawn_crl_reloader(clients, crl_paths));
+        let max_streams = self.connections.max_streams;
         Server::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .max_concurrent_streams(max_streams)
+            .layer(crate::grpc::admission::AdmissionLayer::new(
+                st.registry.clone(),
+            ))
             .add_service(health_service)
             .add_service(IngestServer::new(ingest))
             .add_service(PolicyServer::new(policy))

@@ -24,7 +24,8 @@
 //!   a real client out (it always gets a slot and finishes in milliseconds).
 //! * A handshake must finish within `connections.handshake_timeout`.
 //! * At most `connections.max` established connections; beyond that a new one
-//!   is closed after its handshake.
+//!   is closed after its handshake; at most `connections.max_streams`
+//!   concurrent requests on each (the server composition sets it).
 //! * A connection with no bytes in either direction for
 //!   `connections.idle_timeout` is closed (clients reconnect on their next
 //!   call).
@@ -76,6 +77,10 @@ pub struct ConnectionLimits {
     /// Established connections at once.
     #[serde(default = "default_max")]
     pub max: usize,
+    /// Concurrent requests (HTTP/2 streams) per connection, advertised to
+    /// clients as `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: u32,
     /// TLS handshakes in progress at once (the oldest is dropped for a new
     /// one when all are taken).
     #[serde(default = "default_max_handshakes")]
@@ -97,6 +102,9 @@ pub struct ConnectionLimits {
 fn default_max() -> usize {
     512
 }
+fn default_max_streams() -> u32 {
+    32
+}
 fn default_max_handshakes() -> usize {
     64
 }
@@ -111,6 +119,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             max: default_max(),
+            max_streams: default_max_streams(),
             max_handshakes: default_max_handshakes(),
             handshake_timeout: default_handshake_timeout(),
             idle_timeout: default_idle_timeout(),
@@ -121,8 +130,8 @@ impl Default for ConnectionLimits {
 impl ConnectionLimits {
     /// Refuses limits that would stop the listener from serving anyone.
     pub fn check(&self) -> Result<(), String> {
-        if self.max == 0 || self.max_handshakes == 0 {
-            return Err("max and max_handshakes must be at least 1".into());
+        if self.max == 0 || self.max_handshakes == 0 || self.max_streams == 0 {
+            return Err("max, max_streams and max_handshakes must be at least 1".into());
         }
         if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
             return Err("handshake_timeout and idle_timeout must be longer than 0".into());

@@ -309,7 +309,7 @@ fn operator_messages_say_what_to_do() {
 
     // An export never overwrites an earlier one.
     let export = d.join("audit");
-    let (ok, _, err) = run_logged(
+    let (ok, out, err) = run_logged(
         agg()
             .args(["audit", "export", "--config"])
             .arg(&cfg)
@@ -318,6 +318,11 @@ fn operator_messages_say_what_to_do() {
         &d.join("export.log"),
     );
     assert!(ok, "{err}");
+    // The printed verify command runs as printed: the real verifier key.
+    assert!(
+        out.contains(&format!("--key {}", d.join("pki/audit.vkey").display())),
+        "{out}"
+    );
     let (ok, _, err) = run_logged(
         agg()
             .args(["audit", "export", "--config"])

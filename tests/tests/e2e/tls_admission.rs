@@ -221,3 +221,32 @@ async fn silent_connections_cannot_keep_a_client_out_and_idle_ones_are_closed() 
         .expect("served after the idle close");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_that_may_not_submit_is_refused_before_its_body_is_read() {
+    use veil_proto::{SubmitUpdateRequest, federated_client::FederatedClient};
+    let env = TestEnv::start().await;
+    // 70 MiB: over the 64 MiB SubmitUpdate limit, so a handler-side check
+    // would answer OUT_OF_RANGE after reading it all; the admission layer
+    // answers from the headers.
+    let big = SubmitUpdateRequest {
+        round_id: "r-1".into(),
+        update: vec![0u8; 70 << 20],
+        examples: 1,
+    };
+    for who in ["organizer", "ml", "node-3"] {
+        let mut c = FederatedClient::new(env.channel(Some(who)).await.expect("connect"));
+        let s = c.submit_update(big.clone()).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{who}: {s:?}");
+        assert!(
+            s.message()
+                .contains("refused before reading the request body"),
+            "{who}: {s:?}"
+        );
+    }
+    // A registered node passes admission and meets the handler's own checks.
+    let mut c = FederatedClient::new(env.channel(Some("node-1")).await.expect("connect"));
+    let s = c.submit_update(big).await.unwrap_err();
+    assert_ne!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    env.stop().await;
+}

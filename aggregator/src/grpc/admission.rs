@@ -1,0 +1,137 @@
+//! Who may send a request body at all, decided from the headers before
+//! tonic reads (and buffers) the body.
+//!
+//! tonic decodes a unary request's whole message before the handler runs,
+//! so a handler's own role check comes after up to `max_decoding_message_size`
+//! bytes per stream are held in memory: a principal that may not call
+//! `SubmitUpdate` could still make the aggregator buffer 64 MiB per stream.
+//! The methods whose bodies are large or frequent (every `veil.v1.Ingest`
+//! method, and the federated methods nodes send updates, keys and shares
+//! with) are checked here first: the caller's certificate must name a
+//! registered node, otherwise the call ends with `PERMISSION_DENIED` before
+//! a byte of its body is read (and the refusal is audited as every refused
+//! caller is). The handlers still run their own, finer checks.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tonic::{
+    Status,
+    codegen::http,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+use veil_aggregator_core::auth::Registry;
+
+/// Methods only registered nodes may call (full gRPC paths, or a service
+/// prefix ending in `/`).
+pub const NODE_ONLY: &[&str] = &[
+    "/veil.v1.Ingest/",
+    "/veil.v1.Federated/SubmitUpdate",
+    "/veil.v1.Federated/AdvertiseKeys",
+    "/veil.v1.Federated/SubmitShares",
+    "/veil.v1.Federated/SubmitMaskedInput",
+    "/veil.v1.Federated/SubmitUnmaskShares",
+];
+
+/// Whether `path` is only for registered nodes.
+pub fn node_only(path: &str) -> bool {
+    NODE_ONLY.iter().any(|m| {
+        if m.ends_with('/') {
+            path.starts_with(m)
+        } else {
+            path == *m
+        }
+    })
+}
+
+/// The layer to put in front of the gRPC routes.
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    registry: Registry,
+}
+
+impl AdmissionLayer {
+    /// Admission decided by `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Admission {
+            inner,
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Admission<S> {
+    inner: S,
+    registry: Registry,
+}
+
+impl<S> Admission<S> {
+    fn refusal<B>(&self, req: &http::Request<B>) -> Option<Status> {
+        let path = req.uri().path();
+        if !node_only(path) {
+            return None;
+        }
+        let leaf = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.peer_certs())
+            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()));
+        match self.registry.node_of_cert(leaf.as_deref()) {
+            Ok(_) => None,
+            Err(e) => Some(Status::permission_denied(format!(
+                "{path}: {e} (refused before reading the request body)"
+            ))),
+        }
+    }
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Admission<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(status) = self.refusal(&req) {
+            // The body is dropped unread with the request.
+            drop(req);
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_only_methods_are_matched_exactly_or_by_service() {
+        assert!(super::node_only("/veil.v1.Ingest/SubmitReleases"));
+        assert!(super::node_only("/veil.v1.Federated/SubmitUpdate"));
+        assert!(super::node_only("/veil.v1.Federated/SubmitMaskedInput"));
+        assert!(!super::node_only("/veil.v1.Federated/PullModel"));
+        assert!(!super::node_only("/veil.v1.Federated/SubmitUpdateX"));
+        assert!(!super::node_only("/veil.v1.Query/Zones"));
+        assert!(!super::node_only("/grpc.health.v1.Health/Check"));
+    }
+}
