@@ -250,6 +250,17 @@ pub struct IngestConfig {
     /// call is never split: a larger single call is committed alone.
     #[serde(default = "default_group_max_releases")]
     pub group_max_releases: usize,
+    /// Calls waiting for the group committer beyond which a new call is
+    /// answered RESOURCE_EXHAUSTED with a retry hint (default 1024).
+    #[serde(default = "default_max_queued_calls")]
+    pub max_queued_calls: usize,
+    /// SubmitReleases calls per second one node may make (0: no limit).
+    #[serde(default)]
+    pub max_calls_per_node_per_s: f64,
+}
+
+fn default_max_queued_calls() -> usize {
+    1024
 }
 
 fn default_group_max_releases() -> usize {
@@ -288,6 +299,8 @@ impl IngestConfig {
             max_window_age: self.max_window_age,
             max_future_skew: self.max_future_skew,
             group_max_releases: self.group_max_releases,
+            max_queued_calls: self.max_queued_calls,
+            max_calls_per_node_per_s: self.max_calls_per_node_per_s,
         }
     }
 }
@@ -300,6 +313,8 @@ impl Default for IngestConfig {
             max_window_age: default_max_window_age(),
             max_future_skew: default_max_future_skew(),
             group_max_releases: default_group_max_releases(),
+            max_queued_calls: default_max_queued_calls(),
+            max_calls_per_node_per_s: 0.0,
         }
     }
 }
@@ -394,6 +409,17 @@ impl Config {
         }
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));
+        }
+        if cfg.ingest.max_queued_calls == 0 || cfg.ingest.max_queued_calls > 4096 {
+            return Err(invalid("ingest.max_queued_calls", "must be in 1..=4096"));
+        }
+        if !(cfg.ingest.max_calls_per_node_per_s.is_finite()
+            && cfg.ingest.max_calls_per_node_per_s >= 0.0)
+        {
+            return Err(invalid(
+                "ingest.max_calls_per_node_per_s",
+                "must be a number >= 0 (0: no limit)",
+            ));
         }
         Ok(cfg)
     }

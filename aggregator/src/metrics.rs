@@ -36,6 +36,8 @@ pub mod name {
     pub const RELEASES_REFUSED: &str = "releases_refused";
     /// Callers refused at authentication/authorisation, by surface.
     pub const AUTH_REFUSALS: &str = "auth_refusals";
+    /// SubmitReleases calls answered RESOURCE_EXHAUSTED, by reason.
+    pub const ADMISSION_REFUSALS: &str = "ingest_admission_refusals";
     /// SubmitReleases latency to the ack.
     pub const ACK_LATENCY: &str = "ack_latency_seconds";
     /// Budget left today per venue.
@@ -85,6 +87,9 @@ pub struct Metrics {
     pub releases_refused: Family<ReasonLabel, Counter>,
     /// Refused callers by surface (`grpc`, `dashboard`).
     pub auth_refusals: Family<ReasonLabel, Counter>,
+    /// SubmitReleases calls refused by admission control (`queue_full`,
+    /// `node_rate`).
+    pub admission_refusals: Family<ReasonLabel, Counter>,
     /// SubmitReleases call latency up to the ack (after commit).
     pub ack_latency: Histogram,
     /// Epsilon left today, per configured venue (refreshed on scrape).
@@ -141,6 +146,7 @@ impl Metrics {
             releases_accepted: Counter::default(),
             releases_refused: Family::default(),
             auth_refusals: Family::default(),
+            admission_refusals: Family::default(),
             ack_latency: Histogram::new(latency_buckets()),
             budget_left: Family::default(),
             alerts: Family::default(),
@@ -167,6 +173,11 @@ impl Metrics {
             name::AUTH_REFUSALS,
             "Callers refused at authentication or authorisation, by surface",
             m.auth_refusals.clone(),
+        );
+        r.register(
+            name::ADMISSION_REFUSALS,
+            "SubmitReleases calls answered RESOURCE_EXHAUSTED before any work, by reason (queue_full, node_rate)",
+            m.admission_refusals.clone(),
         );
         r.register(
             name::ACK_LATENCY,
@@ -263,6 +274,13 @@ impl Metrics {
     pub fn auth_refused(&self, surface: &'static str) {
         self.auth_refusals
             .get_or_create(&ReasonLabel { reason: surface })
+            .inc();
+    }
+
+    /// Counts a SubmitReleases call refused by admission control.
+    pub fn admission_refused(&self, reason: &'static str) {
+        self.admission_refusals
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

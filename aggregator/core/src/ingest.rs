@@ -41,6 +41,12 @@ pub struct Limits {
     /// Most releases decided and stored in one group commit across
     /// concurrent calls. A call is never split.
     pub group_max_releases: usize,
+    /// Calls waiting for the group committer beyond which a new call is
+    /// answered `RESOURCE_EXHAUSTED` with a retry hint instead of waiting.
+    pub max_queued_calls: usize,
+    /// Calls per second one node may make (a token bucket holding one
+    /// second's worth); 0: no limit.
+    pub max_calls_per_node_per_s: f64,
 }
 
 impl Default for Limits {
@@ -51,6 +57,8 @@ impl Default for Limits {
             max_window_age: Duration::from_secs(400 * 86_400),
             max_future_skew: Duration::from_secs(86_400),
             group_max_releases: 4096,
+            max_queued_calls: 1024,
+            max_calls_per_node_per_s: 0.0,
         }
     }
 }

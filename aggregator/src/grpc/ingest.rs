@@ -2,8 +2,19 @@
 //! size, policy in force), validates and policy-checks its releases on the
 //! caller's task, and hands them to the core's group committer; answers
 //! with the acks once they are committed.
+//!
+//! Admission control: a call is answered `RESOURCE_EXHAUSTED` at once,
+//! with nothing stored and a `retry-after-ms` hint in its metadata (and in
+//! the message), when `ingest.max_queued_calls` calls already wait for the
+//! committer, or when its node has used its `ingest.max_calls_per_node_per_s`
+//! (a token bucket holding one second's worth). Nodes treat it as
+//! transient and retry with backoff; nothing they sent is lost.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use tonic::{Request, Response, Status};
 use veil_aggregator_core::ingest::{
@@ -22,6 +33,15 @@ use crate::state::State;
 pub struct IngestService {
     pub(crate) state: Arc<State>,
     committer: Committer,
+    /// Per node (venue, node): its call-rate bucket.
+    buckets: Arc<Mutex<HashMap<(String, String), Bucket>>>,
+}
+
+/// A token bucket: tokens left and when they were counted.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
 
 impl IngestService {
@@ -32,8 +52,53 @@ impl IngestService {
     /// alert engine.
     pub fn new(state: Arc<State>) -> (Self, tokio::task::JoinHandle<()>) {
         let (committer, task) = ingest::spawn(state.core.clone(), state.clone());
-        (Self { state, committer }, task)
+        (
+            Self {
+                state,
+                committer,
+                buckets: Arc::default(),
+            },
+            task,
+        )
     }
+
+    /// Takes a token of `venue/node`'s bucket; `Err(ms)` to wait for one.
+    fn take_token(&self, venue: &str, node: &str, rate: f64) -> Result<(), u64> {
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = rate.max(1.0);
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = buckets
+            .entry((venue.to_owned(), node.to_owned()))
+            .or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - b.tokens) / rate) * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+/// `RESOURCE_EXHAUSTED` with a retry hint; nothing of the call was stored.
+fn busy(why: &str, retry_ms: u64) -> Status {
+    let mut s = Status::resource_exhausted(format!(
+        "{why}; nothing from this batch was stored, retry in {retry_ms} ms"
+    ));
+    if let Ok(v) = retry_ms.to_string().parse() {
+        s.metadata_mut().insert("retry-after-ms", v);
+    }
+    s
 }
 
 /// A `SubmitReleases` call past its first checks.
@@ -92,6 +157,26 @@ impl ingest_server::Ingest for IngestService {
             releases,
             policy,
         } = admit(st, request)?;
+        if let Err(retry_ms) = self.take_token(&venue, &node, st.limits.max_calls_per_node_per_s) {
+            st.metrics.admission_refused("node_rate");
+            return Err(busy(
+                &format!(
+                    "node {venue}/{node} is over ingest.max_calls_per_node_per_s ({})",
+                    st.limits.max_calls_per_node_per_s
+                ),
+                retry_ms,
+            ));
+        }
+        let queued = self.committer.queued();
+        if queued >= st.limits.max_queued_calls {
+            st.metrics.admission_refused("queue_full");
+            return Err(busy(
+                &format!(
+                    "the aggregator is busy: {queued} calls wait for storage (ingest.max_queued_calls)"
+                ),
+                250,
+            ));
+        }
         // Validation and policy checks need no database: done here, on the
         // caller's task, so the committer only decides what needs the
         // stored state (duplicates, leases) and writes.

@@ -160,3 +160,87 @@ async fn oversized_and_empty_batches_are_refused() {
     assert_eq!(env.storage.count_releases().await.expect("count"), 0);
     env.stop().await;
 }
+
+/// `ingest.max_calls_per_node_per_s`: a node over its rate is answered
+/// RESOURCE_EXHAUSTED at once with a retry hint and nothing stored; other
+/// nodes are not affected, and the same call succeeds after the hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_over_its_call_rate_is_told_when_to_retry_and_nothing_is_lost() {
+    let env = TestEnv::start_edited(veil_tests::ARENA_POLICY, "", 2, &|t| {
+        t.replacen(
+            "max_window_age = \"100y\"\n",
+            "max_window_age = \"100y\"\nmax_calls_per_node_per_s = 1\n",
+            1,
+        )
+    })
+    .await;
+    let ch1 = env.channel(Some("node-1")).await.expect("connect");
+    let ch2 = env.channel(Some("node-2")).await.expect("connect");
+    let l1 = lease(ch1.clone(), "ingress", 3).await.expect("lease");
+    let l2 = lease(ch2.clone(), "ingress", 3).await.expect("lease");
+    let (mut n1, mut n2) = (IngestClient::new(ch1), IngestClient::new(ch2));
+    let submit = |node: &str, start: i64, l: &str| SubmitReleasesRequest {
+        releases: vec![release_with_lease(node, "ingress", start, 5.0, 1, l)],
+    };
+    let first = n1
+        .submit_releases(submit("node-1", 60_000, &l1))
+        .await
+        .expect("first call within the rate")
+        .into_inner();
+    assert_eq!(first.acks[0].status, AckStatus::Accepted as i32);
+    let refused = n1
+        .submit_releases(submit("node-1", 120_000, &l1))
+        .await
+        .expect_err("second call in the same second");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_calls_per_node_per_s")
+            && refused
+                .message()
+                .contains("nothing from this batch was stored"),
+        "{refused:?}"
+    );
+    let retry_ms: u64 = refused
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after-ms hint");
+    assert!((1..=1000).contains(&retry_ms), "{retry_ms}");
+    // Another node has its own rate.
+    let other = n2
+        .submit_releases(submit("node-2", 120_000, &l2))
+        .await
+        .expect("node-2 unaffected")
+        .into_inner();
+    assert_eq!(other.acks[0].status, AckStatus::Accepted as i32);
+    // Nothing of the refused call was stored; after the hint it is.
+    assert_eq!(
+        env.storage
+            .releases_for_venue("arena")
+            .await
+            .expect("q")
+            .len(),
+        2
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(retry_ms + 50)).await;
+    let again = n1
+        .submit_releases(submit("node-1", 120_000, &l1))
+        .await
+        .expect("after the hint")
+        .into_inner();
+    assert_eq!(again.acks[0].status, AckStatus::Accepted as i32);
+    assert_eq!(
+        env.storage
+            .releases_for_venue("arena")
+            .await
+            .expect("q")
+            .len(),
+        3
+    );
+    env.stop().await;
+}

@@ -82,6 +82,11 @@ impl Committer {
     pub async fn submit(&self, job: Job) -> Result<(), ()> {
         self.queue.send(job).await.map_err(|_| ())
     }
+
+    /// Calls queued and not yet taken by the committer.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
 }
 
 /// Calls that may wait for the committer; a full queue makes handlers wait
