@@ -396,6 +396,25 @@ fn operator_messages_say_what_to_do() {
     assert!(serve_log.contains("Metrics serving"), "{serve_log}");
     assert!(!endpoint.is_empty());
 
+    // `pki revoke` adds a certificate to the dev PKI's CRL once.
+    let revoke = |log: &str| {
+        run_logged(
+            agg()
+                .args(["pki", "revoke", "--dir"])
+                .arg(d.join("pki"))
+                .arg("--cert")
+                .arg(d.join("pki/node-2.pem")),
+            &d.join(log),
+        )
+    };
+    let (ok, out, err) = revoke("revoke.log");
+    assert!(
+        ok && out.contains("Revoked") && out.contains("lists 1 certificate"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = revoke("revoke2.log");
+    assert!(!ok && err.contains("already revoked"), "{err}");
+
     // No issue numbers in --help.
     for (b, sub) in [
         ("veil-aggregator", ""),
