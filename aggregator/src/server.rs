@@ -400,9 +400,14 @@ impl Bound {
         let crl_reloader =
             (!crl_paths.is_empty()).then(|| crate::tls::spawn_crl_reloader(clients, crl_paths));
         let max_streams = self.connections.max_streams;
+        // Pings make a live but quiet client answer within the idle timeout
+        // (see `tls`); one that does not answer is dropped.
+        let ping = self.connections.idle_timeout / 2;
         Server::builder()
             .timeout(std::time::Duration::from_secs(30))
             .max_concurrent_streams(max_streams)
+            .http2_keepalive_interval(Some(ping))
+            .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
             .layer(crate::grpc::admission::AdmissionLayer::new(
                 st.registry.clone(),
             ))

@@ -26,9 +26,11 @@
 //! * At most `connections.max` established connections; beyond that a new one
 //!   is closed after its handshake; at most `connections.max_streams`
 //!   concurrent requests on each (the server composition sets it).
-//! * A connection with no bytes in either direction for
-//!   `connections.idle_timeout` is closed (clients reconnect on their next
-//!   call).
+//! * A connection whose peer sends nothing for `connections.idle_timeout`
+//!   is closed. The server pings every connection (HTTP/2 PING) at half that
+//!   interval, so a live client answers even while it has no request to
+//!   make (an open `WatchAlerts` stream stays up however quiet), while a
+//!   peer that finished TLS and then says nothing is closed.
 //!
 //! Each limit logs a warning when it bites (at most once per
 //! [`LOG_EVERY`], with the count since the last line).
@@ -91,7 +93,8 @@ pub struct ConnectionLimits {
         with = "crate::config::humantime_duration"
     )]
     pub handshake_timeout: Duration,
-    /// A connection with no bytes either way for this long is closed.
+    /// A connection whose peer sends nothing (not even the answer to the
+    /// server's HTTP/2 ping) for this long is closed.
     #[serde(
         default = "default_idle_timeout",
         with = "crate::config::humantime_duration"
@@ -422,6 +425,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The peer sent something: the idle clock starts again.
     fn touch(&mut self) {
         let at = tokio::time::Instant::now() + self.idle_timeout;
         self.idle.as_mut().reset(at);
@@ -470,12 +474,8 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.touch();
-                Poll::Ready(r)
-            }
             Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
+            r => r,
         }
     }
 
@@ -494,12 +494,8 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.touch();
-                Poll::Ready(r)
-            }
             Poll::Pending if this.idle_expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
+            r => r,
         }
     }
 

@@ -219,6 +219,20 @@ async fn silent_connections_cannot_keep_a_client_out_and_idle_ones_are_closed() 
     health(&env, "node-1")
         .await
         .expect("served after the idle close");
+
+    // A live client's quiet stream outlives the idle timeout: the server's
+    // pings are answered.
+    let organizer = env.channel(Some("organizer")).await.expect("connect");
+    let mut alerts = veil_proto::query_client::QueryClient::new(organizer)
+        .watch_alerts(veil_proto::WatchAlertsRequest {
+            venue: veil_tests::VENUE.into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let next = tokio::time::timeout(Duration::from_millis(300), alerts.message()).await;
+    assert!(next.is_err(), "the quiet stream ended: {next:?}");
     env.stop().await;
 }
 
