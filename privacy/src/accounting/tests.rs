@@ -186,8 +186,13 @@ proptest! {
             [c.pure_epsilon(), c.pure_as_rho(), c.rho(), ae, ad]
         };
         for (got, slow) in parts(&at_once).into_iter().zip(parts(&one_by_one)) {
-            // Never above n separate round-ups.
-            prop_assert!(got <= slow, "{} > {}", got, slow);
+            // Not above n separate round-ups, up to the rounding of adding
+            // the product onto a nonzero start: both are upper bounds of the
+            // exact sum, rounded at different places, so the product form
+            // may land one or two ulps higher (start 1e-9, epsilon 0.2471,
+            // n = 3 does; kept in proptest-regressions). Both stay >= the
+            // exact value, which is what the ledger relies on.
+            prop_assert!(got <= slow.next_up().next_up(), "{} > {}", got, slow);
         }
         // Never below the exact n * per: n * per is prod + err exactly
         // (fma), and the result must be >= that (OpenDP's `inf_add` onto a
