@@ -222,6 +222,16 @@ fn write_crl(
     })
 }
 
+/// The CA of the dev PKI in `dir`: its certificate (PEM) and the issuer
+/// made of it and `ca.key`.
+fn load_ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), Error> {
+    let read = |p: PathBuf| fs::read_to_string(&p).map_err(|source| Error::Io { path: p, source });
+    let ca_pem = read(dir.join("ca.pem"))?;
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    Ok((ca_pem, issuer))
+}
+
 /// Revokes the certificate in the PEM file `cert` by adding its serial
 /// number to `DIR/crl.pem` (signed by the CA in `dir`; the entries already
 /// there are kept and the CRL number goes up by one). Returns the serial
@@ -245,9 +255,7 @@ pub fn revoke(dir: &Path, cert: &Path) -> Result<(String, usize), Error> {
     let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&leaf)
         .map_err(|e| bad(cert, "a certificate", &e))?;
     let serial = parsed.raw_serial().to_vec();
-    let ca_pem = String::from_utf8_lossy(&read(&dir.join("ca.pem"))?).into_owned();
-    let ca_key = KeyPair::from_pem(&String::from_utf8_lossy(&read(&dir.join("ca.key"))?))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let (ca_pem, issuer) = load_ca(dir)?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .map_err(|e| bad(&dir.join("ca.pem"), "a PEM certificate", &e))?;
     let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&ca_der)
@@ -320,9 +328,7 @@ pub fn issue_clients_in_memory(
     dir: &Path,
     spiffe_ids: &[String],
 ) -> Result<Vec<(String, String)>, Error> {
-    let read = |p: PathBuf| fs::read_to_string(&p).map_err(|source| Error::Io { path: p, source });
-    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, ca_key)?;
+    let (_, issuer) = load_ca(dir)?;
     spiffe_ids
         .iter()
         .map(|id| {
@@ -337,9 +343,7 @@ pub fn issue_clients_in_memory(
 /// Issues one extra client certificate with an arbitrary SPIFFE id, signed by
 /// the CA in `dir` (for operators adding a node, and for tests).
 pub fn issue_client(dir: &Path, file_stem: &str, spiffe_id: &str) -> Result<(), Error> {
-    let read = |p: PathBuf| fs::read_to_string(&p).map_err(|source| Error::Io { path: p, source });
-    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
-    let issuer = Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, ca_key)?;
+    let (_, issuer) = load_ca(dir)?;
     let key = KeyPair::generate()?;
     let cert = leaf_params(
         file_stem,

@@ -23,8 +23,15 @@ pub use clock::{Clock, SystemClock, now_ms};
 /// repeat their source in their own text ("tcp connect error: tcp connect
 /// error: Connection refused"), which a person should read only once.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
+    with_causes(e.to_string(), e.source())
+}
+
+/// `head` followed by `source` and its causes, each once (see
+/// [`error_chain`]); for errors whose own text is not what a person should
+/// read first (a gRPC status, say).
+pub fn with_causes(head: String, source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = head;
+    let mut src = source;
     while let Some(cause) = src {
         let part = cause.to_string();
         if !text.contains(&part) {

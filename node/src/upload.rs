@@ -63,16 +63,10 @@ pub fn classify(status: &tonic::Status) -> UploadError {
     use tonic::Code;
     // The transport's error chain repeats itself ("tcp connect error:
     // transport error: tcp connect error: ..."): each cause once.
-    let mut text = format!("{}: {}", status.code(), status.message());
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(e) = src {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        src = e.source();
-    }
+    let text = veil_common::with_causes(
+        format!("{}: {}", status.code(), status.message()),
+        std::error::Error::source(status),
+    );
     let lower = text.to_lowercase();
     // Only what names a certificate or a TLS alert is an operator problem;
     // a reset, EOF or refused TCP connect during a handshake (aggregator
