@@ -280,20 +280,37 @@ fn run_pipeline(
     let mut pseudonyms = Pseudonyms::new(policy.event_day_offset_seconds(), Vec::new());
     let mut counts = PipelineCounts::default();
     let mut streams = HashMap::new();
-    let mut line = String::new();
+    let mut spill = Vec::new();
     let mut progress = Progress::new("pipeline events", limit);
+    // Lines are parsed where they lie in the reader's buffer; only a line
+    // that straddles two buffer fills is copied out first.
     while counts.lines < limit {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
             break;
         }
+        let (line, used) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => {
+                spill.clear();
+                reader.read_until(b'\n', &mut spill)?;
+                if spill.last() == Some(&b'\n') {
+                    spill.pop();
+                }
+                (&spill[..], None)
+            }
+        };
         counts.lines += 1;
-        match parse_line(line.trim_end_matches(['\n', '\r'])) {
-            Ok(ev) => {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match std::str::from_utf8(line).map(parse_line) {
+            Ok(Ok(ev)) => {
                 let key = pseudonyms.key(ev.ts_ms)?;
                 windower.add(&ev, |id| key.pseudonym(id.as_bytes()));
             }
-            Err(_) => counts.invalid += 1,
+            _ => counts.invalid += 1,
+        }
+        if let Some(used) = used {
+            reader.consume(used);
         }
         let closed = windower.drain_closed();
         if !closed.is_empty() {

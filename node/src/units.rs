@@ -20,7 +20,16 @@
 //! each window's releases ([`DayBounds::encode_unit`]) so a restart within the
 //! day keeps enforcing the same bounds.
 
-use veil_privacy::pseudonym::{Pseudonym, PseudonymMap, PseudonymSet};
+use smallvec::SmallVec;
+use veil_privacy::pseudonym::{Pseudonym, PseudonymMap};
+
+/// One unit's state as stored (see [`DayBounds::take_dirty`]); a unit of
+/// one or two zones (almost every unit) fits inline, without an allocation.
+pub type EncodedUnit = SmallVec<[u8; 32]>;
+
+/// A changed unit for the durable store: its family, pseudonym bytes and
+/// encoded state.
+pub type UnitRecord = (Family, [u8; 32], EncodedUnit);
 
 /// The bounds, from the policy's `[privacy_unit]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +148,20 @@ struct ZoneVisit {
 }
 
 /// One unit's state for the day.
+///
+/// The first two zones a unit visits are held inline, so the usual unit
+/// (one or two zones a day) costs one table slot and no allocation of its
+/// own: the table is probed once per event, and a pointer to chase per
+/// lookup would be a second cache miss on a table of a day's units.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct UnitState {
     /// Zone entries counted (presence) or `in` passes (tickets).
     visits: u16,
     /// `out` passes (tickets).
     passes_out: u16,
-    zones: Vec<ZoneVisit>,
+    /// Changed since the last [`DayBounds::take_dirty`] (in-memory only).
+    dirty: bool,
+    zones: SmallVec<[ZoneVisit; 2]>,
 }
 
 impl UnitState {
@@ -159,7 +175,8 @@ impl UnitState {
 pub struct DayBounds {
     limits: UnitLimits,
     units: [PseudonymMap<UnitState>; 4],
-    dirty: [PseudonymSet; 4],
+    /// Units whose `dirty` flag is set, in the order they changed.
+    dirty: [Vec<Pseudonym>; 4],
     stats: [UnitStats; 4],
 }
 
@@ -182,13 +199,32 @@ impl DayBounds {
     /// A presence unit enters `zone` (a tracked crossing into it, or the
     /// first sighting of a device or app user there).
     pub fn enter(&mut self, family: Family, unit: Pseudonym, zone: u16, ts_ms: i64) -> Outcome {
+        self.enter_seen(family, unit, zone, ts_ms, ts_ms, 1)
+    }
+
+    /// `n` sightings of a presence unit in `zone` within one window, the
+    /// first at `first_ms` and the last at `last_ms`: the same outcome and
+    /// state as `n` calls of [`enter`](Self::enter) in time order with
+    /// nothing else of this unit between them. Only the first sighting can
+    /// count (every later one finds the unit inside, or bounded as before,
+    /// since the counts it is bounded by only grow), the last one sets when
+    /// the unit was last seen, and a bounded sighting is dropped `n` times.
+    pub fn enter_seen(
+        &mut self,
+        family: Family,
+        unit: Pseudonym,
+        zone: u16,
+        first_ms: i64,
+        last_ms: i64,
+        n: u64,
+    ) -> Outcome {
         let f = family as usize;
         let limits = self.limits;
         let st = self.units[f].entry(unit).or_default();
         let outcome = match st.zones.iter().position(|z| z.zone == zone) {
             Some(i) if st.zones[i].inside => {
                 let z = &mut st.zones[i];
-                z.last_seen_ms = z.last_seen_ms.max(ts_ms);
+                z.last_seen_ms = z.last_seen_ms.max(last_ms);
                 Outcome::Unchanged
             }
             Some(i) => {
@@ -200,7 +236,7 @@ impl DayBounds {
                     let z = &mut st.zones[i];
                     z.visits += 1;
                     z.inside = true;
-                    z.last_seen_ms = ts_ms;
+                    z.last_seen_ms = first_ms.max(last_ms);
                     st.visits += 1;
                     Outcome::Counted
                 }
@@ -213,15 +249,19 @@ impl DayBounds {
                         zone,
                         visits: 1,
                         inside: true,
-                        last_seen_ms: ts_ms,
+                        last_seen_ms: first_ms.max(last_ms),
                     });
                     st.visits += 1;
                     Outcome::Counted
                 }
             }
         };
-        if outcome != Outcome::Bounded {
-            self.dirty[f].insert(unit);
+        if outcome != Outcome::Bounded && !st.dirty {
+            st.dirty = true;
+            self.dirty[f].push(unit);
+        }
+        if outcome == Outcome::Bounded {
+            self.stats[f].bounded += n.saturating_sub(1);
         }
         self.stats[f].note(outcome)
     }
@@ -229,16 +269,20 @@ impl DayBounds {
     /// A presence unit leaves `zone`: counted only if its entry was.
     pub fn exit(&mut self, family: Family, unit: Pseudonym, zone: u16) -> Outcome {
         let f = family as usize;
-        let outcome = match self.units[f].get_mut(&unit).and_then(|s| s.zone(zone)) {
-            Some(z) if z.inside => {
-                z.inside = false;
-                Outcome::Counted
-            }
-            _ => Outcome::Unmatched,
+        let outcome = match self.units[f].get_mut(&unit) {
+            Some(st) => match st.zone(zone) {
+                Some(z) if z.inside => {
+                    z.inside = false;
+                    if !st.dirty {
+                        st.dirty = true;
+                        self.dirty[f].push(unit);
+                    }
+                    Outcome::Counted
+                }
+                _ => Outcome::Unmatched,
+            },
+            None => Outcome::Unmatched,
         };
-        if outcome == Outcome::Counted {
-            self.dirty[f].insert(unit);
-        }
         self.stats[f].note(outcome)
     }
 
@@ -262,8 +306,9 @@ impl DayBounds {
                     None => exits.push((z.zone, 1)),
                 }
             }
-            if touched {
-                self.dirty[f].insert(*unit);
+            if touched && !st.dirty {
+                st.dirty = true;
+                self.dirty[f].push(*unit);
             }
         }
         let n: u64 = exits.iter().map(|(_, n)| n).sum();
@@ -277,31 +322,33 @@ impl DayBounds {
         let f = Family::Tickets as usize;
         let max = self.limits.max_gate_passes;
         let st = self.units[f].entry(unit).or_default();
-        let passes = if inward {
-            &mut st.visits
-        } else {
-            &mut st.passes_out
-        };
-        let outcome = if *passes >= max {
+        let passes = if inward { st.visits } else { st.passes_out };
+        let outcome = if passes >= max {
             Outcome::Bounded
         } else {
-            *passes += 1;
+            if inward {
+                st.visits += 1;
+            } else {
+                st.passes_out += 1;
+            }
+            if !st.dirty {
+                st.dirty = true;
+                self.dirty[f].push(unit);
+            }
             Outcome::Counted
         };
-        if outcome == Outcome::Counted {
-            self.dirty[f].insert(unit);
-        }
         self.stats[f].note(outcome)
     }
 
     /// Units changed since the last call, with their encoded state, for the
     /// durable store (written in the transaction of the window's releases).
-    pub fn take_dirty(&mut self) -> Vec<(Family, [u8; 32], Vec<u8>)> {
+    pub fn take_dirty(&mut self) -> Vec<UnitRecord> {
         let mut out = Vec::new();
         for family in Family::ALL {
             let f = family as usize;
             for unit in std::mem::take(&mut self.dirty[f]) {
-                if let Some(st) = self.units[f].get(&unit) {
+                if let Some(st) = self.units[f].get_mut(&unit) {
+                    st.dirty = false;
                     out.push((family, *unit.as_bytes(), encode(st)));
                 }
             }
@@ -329,8 +376,8 @@ impl DayBounds {
 }
 
 /// `visits u16 | passes_out u16 | n u16 | n x (zone u16, visits u16, inside u8, last_seen i64)`, little endian.
-fn encode(st: &UnitState) -> Vec<u8> {
-    let mut b = Vec::with_capacity(6 + st.zones.len() * 13);
+fn encode(st: &UnitState) -> EncodedUnit {
+    let mut b = EncodedUnit::with_capacity(6 + st.zones.len() * 13);
     b.extend_from_slice(&st.visits.to_le_bytes());
     b.extend_from_slice(&st.passes_out.to_le_bytes());
     let n = u16::try_from(st.zones.len()).unwrap_or(u16::MAX);
@@ -352,7 +399,7 @@ fn decode(b: &[u8]) -> Option<UnitState> {
     if b.len() != 6 + n * 13 {
         return None;
     }
-    let mut zones = Vec::with_capacity(n);
+    let mut zones = SmallVec::with_capacity(n);
     for i in 0..n {
         let o = 6 + i * 13;
         let inside = match b[o + 4] {
@@ -370,6 +417,7 @@ fn decode(b: &[u8]) -> Option<UnitState> {
     Some(UnitState {
         visits,
         passes_out,
+        dirty: false,
         zones,
     })
 }

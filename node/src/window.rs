@@ -8,16 +8,17 @@
 
 use std::collections::BTreeMap;
 
+use smallvec::SmallVec;
 use veil_privacy::{
     bounds::{Admission, BoundingStats, ContributionBounder, ContributionLimits},
-    pseudonym::{EventDay, Pseudonym, PseudonymSet},
+    pseudonym::{EventDay, Pseudonym, PseudonymMap, PseudonymSet},
 };
 
 use crate::{
     config::ZoneConfig,
     event::{Body, Direction, ValidEvent},
     inference::AudioFeatures,
-    units::{DayBounds, Family, Outcome, UnitLimits, UnitStats},
+    units::{DayBounds, Family, Outcome, UnitLimits, UnitRecord, UnitStats},
 };
 
 /// Peak dB at or above which an audio frame counts as clipping.
@@ -108,7 +109,7 @@ pub struct ClosedWindow {
     /// Attendee-day mode: the contribution-bound state of the units this
     /// window changed (family, stored pseudonym, encoded state), to persist
     /// with the window's releases.
-    pub unit_updates: Vec<(Family, [u8; 32], Vec<u8>)>,
+    pub unit_updates: Vec<UnitRecord>,
 }
 
 /// The event day of a window and its step in that day's streams.
@@ -147,9 +148,83 @@ struct UnitEvent {
 
 #[derive(Debug, Clone, Copy)]
 enum UnitWhat {
-    Cross { from: Option<u16>, to: Option<u16> },
-    Seen { family: Family, zone: u16 },
-    Gate { zone: u16, inward: bool },
+    Cross {
+        from: Option<u16>,
+        to: Option<u16>,
+    },
+    /// `n` sightings in `zone`, the first at the event's time and the last
+    /// at `last_ms` (see [`Sightings`]).
+    Seen {
+        family: Family,
+        zone: u16,
+        last_ms: i64,
+        n: u64,
+    },
+    Gate {
+        zone: u16,
+        inward: bool,
+    },
+}
+
+/// One unit's sightings in one zone within one window.
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    family: Family,
+    zone: u16,
+    first_ms: i64,
+    last_ms: i64,
+    n: u64,
+}
+
+/// The sightings of devices and app users in one open window, per unit.
+///
+/// A phone probes every few seconds; within a window only a unit's first
+/// sighting in a zone can be counted, and its last one sets when it was last
+/// seen ([`DayBounds::enter_seen`]), so the window keeps first, last and
+/// count per unit and zone instead of one pending event per sighting.
+#[derive(Default)]
+struct Sightings(PseudonymMap<SmallVec<[Sighting; 1]>>);
+
+impl Sightings {
+    fn note(&mut self, unit: Pseudonym, family: Family, zone: u16, ts_ms: i64) {
+        let list = self.0.entry(unit).or_default();
+        match list
+            .iter_mut()
+            .find(|s| s.zone == zone && s.family == family)
+        {
+            Some(s) => {
+                s.first_ms = s.first_ms.min(ts_ms);
+                s.last_ms = s.last_ms.max(ts_ms);
+                s.n += 1;
+            }
+            None => list.push(Sighting {
+                family,
+                zone,
+                first_ms: ts_ms,
+                last_ms: ts_ms,
+                n: 1,
+            }),
+        }
+    }
+
+    /// The sightings as pending unit events (at their first sighting).
+    fn drain_into(&mut self, pending: &mut Vec<UnitEvent>) {
+        pending.reserve(self.0.len());
+        for (unit, list) in self.0.drain() {
+            for s in list {
+                pending.push(UnitEvent {
+                    ts_ms: s.first_ms,
+                    unit,
+                    what: UnitWhat::Seen {
+                        family: s.family,
+                        zone: s.zone,
+                        last_ms: s.last_ms,
+                        n: s.n,
+                    },
+                });
+            }
+        }
+    }
 }
 
 /// A window still taking events: one aggregate per configured zone, in
@@ -158,6 +233,7 @@ struct OpenWindow {
     zones: Vec<ZoneAggregate>,
     bounder: ContributionBounder<usize>,
     pending: Vec<UnitEvent>,
+    seen: Sightings,
 }
 
 /// Counts of what the windower did with events (safe to export).
@@ -203,6 +279,9 @@ pub struct Windower {
     stats: WindowStats,
     day_mode: Option<DayMode>,
     days: BTreeMap<EventDay, DayBounds>,
+    /// Units sighted in the last closed window: a new window's table starts
+    /// at that size instead of growing to it.
+    seen_hint: usize,
     unit_stats: [UnitStats; 4],
 }
 
@@ -244,6 +323,7 @@ impl Windower {
             stats: WindowStats::default(),
             day_mode: None,
             days: BTreeMap::new(),
+            seen_hint: 0,
             unit_stats: Default::default(),
         }
     }
@@ -409,34 +489,35 @@ impl Windower {
         self.watermark = self.watermark.max(ev.ts_ms);
         let day_mode = self.day_mode.is_some();
         let zone16 = u16::try_from(zone).unwrap_or(u16::MAX);
-        let w = open_entry(&mut self.open, start, self.zones.len(), self.limits);
+        let w = open_entry(
+            &mut self.open,
+            start,
+            self.zones.len(),
+            self.limits,
+            self.seen_hint,
+        );
         if day_mode {
             // Bounded per unit and day when the window closes.
-            let deferred = match &ev.event.body {
-                Body::GateScan { direction, ticket } => Some((
-                    pseudonym(ticket),
-                    UnitWhat::Gate {
-                        zone: zone16,
-                        inward: *direction == Direction::In,
-                    },
-                )),
-                Body::Probe { device, .. } => Some((
-                    pseudonym(device),
-                    UnitWhat::Seen {
-                        family: Family::Devices,
-                        zone: zone16,
-                    },
-                )),
-                _ => None,
-            };
-            if let Some((unit, what)) = deferred {
-                w.pending.push(UnitEvent {
-                    ts_ms: ev.ts_ms,
-                    unit,
-                    what,
-                });
-                self.stats.accepted += 1;
-                return;
+            match &ev.event.body {
+                Body::GateScan { direction, ticket } => {
+                    w.pending.push(UnitEvent {
+                        ts_ms: ev.ts_ms,
+                        unit: pseudonym(ticket),
+                        what: UnitWhat::Gate {
+                            zone: zone16,
+                            inward: *direction == Direction::In,
+                        },
+                    });
+                    self.stats.accepted += 1;
+                    return;
+                }
+                Body::Probe { device, .. } => {
+                    w.seen
+                        .note(pseudonym(device), Family::Devices, zone16, ev.ts_ms);
+                    self.stats.accepted += 1;
+                    return;
+                }
+                _ => {}
             }
         }
         let agg = &mut w.zones[zone];
@@ -492,14 +573,7 @@ impl Windower {
                 }
                 let p = pseudonym(subject);
                 if day_mode {
-                    w.pending.push(UnitEvent {
-                        ts_ms: ev.ts_ms,
-                        unit: p,
-                        what: UnitWhat::Seen {
-                            family: Family::AppUsers,
-                            zone: zone16,
-                        },
-                    });
+                    w.seen.note(p, Family::AppUsers, zone16, ev.ts_ms);
                     self.stats.accepted += 1;
                     return;
                 }
@@ -566,17 +640,19 @@ impl Windower {
     }
 
     fn open_window(&mut self, start: i64) -> &mut OpenWindow {
-        open_entry(&mut self.open, start, self.zones.len(), self.limits)
+        open_entry(
+            &mut self.open,
+            start,
+            self.zones.len(),
+            self.limits,
+            self.seen_hint,
+        )
     }
 
     /// Applies the day bounds to a closing window's unit events, in event
     /// time order, and ends the presence of devices and app users not seen
     /// for the presence timeout by the window's end.
-    fn apply_day_bounds(
-        &mut self,
-        start: i64,
-        w: &mut OpenWindow,
-    ) -> Vec<(Family, [u8; 32], Vec<u8>)> {
+    fn apply_day_bounds(&mut self, start: i64, w: &mut OpenWindow) -> Vec<UnitRecord> {
         let Some(mode) = self.day_mode.clone() else {
             return Vec::new();
         };
@@ -590,6 +666,8 @@ impl Windower {
             .entry(sd.day)
             .or_insert_with(|| DayBounds::new(mode.limits));
         let before: [UnitStats; 4] = Family::ALL.map(|f| bounds.stats(f));
+        self.seen_hint = w.seen.0.len();
+        w.seen.drain_into(&mut w.pending);
         w.pending.sort_by_key(|e| e.ts_ms);
         for e in std::mem::take(&mut w.pending) {
             match e.what {
@@ -605,8 +683,15 @@ impl Windower {
                         w.zones[usize::from(z)].tracked.entries += 1;
                     }
                 }
-                UnitWhat::Seen { family, zone } => {
-                    if bounds.enter(family, e.unit, zone, e.ts_ms) == Outcome::Counted {
+                UnitWhat::Seen {
+                    family,
+                    zone,
+                    last_ms,
+                    n,
+                } => {
+                    if bounds.enter_seen(family, e.unit, zone, e.ts_ms, last_ms, n)
+                        == Outcome::Counted
+                    {
                         let agg = &mut w.zones[usize::from(zone)];
                         match family {
                             Family::AppUsers => agg.app_present.entries += 1,
@@ -654,6 +739,7 @@ impl Windower {
             zones: Vec::new(),
             bounder: ContributionBounder::new(self.limits),
             pending: Vec::new(),
+            seen: Sightings::default(),
         });
         self.closed_before = self.closed_before.max(start + self.length_ms);
         let unit_updates = if w.zones.is_empty() {
@@ -682,11 +768,16 @@ fn open_entry(
     start: i64,
     zones: usize,
     limits: ContributionLimits,
+    seen_hint: usize,
 ) -> &mut OpenWindow {
     open.entry(start).or_insert_with(|| OpenWindow {
         zones: vec![ZoneAggregate::default(); zones],
         bounder: ContributionBounder::new(limits),
         pending: Vec::new(),
+        seen: Sightings(PseudonymMap::with_capacity_and_hasher(
+            seen_hint,
+            Default::default(),
+        )),
     })
 }
 

@@ -12,7 +12,10 @@ use sqlx::Row;
 use veil_privacy::pseudonym::{DayKey, EventDay, SealedDayKey};
 
 use super::{Outbox, OutboxError};
-use crate::{release::PendingRelease, units::Family};
+use crate::{
+    release::PendingRelease,
+    units::{Family, UnitRecord},
+};
 
 /// What one released window changes besides the outbox.
 #[derive(Debug, Default)]
@@ -26,7 +29,7 @@ pub struct WindowCommit<'a> {
     /// Day keys first used by this window (stored before anything keyed by them).
     pub new_keys: &'a [(EventDay, &'a SealedDayKey)],
     /// Units whose bound state changed.
-    pub units: &'a [(Family, [u8; 32], Vec<u8>)],
+    pub units: &'a [UnitRecord],
     /// Streams stepped: (metric, zone, state JSON).
     pub streams: &'a [(&'a str, &'a str, String)],
 }
@@ -58,7 +61,7 @@ impl Outbox {
                     .bind(i64::from(day))
                     .bind(i64::from(family.code()))
                     .bind(&unit[..])
-                    .bind(state)
+                    .bind(&state[..])
                     .execute(&mut *tx)
                     .await?;
             }

@@ -114,3 +114,62 @@ fn state_survives_a_restart_through_its_encoding() {
             .is_err()
     );
 }
+
+mod grouped_sightings {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One window's sightings: (unit, zone, ts) with a few units and zones.
+    fn window() -> impl Strategy<Value = Vec<(u8, u16, i64)>> {
+        prop::collection::vec((0u8..4, 0u16..5, 0i64..60_000), 0..60)
+    }
+
+    proptest! {
+        /// `enter_seen` with a window's first, last and count per unit and
+        /// zone (as the windower groups probes and app events) leaves the
+        /// same state, outcome counts and stored records as one `enter` per
+        /// sighting in time order, across windows with expiry between them.
+        #[test]
+        fn grouping_a_windows_sightings_changes_nothing(
+            windows in prop::collection::vec(window(), 1..5),
+        ) {
+            let k = key();
+            let units: Vec<Pseudonym> = (0..4).map(|i| unit(&k, &format!("dev-{i}"))).collect();
+            let mut one = DayBounds::new(LIMITS);
+            let mut grouped = DayBounds::new(LIMITS);
+            for (w, mut events) in windows.into_iter().enumerate() {
+                let base = w as i64 * 60_000;
+                events.sort_by_key(|e| e.2);
+                for &(u, z, ts) in &events {
+                    one.enter(Family::Devices, units[usize::from(u)], z, base + ts);
+                }
+                // Group by (unit, zone) in first-sighting order.
+                let mut groups: Vec<(u8, u16, i64, i64, u64)> = Vec::new();
+                for &(u, z, ts) in &events {
+                    match groups.iter_mut().find(|g| g.0 == u && g.1 == z) {
+                        Some(g) => {
+                            g.3 = base + ts;
+                            g.4 += 1;
+                        }
+                        None => groups.push((u, z, base + ts, base + ts, 1)),
+                    }
+                }
+                for (u, z, first, last, n) in groups {
+                    grouped.enter_seen(Family::Devices, units[usize::from(u)], z, first, last, n);
+                }
+                let end = base + 60_000;
+                prop_assert_eq!(
+                    one.expire(Family::Devices, end - 20_000),
+                    grouped.expire(Family::Devices, end - 20_000)
+                );
+                let mut a = one.take_dirty();
+                let mut b = grouped.take_dirty();
+                a.sort();
+                b.sort();
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(one.stats(Family::Devices), grouped.stats(Family::Devices));
+            }
+        }
+    }
+}
