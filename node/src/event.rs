@@ -277,11 +277,22 @@ fn check_range(name: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), Event
 /// `time` (the event then owns its strings), so both paths accept the same
 /// lines with the same result.
 pub fn parse_line(line: &str) -> Result<ValidEvent<'_>, EventError> {
-    let event = match fast::event(line) {
+    parse(line, true)
+}
+
+/// [`parse_line`] by the general parsers alone (`serde_json` and `time`),
+/// never the fast path: the reference [`parse_line`] must agree with on
+/// every line (the `event_line` fuzz target compares them).
+pub fn parse_line_general(line: &str) -> Result<ValidEvent<'_>, EventError> {
+    parse(line, false)
+}
+
+fn parse(line: &str, use_fast: bool) -> Result<ValidEvent<'_>, EventError> {
+    let event = match use_fast.then(|| fast::event(line)).flatten() {
         Some(event) => event,
         None => parse_event_general(line)?,
     };
-    let ts_ms = match fast::utc_millis(&event.ts) {
+    let ts_ms = match use_fast.then(|| fast::utc_millis(&event.ts)).flatten() {
         Some(ms) => ms,
         None => parse_ts_general(&event.ts)?,
     };

@@ -122,9 +122,18 @@ pub fn check_policy(r: &StoredRelease, policy: &LoadedPolicy) -> Result<Cost, Re
         // The node numbers a stream's windows from the start of the event
         // day the policy defines; a step that disagrees with the window
         // would put the release at another point of the stream's noise.
+        // The start is reduced to its day before the offset is added: a
+        // peer may send any start up to i64::MAX, and a venue east of UTC
+        // has a positive offset (same index: the remainder commutes with
+        // the addition).
+        const DAY_MS: i64 = 86_400_000;
         let offset_ms = i64::from(policy.event_day_offset_seconds()) * 1000;
-        let expected = (r.window_start_ms + offset_ms).rem_euclid(86_400_000)
-            / (i64::from(r.window_len_s) * 1000);
+        // Validation refuses a zero-length window before this point;
+        // the check stays closed if that ever changes.
+        let expected = (r.window_start_ms.rem_euclid(DAY_MS) + offset_ms)
+            .rem_euclid(DAY_MS)
+            .checked_div(i64::from(r.window_len_s) * 1000)
+            .ok_or_else(|| invalid("window length must be positive"))?;
         if i64::from(step) != expected {
             return Err(invalid(format!(
                 "stream.step {step} is not the window's index in its event day under the policy ({expected})"
@@ -365,6 +374,40 @@ mod tests {
             stream_step: Some(step),
             ..StoredRelease::default()
         }
+    }
+
+    /// A window at the end of time under a venue east of UTC (its event day
+    /// offset is positive): the step check must refuse it, not overflow.
+    #[test]
+    fn a_window_at_the_end_of_time_is_refused_without_overflow() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../policies/arena.toml"
+        ))
+        .expect("arena policy")
+        .replace(r#"utc_offset = "+00:00""#, r#"utc_offset = "+09:00""#);
+        let policy = LoadedPolicy::parse(&text).expect("the arena policy at UTC+09:00 parses");
+        assert_eq!(policy.event_day_offset_seconds(), 3 * 3600);
+        let last = i64::MAX - i64::MAX % 60_000;
+        let expected = (last % 86_400_000 + 3 * 3_600_000) % 86_400_000 / 60_000;
+        let step = u32::try_from(expected).expect("a step of the day");
+        assert!(check_policy(&occupancy(&policy, last, step), &policy).is_ok());
+        let (status, reason) = check_policy(&occupancy(&policy, last, step + 1), &policy)
+            .expect_err("a wrong step is refused");
+        assert_eq!(status, AckStatus::Invalid);
+        assert!(reason.contains("stream.step"), "{reason}");
+    }
+
+    /// The step check divides by the window length: a zero-length window
+    /// that reached it would be refused, not divide by zero.
+    #[test]
+    fn a_zero_length_window_is_refused_by_the_step_check() {
+        let policy = arena();
+        let mut r = occupancy(&policy, 1_780_293_600_000, 0);
+        r.window_len_s = 0;
+        let (status, reason) = check_policy(&r, &policy).expect_err("refused");
+        assert_eq!(status, AckStatus::Invalid);
+        assert!(reason.contains("window length"), "{reason}");
     }
 
     #[test]

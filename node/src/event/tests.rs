@@ -88,6 +88,16 @@ fn fast_path_reads_compact_lines_as_serde_does() {
 }
 
 #[test]
+fn the_general_path_gives_what_parse_line_gives_without_borrowing() {
+    use std::borrow::Cow;
+    for line in KINDS {
+        let general = parse_line_general(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(matches!(general.event.sensor, Cow::Owned(_)), "{line}");
+        assert_eq!(parse_line(line), Ok(general));
+    }
+}
+
+#[test]
 fn fast_path_hands_other_forms_to_serde() {
     let base = KINDS[0];
     let cases = [
