@@ -3,7 +3,8 @@
 //!
 //! Benchmarks never touch the network, a ledger or an outbox: the pipeline
 //! bench runs parse, validate, pseudonymise, window, bound, plan and
-//! privatize in one thread, under the repository's arena policy, with fake
+//! privatize (intake on one thread, releases on a second, as `veil-node
+//! run` does), under the repository's arena policy, with fake
 //! lease ids (no budget is charged because nothing leaves the process).
 
 use std::{
@@ -185,7 +186,8 @@ struct PipelineCounts {
 
 /// `veil-node bench pipeline --events N`: simulator events (written to a
 /// temporary file first, untimed) through parse, validate, pseudonyms,
-/// windows, contribution bounds, release planning and noise, in one thread.
+/// windows and contribution bounds on one thread, release planning and noise
+/// on a second.
 pub fn pipeline(events: u64) -> Result<Report, BenchError> {
     if events == 0 {
         return Err(BenchError::Invalid("--events must be at least 1".into()));
@@ -237,7 +239,7 @@ pub fn pipeline(events: u64) -> Result<Report, BenchError> {
     let rss = peak_rss_mib();
     let eps = counts.lines as f64 / elapsed;
     Ok(Report {
-        title: "veil-node bench pipeline: parse + validate + pseudonymise + window + bound + plan + noise, one thread, no network".into(),
+        title: "veil-node bench pipeline: parse + validate + pseudonymise + window + bound on one thread, plan + noise on a second (as veil-node run), no network".into(),
         rows: vec![
             ("policy".into(), "policies/arena.toml (embedded)".into()),
             (
@@ -276,10 +278,50 @@ fn run_pipeline(
     reader: &mut impl BufRead,
     limit: u64,
 ) -> Result<PipelineCounts, BenchError> {
+    // Two stages, as in `veil-node run`: intake (read, parse, pseudonymise,
+    // window, bound) on this thread, releases (plan, noise) on another, fed
+    // closed windows through a short queue so neither waits on the other.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ClosedWindow>>(RELEASE_QUEUE);
+    std::thread::scope(|scope| {
+        let releaser = scope.spawn(move || {
+            let mut counts = PipelineCounts::default();
+            let mut streams = HashMap::new();
+            for closed in rx {
+                release(cfg, policy, &closed, &mut counts, &mut streams)?;
+            }
+            Ok::<_, BenchError>(counts)
+        });
+        let intake = intake(cfg, policy, reader, limit, &tx);
+        drop(tx);
+        let released = releaser
+            .join()
+            .map_err(|_| BenchError::Invalid("the release thread panicked".into()))?;
+        // A release error is the cause of the intake's "stopped early".
+        let released = released?;
+        let mut counts = intake?;
+        counts.windows = released.windows;
+        counts.releases = released.releases;
+        counts.charged = released.charged;
+        Ok(counts)
+    })
+}
+
+/// Closed windows the intake stage may run ahead of the release stage.
+const RELEASE_QUEUE: usize = 4;
+
+/// The intake stage of [`run_pipeline`]: counts lines and invalid lines,
+/// hands every closed window to `releases`.
+fn intake(
+    cfg: &Config,
+    policy: &LoadedPolicy,
+    reader: &mut impl BufRead,
+    limit: u64,
+    releases: &std::sync::mpsc::SyncSender<Vec<ClosedWindow>>,
+) -> Result<PipelineCounts, BenchError> {
+    let stopped = || BenchError::Invalid("the release stage stopped early".into());
     let mut windower = Windower::for_node(cfg, policy)?;
     let mut pseudonyms = Pseudonyms::new(policy.event_day_offset_seconds(), Vec::new());
     let mut counts = PipelineCounts::default();
-    let mut streams = HashMap::new();
     let mut spill = Vec::new();
     let mut progress = Progress::new("pipeline events", limit);
     // Lines are parsed where they lie in the reader's buffer; only a line
@@ -314,14 +356,13 @@ fn run_pipeline(
         }
         let closed = windower.drain_closed();
         if !closed.is_empty() {
-            release(cfg, policy, &closed, &mut counts, &mut streams)?;
+            releases.send(closed).map_err(|_| stopped())?;
         }
         if counts.lines % 65_536 == 0 {
             progress.tick(counts.lines);
         }
     }
-    let rest = windower.flush();
-    release(cfg, policy, &rest, &mut counts, &mut streams)?;
+    releases.send(windower.flush()).map_err(|_| stopped())?;
     Ok(counts)
 }
 

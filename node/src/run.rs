@@ -60,6 +60,9 @@ pub enum NodeError {
     /// The on-device models could not be loaded.
     #[error("inference: {0}")]
     Inference(#[from] crate::inference::InferenceError),
+    /// The release stage ended without an answer (its task panicked).
+    #[error("release stage: {0}")]
+    ReleaseStage(String),
 }
 
 /// A rejected input line.
@@ -235,7 +238,7 @@ pub async fn run_with_metrics(
             cfg.aggregator.endpoint.clone(),
         ));
         let mut uploader = uploader;
-        let mut leases = Leases::new(channel.clone(), &policy.hash, cfg.privacy.lease_windows)
+        let leases = Leases::new(channel.clone(), &policy.hash, cfg.privacy.lease_windows)
             .with_endpoint(&cfg.aggregator.endpoint)
             .with_max_backoff(max_backoff);
         let (ingest, uploaded) = {
@@ -243,7 +246,7 @@ pub async fn run_with_metrics(
                 &cfg,
                 &outbox,
                 &policy,
-                &mut leases,
+                leases,
                 stage.as_mut(),
                 &metrics,
                 wake.clone(),
@@ -361,13 +364,31 @@ async fn fetch_policy(
     }
 }
 
+/// Closed windows the intake stage may run ahead of the release stage:
+/// enough that neither waits on the other's bursts, few enough that a
+/// stop loses little (unreleased windows are read again at the next start).
+const RELEASE_QUEUE: usize = 4;
+
+/// What the intake stage hands the release stage: windows that closed, and
+/// the day keys made since the last batch (committed with the batch's first
+/// window, so no stored unit record refers to a key the store lacks).
+struct ReleaseBatch {
+    windows: Vec<crate::window::ClosedWindow>,
+    new_keys: Vec<(EventDay, SealedDayKey)>,
+}
+
+/// Reads, parses, pseudonymises, windows and bounds the input (the intake
+/// stage, in this task) while a second task releases the closed windows
+/// (leases, noise, one outbox transaction per window): the intake never
+/// waits for a noise draw, a lease or a disk commit, only for the short
+/// queue between them when releases fall behind.
 #[allow(clippy::too_many_arguments)]
 async fn ingest(
     cfg: &Config,
     outbox: &Outbox,
-    policy: &LoadedPolicy,
-    leases: &mut Leases,
-    mut stage: Option<&mut Stage>,
+    policy: &Arc<LoadedPolicy>,
+    leases: Leases,
+    stage: Option<&mut Stage>,
     metrics: &NodeMetrics,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
@@ -389,7 +410,6 @@ async fn ingest(
         BufReader::with_capacity(1 << 16, reader),
         cfg.input.max_line_bytes,
     );
-    let max_future_ms = i64::try_from(cfg.input.max_future_skew.as_millis()).unwrap_or(i64::MAX);
     let mut windower = Windower::for_node(cfg, policy)?;
     let offset_s = policy.event_day_offset_seconds();
     if let Ok(today) = EventDay::from_unix_seconds(now_ms() / 1000, offset_s) {
@@ -420,8 +440,67 @@ async fn ingest(
             }
         }
     }
-    let mut streams = Streams::default();
+    let (batches, queued) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
+    let releaser = tokio::spawn(release_stage(
+        Arc::new(cfg.clone()),
+        outbox.clone(),
+        policy.clone(),
+        leases,
+        metrics.clone(),
+        stop.clone(),
+        wake,
+        queued,
+    ));
     let mut report = RunReport::default();
+    let intake = intake(
+        cfg,
+        policy,
+        stage,
+        metrics,
+        &stop,
+        (&mut lines, &path),
+        &mut windower,
+        &mut pseudonyms,
+        batches,
+        &mut report,
+    )
+    .await;
+    // The release stage's own error is the cause when both failed (intake
+    // stops once the stage is gone).
+    let (released, leases) = releaser
+        .await
+        .map_err(|e| NodeError::ReleaseStage(e.to_string()))??;
+    intake?;
+    report.windows_released = released.windows_released;
+    report.releases = released.releases;
+    report.releases_by_metric = released.releases_by_metric;
+    report.epsilon_spent = released.epsilon_spent;
+    report.outbox_full_waits = released.outbox_full_waits;
+    report.stream_leases = released.stream_leases;
+    report.windows = windower.stats();
+    report.units = crate::units::Family::ALL.map(|f| windower.unit_stats(f));
+    report.attendee_day = policy.unit_day_cost();
+    report.leases = leases.stats;
+    report.policy_hash = policy.hash.clone();
+    Ok(report)
+}
+
+/// The intake loop of [`ingest`]: every closed window goes to `batches`.
+#[allow(clippy::too_many_arguments)]
+async fn intake<R: AsyncRead + Unpin>(
+    cfg: &Config,
+    policy: &LoadedPolicy,
+    mut stage: Option<&mut Stage>,
+    metrics: &NodeMetrics,
+    stop: &watch::Receiver<bool>,
+    (lines, path): (&mut LineReader<BufReader<R>>, &std::path::Path),
+    windower: &mut Windower,
+    pseudonyms: &mut Pseudonyms,
+    batches: tokio::sync::mpsc::Sender<ReleaseBatch>,
+    report: &mut RunReport,
+) -> Result<(), NodeError> {
+    let max_future_ms = i64::try_from(cfg.input.max_future_skew.as_millis()).unwrap_or(i64::MAX);
+    let offset_s = policy.event_day_offset_seconds();
     let mut stopped = stop.clone();
     loop {
         if *stop.borrow() {
@@ -479,7 +558,7 @@ async fn ingest(
                 if late > late_before {
                     metrics.late_events.inc();
                     // Logged one by one at first, then every 1000th.
-                    if late <= MAX_REPORTED_BAD_LINES as u64 || late % 1000 == 0 {
+                    if late <= MAX_REPORTED_BAD_LINES as u64 || late.is_multiple_of(1000) {
                         tracing::warn!(
                             line = report.lines,
                             late_so_far = late,
@@ -495,7 +574,7 @@ async fn ingest(
                 // The first lines are logged one by one, then every 1000th, so
                 // a broken sensor cannot flood the log.
                 if report.invalid_lines <= MAX_REPORTED_BAD_LINES as u64
-                    || report.invalid_lines % 1000 == 0
+                    || report.invalid_lines.is_multiple_of(1000)
                 {
                     tracing::warn!(line = report.lines, invalid_so_far = report.invalid_lines, reason = %e, "Invalid input line skipped.");
                 }
@@ -511,48 +590,67 @@ async fn ingest(
         let mut closed = windower.drain_closed();
         if !closed.is_empty() {
             submit_inference(cfg, stage.as_deref_mut(), &mut closed);
-            release_all(
-                cfg,
-                outbox,
-                policy,
-                leases,
-                closed,
-                &mut report,
-                metrics,
-                &stop,
-                &wake,
-                &mut pseudonyms,
-                &mut streams,
-            )
-            .await?;
-            wake.notify_one();
+            let batch = ReleaseBatch {
+                windows: closed,
+                new_keys: pseudonyms.take_unsaved(),
+            };
+            if batches.send(batch).await.is_err() {
+                // The release stage ended (stopped, or failed: its error
+                // is what `ingest` returns).
+                return Ok(());
+            }
         }
     }
     if !*stop.borrow() {
         let mut rest = windower.flush();
         submit_inference(cfg, stage, &mut rest);
+        let batch = ReleaseBatch {
+            windows: rest,
+            new_keys: pseudonyms.take_unsaved(),
+        };
+        // An error here means the stage already ended; `ingest` reports why.
+        let _ = batches.send(batch).await;
+    }
+    Ok(())
+}
+
+/// The release stage: releases each batch's windows in order until intake
+/// ends or the node stops (batches still queued then are not released; their
+/// input is read again at the next start). Returns its counters and the
+/// leases, whose statistics the run reports.
+#[allow(clippy::too_many_arguments)]
+async fn release_stage(
+    cfg: Arc<Config>,
+    outbox: Outbox,
+    policy: Arc<LoadedPolicy>,
+    mut leases: Leases,
+    metrics: NodeMetrics,
+    stop: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+    mut batches: tokio::sync::mpsc::Receiver<ReleaseBatch>,
+) -> Result<(RunReport, Leases), NodeError> {
+    let mut streams = Streams::default();
+    let mut report = RunReport::default();
+    while let Some(batch) = batches.recv().await {
+        if *stop.borrow() {
+            break;
+        }
         release_all(
-            cfg,
-            outbox,
-            policy,
-            leases,
-            rest,
+            &cfg,
+            &outbox,
+            &policy,
+            &mut leases,
+            batch,
             &mut report,
-            metrics,
+            &metrics,
             &stop,
             &wake,
-            &mut pseudonyms,
             &mut streams,
         )
         .await?;
         wake.notify_one();
     }
-    report.windows = windower.stats();
-    report.units = crate::units::Family::ALL.map(|f| windower.unit_stats(f));
-    report.attendee_day = policy.unit_day_cost();
-    report.leases = leases.stats;
-    report.policy_hash = policy.hash.clone();
-    Ok(report)
+    Ok((report, leases))
 }
 
 /// Hands the closed windows' model inputs to the inference stage (never
@@ -663,14 +761,17 @@ async fn release_all(
     outbox: &Outbox,
     policy: &LoadedPolicy,
     leases: &mut Leases,
-    windows: Vec<crate::window::ClosedWindow>,
+    batch: ReleaseBatch,
     report: &mut RunReport,
     metrics: &NodeMetrics,
     stop: &watch::Receiver<bool>,
     wake: &Notify,
-    pseudonyms: &mut Pseudonyms,
     streams: &mut Streams,
 ) -> Result<(), NodeError> {
+    let ReleaseBatch {
+        windows,
+        mut new_keys,
+    } = batch;
     for w in windows {
         let planned = plan_window(cfg, policy, &w)?;
         if !wait_for_room(outbox, planned.len() as u64, report, stop, wake).await? {
@@ -785,7 +886,8 @@ async fn release_all(
             }
             None => Vec::new(),
         };
-        let new_keys = pseudonyms.take_unsaved();
+        // The batch's new keys go with its first window.
+        let new_keys = std::mem::take(&mut new_keys);
         let key_refs: Vec<(EventDay, &SealedDayKey)> =
             new_keys.iter().map(|(d, k)| (*d, k)).collect();
         let commit = WindowCommit {
