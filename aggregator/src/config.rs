@@ -86,6 +86,9 @@ pub struct Config {
     /// `[connections]`: limits of the gRPC listener.
     #[serde(default)]
     pub connections: crate::tls::ConnectionLimits,
+    /// `[requests]`: request message sizes and request bytes in flight.
+    #[serde(default)]
+    pub requests: crate::grpc::admission::inflight::RequestLimits,
     /// Audit log signing.
     pub audit: AuditConfig,
     /// Federated rounds (model card delta, scheduled rounds).
@@ -410,6 +413,9 @@ impl Config {
         if cfg.ingest.max_batch == 0 || cfg.ingest.max_batch > 10_000 {
             return Err(invalid("ingest.max_batch", "must be in 1..=10000"));
         }
+        if let Err(reason) = cfg.requests.check(&cfg.method_limits()) {
+            return Err(invalid("requests", &reason));
+        }
         if cfg.ingest.max_queued_calls == 0 || cfg.ingest.max_queued_calls > 4096 {
             return Err(invalid("ingest.max_queued_calls", "must be in 1..=4096"));
         }
@@ -454,6 +460,12 @@ impl Config {
         self.venues
             .iter()
             .map(|v| (v.name.as_str(), self.resolve(&v.policy)))
+    }
+
+    /// The largest message each gRPC method accepts (`[requests]` and
+    /// `ingest.max_batch`).
+    pub fn method_limits(&self) -> crate::grpc::admission::inflight::MethodLimits {
+        crate::grpc::admission::inflight::MethodLimits::new(&self.requests, self.ingest.max_batch)
     }
 
     /// Who may call: the `[[venue]]` nodes and the `[[principal]]` tables.

@@ -38,6 +38,8 @@ pub mod name {
     pub const AUTH_REFUSALS: &str = "auth_refusals";
     /// SubmitReleases calls answered RESOURCE_EXHAUSTED, by reason.
     pub const ADMISSION_REFUSALS: &str = "ingest_admission_refusals";
+    /// gRPC requests refused before their body was read, by reason.
+    pub const REQUEST_REFUSALS: &str = "request_refusals";
     /// SubmitReleases latency to the ack.
     pub const ACK_LATENCY: &str = "ack_latency_seconds";
     /// Budget left today per venue.
@@ -90,6 +92,10 @@ pub struct Metrics {
     /// SubmitReleases calls refused by admission control (`queue_full`,
     /// `node_rate`).
     pub admission_refusals: Family<ReasonLabel, Counter>,
+    /// gRPC requests refused before their body was read
+    /// (`message_too_large`, `connection_budget`, `principal_budget`,
+    /// `server_budget`).
+    pub request_refusals: Family<ReasonLabel, Counter>,
     /// SubmitReleases call latency up to the ack (after commit).
     pub ack_latency: Histogram,
     /// Epsilon left today, per configured venue (refreshed on scrape).
@@ -147,6 +153,7 @@ impl Metrics {
             releases_refused: Family::default(),
             auth_refusals: Family::default(),
             admission_refusals: Family::default(),
+            request_refusals: Family::default(),
             ack_latency: Histogram::new(latency_buckets()),
             budget_left: Family::default(),
             alerts: Family::default(),
@@ -178,6 +185,11 @@ impl Metrics {
             name::ADMISSION_REFUSALS,
             "SubmitReleases calls answered RESOURCE_EXHAUSTED before any work, by reason (queue_full, node_rate)",
             m.admission_refusals.clone(),
+        );
+        r.register(
+            name::REQUEST_REFUSALS,
+            "gRPC requests refused before their body was read, by reason (message_too_large, connection_budget, principal_budget, server_budget)",
+            m.request_refusals.clone(),
         );
         r.register(
             name::ACK_LATENCY,
@@ -280,6 +292,13 @@ impl Metrics {
     /// Counts a SubmitReleases call refused by admission control.
     pub fn admission_refused(&self, reason: &'static str) {
         self.admission_refusals
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a gRPC request refused before its body was read.
+    pub fn request_refused(&self, reason: &'static str) {
+        self.request_refusals
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

@@ -89,6 +89,11 @@ pub struct Bound {
     /// The client-certificate rules, and the CRL files they reload.
     clients: (Arc<crate::tls::ClientPolicy>, Vec<std::path::PathBuf>),
     connections: crate::tls::ConnectionLimits,
+    /// Request message limits and in-flight budgets (`[requests]`).
+    requests: (
+        crate::grpc::admission::inflight::RequestLimits,
+        crate::grpc::admission::inflight::MethodLimits,
+    ),
     state: Arc<State>,
     refusals: tokio::sync::mpsc::Receiver<veil_aggregator_core::auth::Refusal>,
     rounds: crate::rounds::RoundsConfig,
@@ -229,6 +234,7 @@ pub async fn bind(config: Config) -> Result<Bound, Error> {
         tls,
         clients: (clients, crl_paths),
         connections: config.connections.clone(),
+        requests: (config.requests.clone(), config.method_limits()),
         refusals,
         rounds: config.rounds.clone(),
         node_ca,
@@ -400,6 +406,12 @@ impl Bound {
         let crl_reloader =
             (!crl_paths.is_empty()).then(|| crate::tls::spawn_crl_reloader(clients, crl_paths));
         let max_streams = self.connections.max_streams;
+        let (request_limits, methods) = self.requests;
+        let budgets = Arc::new(crate::grpc::admission::inflight::Budgets::new(
+            request_limits,
+            methods.clone(),
+            Some(st.metrics.clone()),
+        ));
         // Pings make a live but quiet client answer within the idle timeout
         // (see `tls`); one that does not answer is dropped.
         let ping = self.connections.idle_timeout / 2;
@@ -410,16 +422,23 @@ impl Bound {
             .http2_keepalive_timeout(Some(ping.min(std::time::Duration::from_secs(20))))
             .layer(crate::grpc::admission::AdmissionLayer::new(
                 st.registry.clone(),
+                Some(budgets),
             ))
             .add_service(health_service)
-            .add_service(IngestServer::new(ingest))
+            .add_service(
+                IngestServer::new(ingest).max_decoding_message_size(
+                    usize::try_from(methods.releases).unwrap_or(usize::MAX),
+                ),
+            )
             .add_service(PolicyServer::new(policy))
             .add_service(LedgerServer::new(ledger))
             .add_service(AuditServer::new(audit))
             .add_service(veil_proto::query_server::QueryServer::new(query))
             .add_service(
                 veil_proto::federated_server::FederatedServer::new(federated)
-                    .max_decoding_message_size(64 << 20),
+                    .max_decoding_message_size(
+                        usize::try_from(methods.largest()).unwrap_or(usize::MAX),
+                    ),
             )
             .serve_with_incoming_shutdown(
                 crate::tls::incoming(self.listener, self.tls, self.connections),

@@ -29,6 +29,10 @@ use crate::inference::{
     train::{self, Dataset, Optim, TrainParams},
 };
 
+/// How long a node keeps re-sending an update the aggregator answered busy
+/// (its request-byte budgets full); past it the round goes on without us.
+const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Errors of a federated round on the node.
 #[derive(Debug, thiserror::Error)]
 pub enum FederatedError {
@@ -329,14 +333,20 @@ pub async fn participate_with(
             tokio::task::spawn_blocking(move || build_submission(&r, &global.safetensors, &d))
                 .await
                 .map_err(|e| FederatedError::Task(e.to_string()))??;
-        let resp = client
-            .submit_update(SubmitUpdateRequest {
-                round_id: round.round_id.clone(),
-                update: bytes,
-                examples: u32::try_from(update.examples).unwrap_or(u32::MAX),
-            })
-            .await?
-            .into_inner();
+        let req = SubmitUpdateRequest {
+            round_id: round.round_id.clone(),
+            update: bytes,
+            examples: u32::try_from(update.examples).unwrap_or(u32::MAX),
+        };
+        // A busy aggregator (request bytes in flight at their limit) asks
+        // for a retry; the update is sent again within the patience.
+        let resp = crate::upload::retry_when_busy(BUSY_PATIENCE, || {
+            let mut c = client.clone();
+            let req = req.clone();
+            async move { c.submit_update(req).await }
+        })
+        .await?
+        .into_inner();
         tracing::info!(round = %round.round_id, model = %round.model, accepted = resp.accepted, "Federated update submitted.");
         out.push(RoundOutcome {
             round_id: round.round_id.clone(),

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use veil_privacy::Cost;
 use veil_proto::{AcquireLeaseRequest, PrivacyCost, ledger_client::LedgerClient};
 
-use crate::upload::{Backoff, UploadError, classify};
+use crate::upload::{Backoff, classify};
 
 /// Why no lease was obtained.
 #[derive(Debug, thiserror::Error)]
@@ -186,19 +186,23 @@ impl Leases {
                     tracing::info!(%metric, %day, releases, stream = stream.is_some(), remaining_epsilon = lease.remaining_epsilon, "Budget lease granted.");
                     return Ok(lease.lease_id);
                 }
-                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                // Exhausted, not busy: a busy aggregator sends a retry hint.
+                Err(status)
+                    if status.code() == tonic::Code::ResourceExhausted
+                        && crate::upload::retry_hint(&status).is_none() =>
+                {
                     tracing::error!(%metric, %day, reason = %status.message(), "Privacy budget exhausted: this metric is not released again today.");
                     self.exhausted.insert(key.clone(), ());
                     self.stats.exhausted_releases += u64::from(n);
                     return Err(LeaseError::Exhausted(status.message().to_owned()));
                 }
                 Err(status) => match classify(&status) {
-                    UploadError::Transient(e) => {
+                    e if e.is_transient() => {
                         if *stop.borrow() {
                             return Err(LeaseError::Stopped);
                         }
                         self.stats.waits += 1;
-                        let d = backoff.next_delay();
+                        let d = backoff.next_delay().max(e.retry_hint().unwrap_or_default());
                         tracing::warn!(aggregator = %self.aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "No budget lease yet (the aggregator's ledger is unreachable); the window waits, nothing is released.");
                         let mut stop = stop.clone();
                         tokio::select! {

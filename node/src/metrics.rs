@@ -136,7 +136,7 @@ impl NodeMetrics {
         );
         r.register(
             "upload_failures",
-            "Failed upload calls (transient: retried; refused: operator action)",
+            "Failed upload calls (transient: retried; busy: retried after the aggregator's hint; refused: operator action)",
             m.upload_failures.clone(),
         );
         r.register(

@@ -348,11 +348,11 @@ async fn fetch_policy(
                 tracing::info!(policy = %hash, name = %policy.policy.name, "Policy fetched.");
                 return Ok(policy);
             }
-            Err(UploadError::Transient(e)) => {
-                let d = backoff.next_delay();
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay().max(e.retry_hint().unwrap_or_default());
                 tracing::warn!(%aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "Policy fetch from the aggregator failed; nothing is released until it succeeds.");
                 if *stop.borrow() {
-                    return Err(UploadError::Transient(e).into());
+                    return Err(e.into());
                 }
                 sleep_or_stop(d, &stop).await;
             }
@@ -944,6 +944,12 @@ async fn upload_loop(
             }
         }
         match &result {
+            Err(UploadError::Busy { .. }) => {
+                metrics
+                    .upload_failures
+                    .get_or_create(&KindLabel { kind: "busy" })
+                    .inc();
+            }
             Err(UploadError::Transient(_)) => {
                 metrics
                     .upload_failures
@@ -988,11 +994,12 @@ async fn upload_loop(
                     return Ok(stats);
                 }
             }
-            Err(UploadError::Transient(e)) => {
+            Err(e) if e.is_transient() => {
                 if *stop.borrow() {
                     return Ok(stats);
                 }
-                let d = backoff.next_delay();
+                // A busy aggregator's hint is a floor under the backoff.
+                let d = backoff.next_delay().max(e.retry_hint().unwrap_or_default());
                 tracing::warn!(%aggregator, error = %e, retry_in_ms = d.as_millis() as u64, "Upload failed; releases stay in the outbox.");
                 sleep_or_stop(d, &stop).await;
             }
@@ -1022,7 +1029,7 @@ pub struct NodeStatus {
     pub outbox_full_waits: u64,
     /// Where an unreadable outbox file was moved, if ever.
     pub quarantined_file: Option<String>,
-    /// "connected", "refused" (operator action) or "unreachable".
+    /// "connected", "refused" (operator action), "busy" (the aggregator asked to retry later) or "unreachable".
     pub connection: &'static str,
     /// Why, for refused/unreachable.
     pub connection_detail: String,
@@ -1100,6 +1107,7 @@ pub async fn status(cfg: &Config, timeout: Duration) -> Result<NodeStatus, NodeE
     (st.connection, st.connection_detail) = match tokio::time::timeout(timeout, probe).await {
         Ok(Ok(_)) => ("connected", String::new()),
         Ok(Err(UploadError::Transient(e))) => ("unreachable", e),
+        Ok(Err(e @ UploadError::Busy { .. })) => ("busy", e.to_string()),
         Ok(Err(e)) => ("refused", format!("operator action needed: {e}")),
         Err(_) => (
             "unreachable",

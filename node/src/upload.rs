@@ -32,9 +32,78 @@ pub enum UploadError {
     /// A transient failure (network, aggregator down or overloaded).
     #[error("transient upload failure: {0}")]
     Transient(String),
+    /// The aggregator is busy (`RESOURCE_EXHAUSTED` with a `retry-after-ms`
+    /// hint): nothing of the call was kept; try again after the hint.
+    #[error("the aggregator is busy, retry after {} ms: {message}", retry_after.as_millis())]
+    Busy {
+        /// The aggregator's hint (at most [`MAX_RETRY_HINT`]).
+        retry_after: Duration,
+        /// The aggregator's message.
+        message: String,
+    },
     /// The outbox failed.
     #[error(transparent)]
     Outbox(#[from] crate::outbox::OutboxError),
+}
+
+/// The longest retry hint a node follows; a larger one (a misconfigured or
+/// hostile peer) is cut to this.
+pub const MAX_RETRY_HINT: Duration = Duration::from_secs(60);
+
+impl UploadError {
+    /// Whether trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadError::Transient(_) | UploadError::Busy { .. })
+    }
+
+    /// How long the aggregator asked us to wait, if it did.
+    pub fn retry_hint(&self) -> Option<Duration> {
+        match self {
+            UploadError::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// The `retry-after-ms` hint of a `RESOURCE_EXHAUSTED` answer that says
+/// "busy, try again" (a budget refusal of the ledger carries none), capped
+/// at [`MAX_RETRY_HINT`].
+pub fn retry_hint(status: &tonic::Status) -> Option<Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms: u64 = status
+        .metadata()
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms).min(MAX_RETRY_HINT))
+}
+
+/// Calls `call` again while the aggregator answers busy (with a retry
+/// hint), waiting the hint each time, for at most `patience`; any other
+/// answer (or a busy one after `patience`) is returned.
+pub async fn retry_when_busy<T, F, Fut>(patience: Duration, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match call().await {
+            Err(status) => match retry_hint(&status) {
+                Some(hint) if started.elapsed() + hint <= patience => {
+                    tracing::info!(retry_in_ms = hint.as_millis() as u64, reason = %status.message(), "The aggregator is busy; trying again after its hint.");
+                    tokio::time::sleep(hint).await;
+                }
+                _ => return Err(status),
+            },
+            ok => return ok,
+        }
+    }
 }
 
 /// Builds the mTLS channel (connects lazily, so a node starts offline).
@@ -80,6 +149,12 @@ pub fn classify(status: &tonic::Status) -> UploadError {
     ]
     .iter()
     .any(|k| lower.contains(k));
+    if let Some(retry_after) = retry_hint(status) {
+        return UploadError::Busy {
+            retry_after,
+            message: status.message().to_owned(),
+        };
+    }
     match status.code() {
         Code::PermissionDenied | Code::Unauthenticated => UploadError::Refused(text),
         _ if cert_problem => UploadError::Refused(text),
@@ -205,5 +280,56 @@ impl Backoff {
     /// Back to the first delay after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(ms: &str) -> tonic::Status {
+        let mut s = tonic::Status::resource_exhausted("busy");
+        s.metadata_mut()
+            .insert("retry-after-ms", ms.parse().expect("ascii"));
+        s
+    }
+
+    #[test]
+    fn only_a_hinted_resource_exhausted_is_busy() {
+        assert_eq!(retry_hint(&busy("250")), Some(Duration::from_millis(250)));
+        // A hostile hint is capped.
+        assert_eq!(retry_hint(&busy("99999999")), Some(MAX_RETRY_HINT));
+        assert_eq!(retry_hint(&busy("soon")), None);
+        // The ledger's "budget exhausted" carries no hint: not busy.
+        let exhausted = tonic::Status::resource_exhausted("daily budget used up");
+        assert_eq!(retry_hint(&exhausted), None);
+        assert!(matches!(classify(&exhausted), UploadError::Transient(_)));
+        let e = classify(&busy("250"));
+        assert!(e.is_transient());
+        assert_eq!(e.retry_hint(), Some(Duration::from_millis(250)));
+        assert!(e.to_string().contains("retry after 250 ms"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_busy_call_is_sent_again_after_the_hint_within_the_patience() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let r = retry_when_busy(Duration::from_secs(5), || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { if n < 2 { Err(busy("20")) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.expect("third call answers"), 2);
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        // Past the patience the busy answer is returned.
+        let r: Result<(), _> =
+            retry_when_busy(Duration::from_millis(50), || async { Err(busy("30")) }).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        // Any other error is returned at once.
+        let r: Result<(), _> = retry_when_busy(Duration::from_secs(5), || async {
+            Err(tonic::Status::not_found("round"))
+        })
+        .await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::NotFound);
     }
 }

@@ -7,6 +7,8 @@
 //! (`CREATE DATABASE veil_test_<random>`) on that server instead, so the
 //! whole suite runs on PostgreSQL, tests still independent and parallel.
 
+pub mod raw_h2;
+
 use std::path::{Path, PathBuf};
 
 use tokio::{sync::oneshot, task::JoinHandle};

@@ -11,19 +11,30 @@
 //! registered node, otherwise the call ends with `PERMISSION_DENIED` before
 //! a byte of its body is read (and the refusal is audited as every refused
 //! caller is). The handlers still run their own, finer checks.
+//!
+//! Every admitted request then passes [`inflight`]: its message's length is
+//! checked against its method's limit and reserved against the connection's,
+//! the principal's and the server's budgets of request bytes in flight.
+
+pub mod inflight;
 
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use tonic::{
     Status,
+    body::Body,
     codegen::http,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
-use veil_aggregator_core::auth::Registry;
+use veil_aggregator_core::{auth::Registry, identity::Identity};
+
+use inflight::Budgets;
 
 /// Methods only registered nodes may call (full gRPC paths, or a service
 /// prefix ending in `/`).
@@ -51,12 +62,13 @@ pub fn node_only(path: &str) -> bool {
 #[derive(Clone)]
 pub struct AdmissionLayer {
     registry: Registry,
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl AdmissionLayer {
-    /// Admission decided by `registry`.
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    /// Admission decided by `registry`, request bytes held within `budgets`.
+    pub fn new(registry: Registry, budgets: Option<Arc<Budgets>>) -> Self {
+        Self { registry, budgets }
     }
 }
 
@@ -67,6 +79,7 @@ impl<S> tower_layer::Layer<S> for AdmissionLayer {
         Admission {
             inner,
             registry: self.registry.clone(),
+            budgets: self.budgets.clone(),
         }
     }
 }
@@ -76,20 +89,40 @@ impl<S> tower_layer::Layer<S> for AdmissionLayer {
 pub struct Admission<S> {
     inner: S,
     registry: Registry,
+    budgets: Option<Arc<Budgets>>,
+}
+
+/// The verified leaf certificate (DER) of the connection `req` came on.
+fn leaf<B>(req: &http::Request<B>) -> Option<Vec<u8>> {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+        .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+}
+
+/// The peer address of the connection `req` came on (one connection's key
+/// while it is open).
+fn connection<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.get_ref().remote_addr())
+}
+
+/// Whose budget a request counts against: the SPIFFE id of its certificate
+/// (registered or not: an unregistered caller is refused by the handler, and
+/// its bytes meanwhile count against its own name).
+fn principal(leaf: Option<&[u8]>) -> String {
+    leaf.and_then(|der| Identity::from_cert_der(der).ok())
+        .map_or_else(|| "(no identity)".to_owned(), |id| id.spiffe())
 }
 
 impl<S> Admission<S> {
-    fn refusal<B>(&self, req: &http::Request<B>) -> Option<Status> {
+    fn refusal<B>(&self, req: &http::Request<B>, leaf: Option<&[u8]>) -> Option<Status> {
         let path = req.uri().path();
         if !node_only(path) {
             return None;
         }
-        let leaf = req
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|i| i.peer_certs())
-            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()));
-        match self.registry.node_of_cert(leaf.as_deref()) {
+        match self.registry.node_of_cert(leaf) {
             Ok(_) => None,
             Err(e) => Some(Status::permission_denied(format!(
                 "{path}: {e} (refused before reading the request body)"
@@ -98,9 +131,12 @@ impl<S> Admission<S> {
     }
 }
 
-impl<S, B> tower_service::Service<http::Request<B>> for Admission<S>
+impl<S> tower_service::Service<http::Request<Body>> for Admission<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -112,13 +148,37 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(status) = self.refusal(&req) {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let leaf = leaf(&req);
+        if let Some(status) = self.refusal(&req, leaf.as_deref()) {
             // The body is dropped unread with the request.
             drop(req);
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        Box::pin(self.inner.call(req))
+        let Some(budgets) = self.budgets.clone() else {
+            return Box::pin(self.inner.call(req));
+        };
+        // The inner service that was polled ready serves this call; a clone
+        // takes its place for the next one.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let connection = connection(&req);
+        let principal = principal(leaf.as_deref());
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            match budgets
+                .admit(parts.uri.path(), connection, &principal, body)
+                .await
+            {
+                Err(status) => Ok(status.into_http()),
+                Ok((body, reservation)) => {
+                    let answer = inner.call(http::Request::from_parts(parts, body)).await;
+                    // The message is released with the handler's answer.
+                    drop(reservation);
+                    answer
+                }
+            }
+        })
     }
 }
 

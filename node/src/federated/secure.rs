@@ -247,7 +247,14 @@ pub async fn run_round(
     .map_err(|e| FederatedError::Task(e.to_string()))?;
     let mut sa = sa_back;
     let masked = masked.map_err(secagg)?;
-    client.submit_masked_input(wire::masked_to(&masked)).await?;
+    let input = wire::masked_to(&masked);
+    crate::upload::retry_when_busy(super::BUSY_PATIENCE, || {
+        let mut c = client.clone();
+        let input = input.clone();
+        async move { c.submit_masked_input(input).await }
+    })
+    .await?;
+    drop(input);
     drop(masked);
 
     // 3. Unmask.

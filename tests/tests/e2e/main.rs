@@ -15,6 +15,7 @@ mod node_pipeline;
 mod query_alerts;
 mod refusals;
 mod replicas;
+mod request_budgets;
 mod resilience;
 mod secure_rounds;
 mod tls_admission;

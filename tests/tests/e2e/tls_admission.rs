@@ -178,27 +178,7 @@ async fn silent_connections_cannot_keep_a_client_out_and_idle_ones_are_closed() 
     }
 
     // A client that finishes TLS and then says nothing is closed when idle.
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject as _;
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(env.pki.join("ca.pem")).expect("ca") {
-        roots.add(c.expect("ca")).expect("root");
-    }
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(env.pki.join("node-1.pem"))
-        .expect("cert")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("cert");
-    let key =
-        rustls_pki_types::PrivateKeyDer::from_pem_file(env.pki.join("node-1.key")).expect("key");
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client config");
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(env.addr).await.expect("tcp");
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect("localhost".try_into().expect("name"), tcp)
-        .await
-        .expect("handshake");
+    let mut tls = veil_tests::raw_h2::tls(env.addr, &env.pki, "node-1").await;
     let started = Instant::now();
     let mut buf = vec![0u8; 4096];
     let closed = tokio::time::timeout(Duration::from_secs(6), async {
@@ -258,9 +238,15 @@ async fn a_principal_that_may_not_submit_is_refused_before_its_body_is_read() {
             "{who}: {s:?}"
         );
     }
-    // A registered node passes admission and meets the handler's own checks.
+    // A registered node passes admission and meets the method's message
+    // limit, also before the body is read.
     let mut c = FederatedClient::new(env.channel(Some("node-1")).await.expect("connect"));
     let s = c.submit_update(big).await.unwrap_err();
-    assert_ne!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert_eq!(s.code(), tonic::Code::OutOfRange, "{s:?}");
+    assert!(
+        s.message().contains("/veil.v1.Federated/SubmitUpdate")
+            && s.message().contains("limit of 67108864 bytes"),
+        "{s:?}"
+    );
     env.stop().await;
 }
