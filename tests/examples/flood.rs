@@ -92,55 +92,52 @@ async fn held(addr: std::net::SocketAddr, pki: &Path, who: &str, streams: usize)
                 .await,
         );
     }
-    // Send every body but its last byte, 1 MiB at a time, as far as the
-    // server's flow control lets each stream go within 20 s.
-    let chunk = Bytes::from(vec![0u8; 1 << 20]);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Every admitted body is sent but its last byte, each stream by its own
+    // task, as fast as the server's flow control lets it.
     let mut refused = 0;
-    let mut answered = vec![false; calls.len()];
-    for (i, call) in calls.iter_mut().enumerate() {
+    let mut senders = Vec::new();
+    let mut responses = Vec::new();
+    for mut call in calls {
         if let Ok(Ok(resp)) =
             tokio::time::timeout(Duration::from_millis(20), &mut call.response).await
         {
-            answered[i] = true;
             if resp.headers().get("grpc-status").is_some() {
                 refused += 1;
             }
+            continue;
         }
-    }
-    let mut left: Vec<usize> = (0..calls.len())
-        .filter(|i| !answered[*i])
-        .map(|_| (63 << 20) - 1)
-        .collect();
-    let open: Vec<usize> = (0..calls.len()).filter(|i| !answered[*i]).collect();
-    while Instant::now() < deadline && left.iter().any(|l| *l > 0) {
-        for (k, &i) in open.iter().enumerate() {
-            let n = left[k].min(chunk.len());
-            if n == 0 {
-                continue;
-            }
-            let body = &mut calls[i].body;
-            body.reserve_capacity(n);
-            let cap = std::future::poll_fn(|cx| body.poll_capacity(cx));
-            match tokio::time::timeout(Duration::from_millis(50), cap).await {
-                Ok(Some(Ok(c))) if c > 0 => {
-                    let c = c.min(n);
-                    if body.send_data(chunk.slice(..c), false).is_err() {
-                        left[k] = 0;
-                    } else {
-                        left[k] -= c;
+        let mut body = call.body;
+        responses.push(call.response);
+        senders.push(tokio::spawn(async move {
+            let chunk = Bytes::from(vec![0u8; 1 << 20]);
+            let mut left: usize = (63 << 20) - 1;
+            while left > 0 {
+                body.reserve_capacity(left.min(chunk.len()));
+                match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(c)) if c > 0 => {
+                        let c = c.min(left).min(chunk.len());
+                        if body.send_data(chunk.slice(..c), false).is_err() {
+                            break;
+                        }
+                        left -= c;
                     }
+                    Some(Ok(_)) => {}
+                    _ => break,
                 }
-                Ok(Some(Err(_)) | None) => left[k] = 0,
-                _ => {}
             }
+            body
+        }));
+    }
+    let admitted = senders.len();
+    let mut bodies = Vec::new();
+    for t in senders {
+        if let Ok(Ok(b)) = tokio::time::timeout(Duration::from_secs(25), t).await {
+            bodies.push(b);
         }
     }
-    let admitted = open.len();
     // Hold them (the server's request timeout ends them at 30 s).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    drop(calls);
-    drop(conn);
+    drop((bodies, responses, conn));
     (admitted, refused)
 }
 
