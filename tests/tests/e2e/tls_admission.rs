@@ -42,9 +42,22 @@ async fn health(env: &TestEnv, name: &str) -> Result<(), String> {
         .map_err(|s| format!("{s:?}"))
 }
 
-/// Issues `pki/<name>.pem` for node-9 of the venue, signed by the real CA,
-/// with the given EKU and CA flag.
+/// Issues `pki/<name>.pem` claiming node-1 of the venue, signed by the real
+/// CA, with the given EKU and CA flag.
 fn forge(env: &TestEnv, name: &str, eku: Option<ExtendedKeyUsagePurpose>, ca: bool) {
+    forge_with(env, name, |p| {
+        p.extended_key_usages = eku.into_iter().collect();
+        p.is_ca = if ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+    });
+}
+
+/// Issues `pki/<name>.pem` signed by the real CA: a client certificate
+/// claiming node-1 of the venue, then changed by `edit`.
+fn forge_with(env: &TestEnv, name: &str, edit: impl FnOnce(&mut CertificateParams)) {
     let read = |f: &str| std::fs::read_to_string(env.pki.join(f)).expect("read pki");
     let issuer = Issuer::from_ca_cert_pem(
         &read("ca.pem"),
@@ -52,21 +65,18 @@ fn forge(env: &TestEnv, name: &str, eku: Option<ExtendedKeyUsagePurpose>, ca: bo
     )
     .expect("issuer");
     let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::URI(
-        "spiffe://veil/venue/arena/node/node-1"
-            .try_into()
-            .expect("uri"),
-    )];
-    p.extended_key_usages = eku.into_iter().collect();
-    p.is_ca = if ca {
-        IsCa::Ca(BasicConstraints::Unconstrained)
-    } else {
-        IsCa::ExplicitNoCa
-    };
+    p.subject_alt_names = vec![spiffe("spiffe://veil/venue/arena/node/node-1")];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.is_ca = IsCa::ExplicitNoCa;
+    edit(&mut p);
     let key = KeyPair::generate().expect("key");
     let cert = p.signed_by(&key, &issuer).expect("sign");
     std::fs::write(env.pki.join(format!("{name}.pem")), cert.pem()).expect("write");
     std::fs::write(env.pki.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+}
+
+fn spiffe(uri: &str) -> SanType {
+    SanType::URI(uri.try_into().expect("uri"))
 }
 
 async fn refusals(env: &TestEnv) -> Vec<String> {
@@ -248,5 +258,45 @@ async fn a_principal_that_may_not_submit_is_refused_before_its_body_is_read() {
             && s.message().contains("limit of 67108864 bytes"),
         "{s:?}"
     );
+    env.stop().await;
+}
+
+/// Certificates from the real CA that still name no one the aggregator
+/// knows: expired (refused at the handshake), another venue's node, two
+/// SPIFFE ids at once (both refused before a node-only body is read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_foreign_and_ambiguous_identities_are_refused() {
+    use veil_proto::{SubmitReleasesRequest, ingest_client::IngestClient};
+    let env = TestEnv::start().await;
+    forge_with(&env, "expired", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    forge_with(&env, "other-venue", |p| {
+        p.subject_alt_names = vec![spiffe("spiffe://veil/venue/other/node/node-1")];
+    });
+    forge_with(&env, "two-ids", |p| {
+        p.subject_alt_names = vec![
+            spiffe("spiffe://veil/venue/arena/node/node-1"),
+            spiffe("spiffe://veil/venue/arena/node/node-2"),
+        ];
+    });
+    // A valid client certificate is served (the baseline the others miss).
+    health(&env, "node-1").await.expect("node-1 served");
+    let expired = health(&env, "expired").await.expect_err("expired let in");
+    // The server's TLS alert names the cause.
+    assert!(expired.to_lowercase().contains("expired"), "{expired}");
+    for (who, why) in [
+        ("other-venue", "not registered"),
+        ("two-ids", "more than one SPIFFE id"),
+    ] {
+        let ch = env.channel(Some(who)).await.expect("handshake");
+        let s = IngestClient::new(ch)
+            .submit_releases(SubmitReleasesRequest { releases: vec![] })
+            .await
+            .expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{who}: {s:?}");
+        assert!(s.message().contains(why), "{who}: {s:?}");
+    }
     env.stop().await;
 }
