@@ -161,6 +161,9 @@ struct UnitState {
     passes_out: u16,
     /// Changed since the last [`DayBounds::take_dirty`] (in-memory only).
     dirty: bool,
+    /// The newest `last_seen_ms` already handed to the store (in-memory
+    /// only; see [`DayBounds::with_seen_refresh`]).
+    seen_saved_ms: i64,
     zones: SmallVec<[ZoneVisit; 2]>,
 }
 
@@ -178,6 +181,8 @@ pub struct DayBounds {
     /// Units whose `dirty` flag is set, in the order they changed.
     dirty: [Vec<Pseudonym>; 4],
     stats: [UnitStats; 4],
+    /// See [`DayBounds::with_seen_refresh`]; 0: every sighting is stored.
+    seen_refresh_ms: i64,
 }
 
 impl DayBounds {
@@ -188,7 +193,24 @@ impl DayBounds {
             units: Default::default(),
             dirty: Default::default(),
             stats: Default::default(),
+            seen_refresh_ms: 0,
         }
+    }
+
+    /// Stores a sighting that changes nothing but when a unit was last seen
+    /// (a device still present) only once the stored time is `ms` old.
+    ///
+    /// Most sightings in a window are of units already inside; storing each
+    /// of them re-encoded and rewrote every present unit every window. The
+    /// counts the bounds rest on (visits, passes) are stored at once as
+    /// before; only `last_seen` may be up to `ms` stale in the store. After a
+    /// restart a unit can then expire up to `ms` early, and its next sighting
+    /// is a new entry that spends one more of its V visits: the bounds only
+    /// get stricter, never looser, so the guarantee is unchanged (the node
+    /// uses a third of `privacy.presence_timeout`).
+    pub fn with_seen_refresh(mut self, ms: i64) -> Self {
+        self.seen_refresh_ms = ms.max(0);
+        self
     }
 
     /// What the bounds did to `family`'s events.
@@ -256,7 +278,15 @@ impl DayBounds {
                 }
             }
         };
-        if outcome != Outcome::Bounded && !st.dirty {
+        let store = match outcome {
+            Outcome::Bounded => false,
+            Outcome::Unchanged => {
+                self.seen_refresh_ms == 0
+                    || last_ms.saturating_sub(st.seen_saved_ms) >= self.seen_refresh_ms
+            }
+            _ => true,
+        };
+        if store && !st.dirty {
             st.dirty = true;
             self.dirty[f].push(unit);
         }
@@ -349,6 +379,7 @@ impl DayBounds {
             for unit in std::mem::take(&mut self.dirty[f]) {
                 if let Some(st) = self.units[f].get_mut(&unit) {
                     st.dirty = false;
+                    st.seen_saved_ms = newest_seen(st);
                     out.push((family, *unit.as_bytes(), encode(st)));
                 }
             }
@@ -414,12 +445,19 @@ fn decode(b: &[u8]) -> Option<UnitState> {
             last_seen_ms: i64::from_le_bytes(b.get(o + 5..o + 13)?.try_into().ok()?),
         });
     }
-    Some(UnitState {
+    let mut st = UnitState {
         visits,
         passes_out,
         dirty: false,
+        seen_saved_ms: 0,
         zones,
-    })
+    };
+    st.seen_saved_ms = newest_seen(&st);
+    Some(st)
+}
+
+fn newest_seen(st: &UnitState) -> i64 {
+    st.zones.iter().map(|z| z.last_seen_ms).max().unwrap_or(0)
 }
 
 #[cfg(test)]

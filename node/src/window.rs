@@ -354,10 +354,10 @@ impl Windower {
         let Some(mode) = &self.day_mode else {
             return Ok(());
         };
-        let limits = mode.limits;
+        let (limits, refresh) = (mode.limits, mode.presence_timeout_ms / 3);
         self.days
             .entry(day)
-            .or_insert_with(|| DayBounds::new(limits))
+            .or_insert_with(|| DayBounds::new(limits).with_seen_refresh(refresh))
             .restore_unit(family, unit, state)
     }
 
@@ -661,10 +661,9 @@ impl Windower {
         };
         // Days before this window's can no longer close a window.
         self.days = self.days.split_off(&sd.day);
-        let bounds = self
-            .days
-            .entry(sd.day)
-            .or_insert_with(|| DayBounds::new(mode.limits));
+        let bounds = self.days.entry(sd.day).or_insert_with(|| {
+            DayBounds::new(mode.limits).with_seen_refresh(mode.presence_timeout_ms / 3)
+        });
         let before: [UnitStats; 4] = Family::ALL.map(|f| bounds.stats(f));
         self.seen_hint = w.seen.0.len();
         w.seen.drain_into(&mut w.pending);

@@ -115,6 +115,31 @@ fn state_survives_a_restart_through_its_encoding() {
     );
 }
 
+#[test]
+fn a_sighting_that_only_updates_last_seen_is_stored_once_it_is_stale() {
+    let k = key();
+    let a = unit(&k, "dev-a");
+    let mut b = DayBounds::new(LIMITS).with_seen_refresh(60_000);
+    assert_eq!(b.enter(Family::Devices, a, 0, 1_000), Outcome::Counted);
+    assert_eq!(b.take_dirty().len(), 1, "an entry is stored at once");
+    // Still inside: nothing to store until the stored time is 60 s old.
+    assert_eq!(b.enter(Family::Devices, a, 0, 30_000), Outcome::Unchanged);
+    assert!(b.take_dirty().is_empty());
+    assert_eq!(b.enter(Family::Devices, a, 0, 61_000), Outcome::Unchanged);
+    let stored = b.take_dirty();
+    assert_eq!(stored.len(), 1);
+    // The stored record carries the newest sighting; a restart restores it.
+    let mut restored = DayBounds::new(LIMITS).with_seen_refresh(60_000);
+    restored
+        .restore_unit(Family::Devices, a, &stored[0].2)
+        .unwrap();
+    assert!(restored.expire(Family::Devices, 61_000).is_empty());
+    assert_eq!(restored.expire(Family::Devices, 61_001), vec![(0, 1)]);
+    // A counted exit is stored at once whatever the refresh.
+    assert_eq!(b.exit(Family::Devices, a, 0), Outcome::Counted);
+    assert_eq!(b.take_dirty().len(), 1);
+}
+
 mod grouped_sightings {
     use proptest::prelude::*;
 
@@ -133,11 +158,12 @@ mod grouped_sightings {
         #[test]
         fn grouping_a_windows_sightings_changes_nothing(
             windows in prop::collection::vec(window(), 1..5),
+            refresh in prop::sample::select(vec![0i64, 30_000, 90_000]),
         ) {
             let k = key();
             let units: Vec<Pseudonym> = (0..4).map(|i| unit(&k, &format!("dev-{i}"))).collect();
-            let mut one = DayBounds::new(LIMITS);
-            let mut grouped = DayBounds::new(LIMITS);
+            let mut one = DayBounds::new(LIMITS).with_seen_refresh(refresh);
+            let mut grouped = DayBounds::new(LIMITS).with_seen_refresh(refresh);
             for (w, mut events) in windows.into_iter().enumerate() {
                 let base = w as i64 * 60_000;
                 events.sort_by_key(|e| e.2);
