@@ -24,7 +24,7 @@ use veil_proto::{Mechanism, PrivacyCost, Release, Window};
 use crate::release::PendingRelease;
 
 mod day_state;
-pub use day_state::WindowCommit;
+pub use day_state::{StreamWrite, WindowCommit};
 
 /// Outbox errors.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,17 @@ pub enum OutboxError {
     /// Durability settings did not take effect.
     #[error("outbox durability check failed: {0}")]
     Durability(String),
+    /// A stored stream state does not read back (its noise is never drawn
+    /// again: the node refuses to continue the stream).
+    #[error(
+        "stored state of stream {stream} is unreadable: {reason}; refusing to draw its noise again"
+    )]
+    Stream {
+        /// metric/zone.
+        stream: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The outbox is at its configured cap.
     #[error("outbox full ({depth} of {cap} releases)")]
     Full {
@@ -49,8 +60,11 @@ pub enum OutboxError {
 }
 
 /// The outbox schema, embedded in the binary (`veil_common::migrations`).
-const MIGRATIONS: [veil_common::migrations::Embedded; 2] =
-    veil_common::embedded_migrations!("migrations": "0001_outbox.sql", "0002_day_state.sql");
+const MIGRATIONS: [veil_common::migrations::Embedded; 3] = veil_common::embedded_migrations!(
+    "migrations": "0001_outbox.sql",
+    "0002_day_state.sql",
+    "0003_stream_steps.sql"
+);
 
 /// A record read back from the outbox.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use tokio::{
 };
 use veil_privacy::{
     Cost,
-    mechanisms::{ContinualStream, StreamState},
+    mechanisms::ContinualStream,
     policy::LoadedPolicy,
     pseudonym::{DayKey, EventDay, Pseudonym, SealedDayKey},
 };
@@ -22,7 +22,7 @@ use crate::{
     input::LineReader,
     lease::{LeaseError, LeaseStats, Leases},
     metrics::{KindLabel, NodeMetrics},
-    outbox::{Outbox, WindowCommit},
+    outbox::{Outbox, StreamWrite, WindowCommit},
     release::{Input, plan_window, privatize, privatize_stream},
     upload::{self, Backoff, UploadError, UploadStats},
     window::{WindowStats, Windower},
@@ -734,14 +734,7 @@ impl Streams {
             self.open.retain(|(d, _, _), _| *d >= day);
             let params = crate::release::stream_params(policy, metric, horizon)?;
             let stream = match outbox.stream_state(day, metric, zone).await? {
-                Some(json) => {
-                    let state: StreamState = serde_json::from_str(&json).map_err(|e| {
-                        NodeError::Policy(format!(
-                            "stored state of stream {metric}/{zone} is unreadable ({e}); refusing to draw its noise again"
-                        ))
-                    })?;
-                    ContinualStream::restore(params, state)?
-                }
+                Some(state) => ContinualStream::restore(params, state)?,
                 None => ContinualStream::new(params)?,
             };
             self.open.insert(key.clone(), stream);
@@ -831,7 +824,8 @@ async fn release_all(
             }
         }
         let mut releases = Vec::with_capacity(planned.len());
-        let mut stepped: Vec<(&'static str, String)> = Vec::new();
+        // (metric, zone, the stream's first step of this window).
+        let mut stepped: Vec<(&'static str, String, u32)> = Vec::new();
         for p in &planned {
             let lease = if matches!(p.cost, Cost::Free) {
                 ""
@@ -853,8 +847,10 @@ async fn release_all(
                         // Released before (and its noise drawn): never again.
                         continue;
                     }
+                    let first = stream.next_step();
+                    let (metric, zone) = (p.metric, p.zone.clone());
                     releases.push(privatize_stream(p, stream, lease)?);
-                    stepped.push((p.metric, p.zone.clone()));
+                    stepped.push((metric, zone, first));
                 }
                 _ => releases.push(privatize(p, lease)?),
             }
@@ -867,19 +863,29 @@ async fn release_all(
             report.epsilon_spent += r.value.cost().epsilon();
             metrics.add_releases(r.metric, 1);
         }
-        let stream_states: Vec<(&str, &str, String)> = match w.day {
+        // Each stepped stream's new steps (and its header, stored once).
+        let stream_states: Vec<StreamWrite<'_>> = match w.day {
             Some(sd) => {
                 let mut out = Vec::with_capacity(stepped.len());
-                for (metric, zone) in &stepped {
+                for (metric, zone, first) in &stepped {
                     if let Some(s) =
                         streams
                             .open
                             .get(&(sd.day.days_since_epoch(), *metric, zone.clone()))
                     {
-                        let json = serde_json::to_string(s.state()).map_err(|e| {
+                        let state = s.state();
+                        let header = serde_json::to_string(&state.header()).map_err(|e| {
                             NodeError::Policy(format!("cannot store stream state: {e}"))
                         })?;
-                        out.push((*metric, zone.as_str(), json));
+                        out.push(StreamWrite {
+                            metric,
+                            zone: zone.as_str(),
+                            header,
+                            first: *first,
+                            steps: (*first..state.next_step())
+                                .filter_map(|t| state.step(t))
+                                .collect(),
+                        });
                     }
                 }
                 out

@@ -15,7 +15,7 @@ mod tree_counter;
 
 pub use continual::{
     Calibration, ContinualStream, Contribution, GAMMA, MAX_ABS_INCREMENT, MAX_EVENTS, MAX_HORIZON,
-    StreamMechanism, StreamParams, StreamState,
+    StreamMechanism, StreamParams, StreamState, StreamStep,
 };
 pub use histogram::StabilityHistogram;
 pub use sparse_vector::SparseVector;

@@ -9,7 +9,10 @@
 //! from the same exact data; no noise was sent).
 
 use sqlx::Row;
-use veil_privacy::pseudonym::{DayKey, EventDay, SealedDayKey};
+use veil_privacy::{
+    mechanisms::{StreamState, StreamStep},
+    pseudonym::{DayKey, EventDay, SealedDayKey},
+};
 
 use super::{Outbox, OutboxError};
 use crate::{
@@ -30,8 +33,24 @@ pub struct WindowCommit<'a> {
     pub new_keys: &'a [(EventDay, &'a SealedDayKey)],
     /// Units whose bound state changed.
     pub units: &'a [UnitRecord],
-    /// Streams stepped: (metric, zone, state JSON).
-    pub streams: &'a [(&'a str, &'a str, String)],
+    /// Streams stepped.
+    pub streams: &'a [StreamWrite<'a>],
+}
+
+/// A stream stepped by a window: its header, stored once (when the stream
+/// has no row yet), and the steps the window released, appended.
+#[derive(Debug)]
+pub struct StreamWrite<'a> {
+    /// Metric.
+    pub metric: &'a str,
+    /// Zone.
+    pub zone: &'a str,
+    /// JSON of the stream's [`StreamState::header`].
+    pub header: String,
+    /// The number of the first step in `steps`.
+    pub first: u32,
+    /// The steps released, in order.
+    pub steps: Vec<StreamStep>,
 }
 
 impl Outbox {
@@ -65,14 +84,28 @@ impl Outbox {
                     .execute(&mut *tx)
                     .await?;
             }
-            for (metric, zone, state) in commit.streams {
-                sqlx::query("-- Outbox::commit_window()\nINSERT INTO streams (day, metric, zone, state) VALUES (?, ?, ?, ?) ON CONFLICT(day, metric, zone) DO UPDATE SET state = excluded.state")
+            for w in commit.streams {
+                sqlx::query("-- Outbox::commit_window()\nINSERT INTO streams (day, metric, zone, state) VALUES (?, ?, ?, ?) ON CONFLICT(day, metric, zone) DO NOTHING")
                     .bind(i64::from(day))
-                    .bind(*metric)
-                    .bind(*zone)
-                    .bind(state)
+                    .bind(w.metric)
+                    .bind(w.zone)
+                    .bind(&w.header)
                     .execute(&mut *tx)
                     .await?;
+                // A step stored twice is an error (the primary key): the
+                // window's transaction fails rather than keep two noises.
+                for (t, step) in (w.first..).zip(&w.steps) {
+                    sqlx::query("-- Outbox::commit_window()\nINSERT INTO stream_steps (day, metric, zone, step, increment, noisy, released) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                        .bind(i64::from(day))
+                        .bind(w.metric)
+                        .bind(w.zone)
+                        .bind(i64::from(t))
+                        .bind(step.increment)
+                        .bind(step.noisy)
+                        .bind(step.released)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
         }
         let end = commit.start_ms + i64::from(commit.length_s) * 1000;
@@ -103,6 +136,7 @@ impl Outbox {
             "-- Outbox::forget_days_before()\nDELETE FROM day_keys WHERE day < ?",
             "-- Outbox::forget_days_before()\nDELETE FROM unit_bounds WHERE day < ?",
             "-- Outbox::forget_days_before()\nDELETE FROM streams WHERE day < ?",
+            "-- Outbox::forget_days_before()\nDELETE FROM stream_steps WHERE day < ?",
         ] {
             sqlx::query(sql)
                 .bind(i64::from(keep_from))
@@ -174,21 +208,56 @@ impl Outbox {
             .collect())
     }
 
-    /// A stream's stored state (JSON), if it was ever stepped.
+    /// A stream's stored state (its header, then its steps in order), if it
+    /// was ever stepped. Steps must follow the header without a gap; the
+    /// caller's [`veil_privacy::mechanisms::ContinualStream::restore`] then
+    /// checks the rest.
     pub async fn stream_state(
         &self,
         day: u32,
         metric: &str,
         zone: &str,
-    ) -> Result<Option<String>, OutboxError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Option<StreamState>, OutboxError> {
+        let bad = |reason: String| OutboxError::Stream {
+            stream: format!("{metric}/{zone}"),
+            reason,
+        };
+        let header: Option<String> = sqlx::query_scalar(
             "-- Outbox::stream_state()\nSELECT state FROM streams WHERE day = ? AND metric = ? AND zone = ?",
         )
         .bind(i64::from(day))
         .bind(metric)
         .bind(zone)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let mut state: StreamState =
+            serde_json::from_str(&header).map_err(|e| bad(format!("header: {e}")))?;
+        let rows = sqlx::query(
+            "-- Outbox::stream_state()\nSELECT step, increment, noisy, released FROM stream_steps WHERE day = ? AND metric = ? AND zone = ? ORDER BY step",
+        )
+        .bind(i64::from(day))
+        .bind(metric)
+        .bind(zone)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let step: i64 = row.try_get("step")?;
+            if step != i64::from(state.next_step()) {
+                return Err(bad(format!(
+                    "step {step} stored where step {} was due",
+                    state.next_step()
+                )));
+            }
+            state.push_step(StreamStep {
+                increment: row.try_get("increment")?,
+                noisy: row.try_get("noisy")?,
+                released: row.try_get("released")?,
+            });
+        }
+        Ok(Some(state))
     }
 
     /// The stream lease held for (day, metric, purpose), if any.
@@ -306,5 +375,84 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A stream is stored as its header once and one row per step: read
+    /// back, header + steps rebuild the state the node held; a step stored
+    /// twice fails the window's transaction; old days' steps are forgotten.
+    #[tokio::test]
+    async fn stream_steps_are_appended_and_read_back_in_order() {
+        use veil_privacy::mechanisms::{ContinualStream, StreamMechanism, StreamParams};
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox.db"), "v", "n", 100)
+            .await
+            .unwrap();
+        let params = StreamParams::new(
+            StreamMechanism::SqrtFactorization,
+            60,
+            veil_privacy::mechanisms::Contribution::Alternating { events: 4 },
+            veil_privacy::Rho::new(0.05).unwrap(),
+        )
+        .unwrap();
+        let mut s = ContinualStream::new(params).unwrap();
+        let day = 20_500;
+        let window = |s: &ContinualStream, first: u32, start_ms: i64| {
+            let state = s.state();
+            let write = StreamWrite {
+                metric: "occupancy",
+                zone: "floor",
+                header: serde_json::to_string(&state.header()).unwrap(),
+                first,
+                steps: (first..state.next_step())
+                    .filter_map(|t| state.step(t))
+                    .collect(),
+            };
+            (write, start_ms)
+        };
+        s.release(1, 2).unwrap();
+        let (w1, t1) = window(&s, 0, 60_000);
+        s.release(2, -1).unwrap();
+        let (w2, t2) = window(&s, 2, 120_000);
+        for (w, t) in [(&w1, t1), (&w2, t2)] {
+            let commit = WindowCommit {
+                start_ms: t,
+                length_s: 60,
+                day: Some(day),
+                streams: std::slice::from_ref(w),
+                ..WindowCommit::default()
+            };
+            outbox.commit_window(&[], "hash", 0, &commit).await.unwrap();
+        }
+        let stored = outbox
+            .stream_state(day, "occupancy", "floor")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&stored, s.state());
+        let restored = ContinualStream::restore(params, stored).unwrap();
+        assert_eq!(restored.next_step(), 3);
+        // The same step again: refused, nothing of that window kept.
+        let commit = WindowCommit {
+            start_ms: 180_000,
+            length_s: 60,
+            day: Some(day),
+            streams: std::slice::from_ref(&w2),
+            ..WindowCommit::default()
+        };
+        assert!(outbox.commit_window(&[], "hash", 0, &commit).await.is_err());
+        assert_eq!(outbox.released_end(60).await.unwrap(), Some(180_000));
+        outbox.forget_days_before(day + 1).await.unwrap();
+        assert!(
+            outbox
+                .stream_state(day, "occupancy", "floor")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stream_steps")
+            .fetch_one(&outbox.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

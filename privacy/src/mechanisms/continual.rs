@@ -519,6 +519,19 @@ pub struct StreamState {
     released: Vec<f64>,
 }
 
+/// One released step of a stream, as stored: a stream's durable state is
+/// its header ([`StreamState::header`]) and its steps in order, so a window
+/// appends O(1) instead of rewriting every step so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamStep {
+    /// The step's exact (encoded) increment d_t.
+    pub increment: i64,
+    /// The step's noisy encoded value y_t.
+    pub noisy: i64,
+    /// The running total released at the step.
+    pub released: f64,
+}
+
 impl StreamState {
     /// The parameters the stream was made with.
     pub fn params(&self) -> &StreamParams {
@@ -527,6 +540,37 @@ impl StreamState {
     /// The first step not yet released.
     pub fn next_step(&self) -> u32 {
         self.next_step
+    }
+    /// The state with no step released: parameters, scale and run id.
+    pub fn header(&self) -> StreamState {
+        StreamState {
+            params: self.params,
+            sigma: self.sigma,
+            gamma: self.gamma,
+            run: self.run.clone(),
+            next_step: 0,
+            increments: Vec::new(),
+            noisy: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+    /// Step `t`, if it was released.
+    pub fn step(&self, t: u32) -> Option<StreamStep> {
+        let i = t as usize;
+        Some(StreamStep {
+            increment: *self.increments.get(i)?,
+            noisy: *self.noisy.get(i)?,
+            released: *self.released.get(i)?,
+        })
+    }
+    /// Appends the next step read back from storage (what
+    /// [`ContinualStream::restore`] then checks: it refuses a state whose
+    /// released values are not the post-processing of its noise).
+    pub fn push_step(&mut self, step: StreamStep) {
+        self.increments.push(step.increment);
+        self.noisy.push(step.noisy);
+        self.released.push(step.released);
+        self.next_step = self.next_step.saturating_add(1);
     }
 }
 

@@ -444,6 +444,36 @@ fn restore_continues_and_never_redraws() {
 }
 
 #[test]
+fn a_header_and_its_steps_rebuild_the_state() {
+    for m in MECHS {
+        let p = params(m, 60, alternating(16));
+        let mut s = ContinualStream::new(p).unwrap();
+        s.release(0, 2).unwrap();
+        s.release(3, 1).unwrap();
+        let header = s.state().header();
+        assert_eq!(header.next_step(), 0);
+        assert_eq!(header.step(0), None);
+        let mut rebuilt = header.clone();
+        for t in 0..s.next_step() {
+            rebuilt.push_step(s.state().step(t).unwrap());
+        }
+        assert_eq!(&rebuilt, s.state());
+        let r = ContinualStream::restore(p, rebuilt).unwrap();
+        assert_eq!(r.next_step(), 4);
+        // A step that is not the post-processing of its noise is refused.
+        let mut bad = header.clone();
+        for t in 0..s.next_step() {
+            let mut step = s.state().step(t).unwrap();
+            if t == 2 {
+                step.released += 1.0;
+            }
+            bad.push_step(step);
+        }
+        assert!(ContinualStream::restore(p, bad).is_err());
+    }
+}
+
+#[test]
 fn skipped_steps_are_released_with_zero_increments() {
     for m in MECHS {
         let mut s = ContinualStream::new(params(m, 30, alternating(2))).unwrap();
