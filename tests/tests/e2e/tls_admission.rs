@@ -89,6 +89,19 @@ async fn refusals(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
+/// The audited handshake refusals, once one names `needle` (lowercase) or
+/// after 10 s (the audit writer is asynchronous).
+async fn refusals_naming(env: &TestEnv, needle: &str) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = refusals(env).await;
+        if e.iter().any(|x| x.to_lowercase().contains(needle)) || Instant::now() > until {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_revoked_certificates_are_refused_at_the_handshake_and_audited() {
     let env = TestEnv::start_edited(ARENA_POLICY, "", 2, &with_crl).await;
@@ -128,14 +141,7 @@ async fn forged_and_revoked_certificates_are_refused_at_the_handshake_and_audite
     health(&env, "node-1").await.expect("node-1 still served");
 
     // Every refusal is audited with the claimed identity and the reason.
-    let until = Instant::now() + Duration::from_secs(10);
-    let entries = loop {
-        let e = refusals(&env).await;
-        if e.iter().any(|x| x.to_lowercase().contains("revoked")) || Instant::now() > until {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let entries = refusals_naming(&env, "revoked").await;
     let has = |needle: &str| entries.iter().any(|e| e.contains(needle));
     assert!(has("no extendedKeyUsage"), "{entries:#?}");
     assert!(has("lacks clientAuth"), "{entries:#?}");
@@ -287,14 +293,7 @@ async fn expired_foreign_and_ambiguous_identities_are_refused() {
     // The client may see the server's alert or only a closed stream (TLS
     // 1.3 finishes the client's side first); the server's audit entry names
     // the cause.
-    let until = Instant::now() + Duration::from_secs(10);
-    let entries = loop {
-        let e = refusals(&env).await;
-        if e.iter().any(|x| x.to_lowercase().contains("expired")) || Instant::now() > until {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let entries = refusals_naming(&env, "expired").await;
     assert!(
         entries
             .iter()
