@@ -117,17 +117,23 @@ fn principal(leaf: Option<&[u8]>) -> String {
 }
 
 impl<S> Admission<S> {
-    fn refusal<B>(&self, req: &http::Request<B>, leaf: Option<&[u8]>) -> Option<Status> {
+    /// For a node-only method: the node's SPIFFE id, or the refusal. `None`
+    /// for other methods.
+    fn node_check<B>(
+        &self,
+        req: &http::Request<B>,
+        leaf: Option<&[u8]>,
+    ) -> Option<Result<String, Status>> {
         let path = req.uri().path();
         if !node_only(path) {
             return None;
         }
-        match self.registry.node_of_cert(leaf) {
-            Ok(_) => None,
-            Err(e) => Some(Status::permission_denied(format!(
+        Some(match self.registry.node_of_cert(leaf) {
+            Ok((venue, node)) => Ok(Identity::Node { venue, node }.spiffe()),
+            Err(e) => Err(Status::permission_denied(format!(
                 "{path}: {e} (refused before reading the request body)"
             ))),
-        }
+        })
     }
 }
 
@@ -150,11 +156,15 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let leaf = leaf(&req);
-        if let Some(status) = self.refusal(&req, leaf.as_deref()) {
-            // The body is dropped unread with the request.
-            drop(req);
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        }
+        let node = match self.node_check(&req, leaf.as_deref()) {
+            Some(Err(status)) => {
+                // The body is dropped unread with the request.
+                drop(req);
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+            Some(Ok(spiffe)) => Some(spiffe),
+            None => None,
+        };
         let Some(budgets) = self.budgets.clone() else {
             return Box::pin(self.inner.call(req));
         };
@@ -163,7 +173,8 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let connection = connection(&req);
-        let principal = principal(leaf.as_deref());
+        // A node's identity is known from its check; others parse once.
+        let principal = node.unwrap_or_else(|| principal(leaf.as_deref()));
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             match budgets

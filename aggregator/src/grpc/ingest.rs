@@ -92,13 +92,10 @@ impl IngestService {
 
 /// `RESOURCE_EXHAUSTED` with a retry hint; nothing of the call was stored.
 fn busy(why: &str, retry_ms: u64) -> Status {
-    let mut s = Status::resource_exhausted(format!(
-        "{why}; nothing from this batch was stored, retry in {retry_ms} ms"
-    ));
-    if let Ok(v) = retry_ms.to_string().parse() {
-        s.metadata_mut().insert("retry-after-ms", v);
-    }
-    s
+    super::status::busy(
+        format!("{why}; nothing from this batch was stored, retry in {retry_ms} ms"),
+        retry_ms,
+    )
 }
 
 /// A `SubmitReleases` call past its first checks.

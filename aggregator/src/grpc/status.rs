@@ -6,6 +6,17 @@
 use tonic::Status;
 use veil_aggregator_core::{Error, audit, ledger};
 
+/// `RESOURCE_EXHAUSTED` meaning "busy, nothing of this call was kept: try
+/// again": `message` and a `retry-after-ms` hint in the metadata, which
+/// nodes follow. (A ledger's "budget exhausted" carries no hint.)
+pub fn busy(message: String, retry_ms: u64) -> Status {
+    let mut s = Status::resource_exhausted(message);
+    if let Ok(v) = retry_ms.to_string().parse() {
+        s.metadata_mut().insert("retry-after-ms", v);
+    }
+    s
+}
+
 /// `e` as a status, for a caller that has no more specific wording.
 pub fn status(e: Error) -> Status {
     match e {

@@ -434,12 +434,15 @@ impl Budgets {
                         "Request refused: request bytes in flight at their limit (logged at most every 10 s)."
                     );
                 }
-                return Err(busy(format!(
-                    "{path}: {len} more request bytes would exceed {} = {limit}; \
-                     retry after {} ms",
-                    scope.config_key(),
-                    RETRY_AFTER.as_millis()
-                )));
+                let retry_ms = u64::try_from(RETRY_AFTER.as_millis()).unwrap_or(u64::MAX);
+                return Err(crate::grpc::status::busy(
+                    format!(
+                        "{path}: {len} more request bytes would exceed {} = {limit}; \
+                         retry after {retry_ms} ms",
+                        scope.config_key(),
+                    ),
+                    retry_ms,
+                ));
             }
         };
         let body = Replay {
@@ -451,15 +454,6 @@ impl Budgets {
         };
         Ok((Body::new(body), Some(reservation)))
     }
-}
-
-/// `RESOURCE_EXHAUSTED` with the `retry-after-ms` hint nodes honour.
-fn busy(message: String) -> Status {
-    let mut s = Status::resource_exhausted(message);
-    if let Ok(v) = RETRY_AFTER.as_millis().to_string().parse() {
-        s.metadata_mut().insert("retry-after-ms", v);
-    }
-    s
 }
 
 /// A body whose first frames were read for the prefix: those frames again,
